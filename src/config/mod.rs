@@ -1,0 +1,323 @@
+//! strata's configuration: the TOML file, command-line/env overrides, and validation.
+//!
+//! `Config::parse` reports every problem at once, each naming its field, so
+//! `strata check-config` can print them all. Defaults live here and in
+//! `strata.example.toml`, which documents every field; keep the two in step.
+
+mod reader;
+mod url;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use reader::Section;
+pub use url::UpstreamUrl;
+
+/// One problem in the configuration, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted field path, such as `upstream.connections`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, message: String) -> Self {
+        ConfigError { field: field.to_string(), message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `STRATA_LISTEN`.
+    pub listen: Option<String>,
+    /// `--upstream` / `STRATA_UPSTREAM`.
+    pub upstream: Option<String>,
+    /// `--admin` / `STRATA_ADMIN`.
+    pub admin: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client-facing listener.
+    pub server: ServerConfig,
+    /// The Redis behind strata.
+    pub upstream: UpstreamConfig,
+    /// Per-client protocol limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address clients connect to.
+    pub listen: String,
+    /// HTTP side port for health and metrics, when set.
+    pub admin: Option<SocketAddr>,
+    /// Most clients connected at once; more are refused with an error.
+    pub max_clients: usize,
+    /// Close clients idle this long; `None` keeps them forever.
+    pub idle_timeout: Option<Duration>,
+    /// How long SIGTERM waits for in-flight replies before exiting.
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Where Redis is.
+    pub url: UpstreamUrl,
+    /// Shared multiplexed connections per protocol version.
+    pub connections: usize,
+    /// Time allowed for one connect plus handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for a reply on a shared connection before it is declared dead;
+    /// `None` waits forever. Blocking commands run on pinned connections and are exempt.
+    pub command_timeout: Option<Duration>,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Requests queued for one shared connection before senders wait.
+    pub queue_depth: usize,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest bulk string a client may send.
+    pub max_bulk_len: u64,
+    /// Most arguments in one request.
+    pub max_multibulk_len: u64,
+    /// Requests of one client in flight before strata stops reading from it.
+    pub max_pipeline_depth: usize,
+    /// Most unparsed bytes buffered for one client (Redis' client-query-buffer-limit).
+    pub max_client_buffer: usize,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Reads and validates a config file; `None` means defaults plus overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
+        let text = match path {
+            None => String::new(),
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| vec![ConfigError::new("config", format!("cannot read {}: {e}", p.display()))])?,
+        };
+        Self::parse(&text, overrides)
+    }
+
+    /// Parses and validates TOML text, collecting every problem.
+    pub fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![ConfigError::new("config", format!("not valid TOML: {}", e.message()))]
+        })?;
+        let mut errors = Vec::new();
+        let mut root = Section::root(&table);
+        let config = Config {
+            server: read_server(&mut root, overrides, &mut errors),
+            upstream: read_upstream(&mut root, overrides, &mut errors),
+            limits: read_limits(&mut root, &mut errors),
+            log: read_log(&mut root, &mut errors),
+        };
+        root.finish(&mut errors);
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
+    }
+
+    /// A one-paragraph summary for `strata check-config`.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen {} -> upstream {} ({} shared connections per protocol), max {} clients, admin {}",
+            self.server.listen,
+            self.upstream.url,
+            self.upstream.connections,
+            self.server.max_clients,
+            self.server.admin.map_or("off".to_string(), |a| a.to_string()),
+        )
+    }
+}
+
+fn read_server(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>) -> ServerConfig {
+    let mut s = root.section("server", errors);
+    let listen = s.get("listen", "127.0.0.1:6380".to_string(), errors);
+    let listen = o.listen.clone().unwrap_or(listen);
+    if !listen.contains(':') {
+        errors.push(ConfigError::new("server.listen", format!("'{listen}' must be host:port")));
+    }
+    let admin: Option<String> = s.opt("admin", errors);
+    let admin = o.admin.clone().or(admin).and_then(|a| match a.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(ConfigError::new("server.admin", format!("'{a}' is not an ip:port address")));
+            None
+        }
+    });
+    let max_clients = positive(&mut s, "max_clients", 10_000, errors);
+    let idle_ms: u64 = s.get("idle_timeout_ms", 0, errors);
+    let grace_ms: u64 = s.get("shutdown_grace_ms", 5_000, errors);
+    s.finish(errors);
+    ServerConfig {
+        listen,
+        admin,
+        max_clients: max_clients as usize,
+        idle_timeout: (idle_ms > 0).then(|| Duration::from_millis(idle_ms)),
+        shutdown_grace: Duration::from_millis(grace_ms),
+    }
+}
+
+fn read_upstream(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>) -> UpstreamConfig {
+    let mut s = root.section("upstream", errors);
+    let url_text = s.get("url", "redis://127.0.0.1:6379".to_string(), errors);
+    let url_text = o.upstream.clone().unwrap_or(url_text);
+    let url = UpstreamUrl::parse(&url_text).unwrap_or_else(|e| {
+        errors.push(ConfigError::new("upstream.url", e));
+        UpstreamUrl::parse("redis://127.0.0.1:6379").expect("default URL parses")
+    });
+    let connections = positive(&mut s, "connections", 2, errors);
+    if connections > 64 {
+        errors.push(ConfigError::new("upstream.connections", format!("{connections} is more than 64")));
+    }
+    let connect_timeout = Duration::from_millis(positive(&mut s, "connect_timeout_ms", 1_000, errors));
+    let command_ms: u64 = s.get("command_timeout_ms", 5_000, errors);
+    let reconnect_min = Duration::from_millis(positive(&mut s, "reconnect_min_ms", 50, errors));
+    let reconnect_max = Duration::from_millis(positive(&mut s, "reconnect_max_ms", 2_000, errors));
+    if reconnect_min > reconnect_max {
+        errors.push(ConfigError::new("upstream.reconnect_min_ms", "is larger than reconnect_max_ms".into()));
+    }
+    let queue_depth = positive(&mut s, "queue_depth", 4_096, errors) as usize;
+    s.finish(errors);
+    UpstreamConfig {
+        url,
+        connections: connections as usize,
+        connect_timeout,
+        command_timeout: (command_ms > 0).then(|| Duration::from_millis(command_ms)),
+        reconnect_min,
+        reconnect_max,
+        queue_depth,
+    }
+}
+
+fn read_limits(root: &mut Section, errors: &mut Vec<ConfigError>) -> LimitsConfig {
+    let mut s = root.section("limits", errors);
+    let max_bulk_len = positive(&mut s, "max_bulk_len", 512 * 1024 * 1024, errors);
+    let max_multibulk_len = positive(&mut s, "max_multibulk_len", 1024 * 1024, errors);
+    let max_pipeline_depth = positive(&mut s, "max_pipeline_depth", 1_024, errors) as usize;
+    let max_client_buffer = positive(&mut s, "max_client_buffer", 1024 * 1024 * 1024, errors) as usize;
+    if (max_client_buffer as u64) < max_bulk_len {
+        errors.push(ConfigError::new(
+            "limits.max_client_buffer",
+            format!("{max_client_buffer} is smaller than limits.max_bulk_len ({max_bulk_len}), so the largest allowed value could never be received"),
+        ));
+    }
+    s.finish(errors);
+    LimitsConfig { max_bulk_len, max_multibulk_len, max_pipeline_depth, max_client_buffer }
+}
+
+fn read_log(root: &mut Section, errors: &mut Vec<ConfigError>) -> LogConfig {
+    let mut s = root.section("log", errors);
+    let format = match s.get("format", "text".to_string(), errors).as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errors.push(ConfigError::new("log.format", format!("'{other}' is not one of text, json")));
+            LogFormat::Text
+        }
+    };
+    s.finish(errors);
+    LogConfig { format }
+}
+
+/// Reads a whole number that must be at least 1.
+fn positive(s: &mut Section, name: &str, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
+    let value: u64 = s.get(name, default, errors);
+    if value == 0 {
+        errors.push(ConfigError::new(&s.field_path(name), "must be at least 1".into()));
+        return default;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        Config::parse(text, &Overrides::default()).unwrap_err().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let config = Config::parse("", &Overrides::default()).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:6380");
+        assert_eq!(config.upstream.url.port, 6379);
+        assert_eq!(config.limits.max_bulk_len, 512 * 1024 * 1024);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            listen: Some("0.0.0.0:7000".into()),
+            upstream: Some("redis://h:1/2".into()),
+            admin: None,
+        };
+        let config = Config::parse("[server]\nlisten = \"127.0.0.1:1\"", &o).unwrap();
+        assert_eq!(config.server.listen, "0.0.0.0:7000");
+        assert_eq!((config.upstream.url.port, config.upstream.url.db), (1, 2));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = errors_of(
+            "typo = 1\n[server]\nmax_clients = 0\nadmin = \"nope\"\n[upstream]\nurl = \"http://x\"\nconnections = \"two\"\n\
+             reconnect_min_ms = 10\nreconnect_max_ms = 5\n[limits]\nmax_client_buffer = 10\n[log]\nformat = \"xml\"\ncolour = true\n",
+        );
+        let expected = [
+            "typo: unknown field",
+            "server.max_clients: must be at least 1",
+            "server.admin:",
+            "upstream.url:",
+            "upstream.connections:",
+            "upstream.reconnect_min_ms:",
+            "limits.max_client_buffer:",
+            "log.format:",
+            "log.colour: unknown field",
+        ];
+        for field in expected {
+            assert!(errors.iter().any(|e| e.starts_with(field)), "missing {field} in {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn section_of_wrong_type_and_bad_toml() {
+        assert!(errors_of("server = 3").iter().any(|e| e.starts_with("server: expected a table")));
+        assert!(errors_of("[server").iter().any(|e| e.starts_with("config: not valid TOML")));
+    }
+}

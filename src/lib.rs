@@ -1,0 +1,48 @@
+//! strata: a Redis-protocol sidecar proxy that knows what a cache tier is.
+//!
+//! # The path of one request
+//!
+//! 1. `server::serve` accepts a client (bounded by `server.max_clients`) and spawns a
+//!    `server::handler::Handler`.
+//! 2. The handler reads into its buffer; `resp::RequestParser` finds each complete request
+//!    (multibulk or inline) without copying, and `server::route::decide` looks at the command
+//!    (with `command::CommandTable`, built from the upstream's `COMMAND`) to choose:
+//!    answer locally (HELLO, CLIENT ID/SETNAME…, AUTH with strata's own credentials),
+//!    forward on the client's shared connection, forward on its pinned connection (MULTI,
+//!    WATCH, blocking commands, SELECT, AUTH as another user), or hand the socket to Redis
+//!    verbatim (pub/sub, MONITOR, CLIENT TRACKING/REPLY).
+//! 3. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: a slice
+//!    of the read buffer plus the number of replies expected. The connection task writes it,
+//!    cuts the replies from its read buffer with `resp::FrameScanner`, and returns them as
+//!    the exact bytes Redis sent.
+//! 4. The handler writes replies strictly in request order, batching what is ready into
+//!    one write. A route change waits for earlier replies, so Redis sees the client's
+//!    order. A lost upstream connection turns each in-flight request into an error reply.
+//!
+//! Tiers, read-through and the breaker (later issues) hook into step 2 and 3.
+
+pub mod command;
+pub mod config;
+pub mod resp;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use server::Context;
+use upstream::{ServerInfo, SharedPool};
+
+/// Runs strata on an already bound listener until `shutdown` is cancelled and clients
+/// have finished (or the grace period ran out).
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) {
+    let server_info = Arc::new(ArcSwap::from_pointee(ServerInfo::builtin()));
+    tokio::spawn(upstream::probe_loop(config.upstream.clone(), server_info.clone()));
+    let pool = SharedPool::start(&config.upstream);
+    let ctx = Arc::new(Context::new(config, pool, server_info, shutdown));
+    server::serve(listener, ctx).await;
+}

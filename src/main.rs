@@ -1,0 +1,125 @@
+//! The `strata` binary: command line, logging, signals; everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use strata::config::{Config, LogFormat, Overrides};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for an invalid configuration (EX_CONFIG-like, as sysexits' EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// strata: a Redis-protocol sidecar proxy. Point unmodified Redis clients at --listen.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML config file; every field is documented in strata.example.toml.
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address clients connect to (overrides server.listen), e.g. 127.0.0.1:6380.
+    #[arg(long, env = "STRATA_LISTEN")]
+    listen: Option<String>,
+    /// The Redis behind strata (overrides upstream.url): redis://[user:pass@]host:port[/db].
+    #[arg(long, env = "STRATA_UPSTREAM")]
+    upstream: Option<String>,
+    /// HTTP side port for /metrics, /healthz and /readyz (overrides server.admin).
+    #[arg(long, env = "STRATA_ADMIN")]
+    admin: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a config file: print every problem and exit 64, or a summary and exit 0.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides =
+        Overrides { listen: cli.listen.clone(), upstream: cli.upstream.clone(), admin: cli.admin.clone() };
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file, &overrides);
+    }
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("strata: invalid configuration:");
+            errors.iter().for_each(|e| eprintln!("  {e}"));
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_logging(config.log.format);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path, overrides: &Overrides) -> ExitCode {
+    match Config::load(Some(file), overrides) {
+        Ok(config) => {
+            println!("{}: ok\n{}", file.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            println!("{}: {} problem(s)", file.display(), errors.len());
+            errors.iter().for_each(|e| println!("  {e}"));
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        tracing::info!(listen = %config.server.listen, upstream = %config.upstream.url, "strata started");
+        let shutdown = CancellationToken::new();
+        spawn_signal_handlers(shutdown.clone())?;
+        strata::run(config, listener, shutdown).await;
+        tracing::info!("strata stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM drains gracefully; SIGINT exits at once.
+fn spawn_signal_handlers(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: no new clients; finishing in-flight replies");
+                shutdown.cancel();
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Finds where one complete RESP2/RESP3 frame ends, without building it.
+//!
+//! Replies are forwarded as the bytes Redis sent, so strata only needs frame boundaries.
+//! The scanner is resumable: a 10 MB LRANGE reply arriving in 64 KiB reads is walked
+//! once in total, not once per read. It owns no buffer; callers pass the same buffer
+//! (grown at the end) on every call until a frame is complete.
+
+use memchr::memchr;
+
+/// Why a byte stream is not valid RESP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The first byte of an element is not a RESP type marker.
+    #[error("invalid frame type byte '{0}'")]
+    InvalidType(char),
+    /// A length or count is not a decimal integer, or is negative where it cannot be.
+    #[error("invalid {0} length")]
+    InvalidLength(&'static str),
+    /// A length exceeds a configured limit.
+    #[error("{what} length {len} exceeds the limit of {limit}")]
+    TooLong { what: &'static str, len: u64, limit: u64 },
+    /// A bulk string is not followed by CRLF.
+    #[error("expected CRLF after bulk data")]
+    MissingCrlf,
+    /// A header line grew past the longest line strata accepts.
+    #[error("header line too long")]
+    LineTooLong,
+    /// An element type a request may not contain (requests are arrays of bulk strings).
+    #[error("expected '$', got '{0}'")]
+    NotBulk(char),
+    /// RESP3 streamed aggregates are never sent by Redis and are refused.
+    #[error("streamed RESP3 types are not supported")]
+    Streamed,
+}
+
+/// Limits applied while scanning; replies from Redis use `Limits::UNBOUNDED`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bulk string length accepted.
+    pub max_bulk: u64,
+    /// Largest element count of one aggregate.
+    pub max_multibulk: u64,
+}
+
+impl Limits {
+    /// No limits beyond what fits in memory: used for replies from the trusted upstream.
+    pub const UNBOUNDED: Limits = Limits { max_bulk: u64::MAX, max_multibulk: u64::MAX };
+}
+
+/// Longest header line (`$123\r\n`, `+OK\r\n`) read before giving up. Simple strings and
+/// errors from Redis can carry messages, so this is generous; it bounds a garbage stream.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Resumable scanner state for one frame at the start of a buffer.
+#[derive(Debug, Default)]
+pub struct FrameScanner {
+    /// Offset up to which the frame has been validated.
+    pos: usize,
+    /// Elements still expected at each open aggregate level, outermost first.
+    /// Grows only with actual nesting in the data, so it is bounded by the frame size.
+    pending: Vec<u64>,
+    /// Requests must be a top-level array of bulk strings.
+    request: bool,
+}
+
+/// One parsed element header.
+enum Header {
+    /// The element is complete after `len` bytes.
+    Leaf(usize),
+    /// An aggregate header of `len` bytes followed by `children` elements.
+    Aggregate(usize, u64),
+}
+
+impl FrameScanner {
+    /// A scanner for replies (any RESP2/RESP3 type).
+    pub fn reply() -> Self {
+        Self::default()
+    }
+
+    /// A scanner for client requests (multibulk arrays of bulk strings only).
+    pub fn request() -> Self {
+        FrameScanner { request: true, ..Self::default() }
+    }
+
+    /// Returns the length of the complete frame at the start of `buf`, or `None` if more
+    /// bytes are needed. After `Some`, the scanner is reset for the next frame.
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+        loop {
+            let header = match self.header(buf, limits)? {
+                Some(h) => h,
+                None => return Ok(None),
+            };
+            match header {
+                Header::Aggregate(len, children) if children > 0 => {
+                    self.pos += len;
+                    self.pending.push(children);
+                }
+                Header::Aggregate(len, _) | Header::Leaf(len) => {
+                    self.pos += len;
+                    if self.complete_one() {
+                        let total = self.pos;
+                        self.pos = 0;
+                        return Ok(Some(total));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks one element complete; returns true when the whole frame is.
+    fn complete_one(&mut self) -> bool {
+        while let Some(top) = self.pending.last_mut() {
+            *top -= 1;
+            if *top > 0 {
+                return false;
+            }
+            self.pending.pop();
+        }
+        true
+    }
+
+    fn header(&self, buf: &[u8], limits: &Limits) -> Result<Option<Header>, ProtocolError> {
+        let Some(&marker) = buf.get(self.pos) else { return Ok(None) };
+        let top_level = self.pending.is_empty();
+        if self.request {
+            if top_level && marker != b'*' {
+                return Err(ProtocolError::InvalidType(marker as char));
+            }
+            if !top_level && marker != b'$' {
+                return Err(ProtocolError::NotBulk(marker as char));
+            }
+        }
+        let Some((line, line_len)) = read_line(&buf[self.pos..])? else { return Ok(None) };
+        match marker {
+            b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => Ok(Some(Header::Leaf(line_len))),
+            b'$' | b'!' | b'=' => self.bulk(buf, line, line_len, limits),
+            b'*' | b'~' | b'>' => aggregate(line, line_len, 1, limits),
+            b'%' => aggregate(line, line_len, 2, limits),
+            // An attribute map precedes the element it annotates: its pairs plus that element.
+            b'|' => match aggregate(line, line_len, 2, limits)? {
+                Some(Header::Aggregate(len, n)) => Ok(Some(Header::Aggregate(len, n + 1))),
+                other => Ok(other),
+            },
+            other => Err(ProtocolError::InvalidType(other as char)),
+        }
+    }
+
+    fn bulk(
+        &self,
+        buf: &[u8],
+        line: &[u8],
+        line_len: usize,
+        limits: &Limits,
+    ) -> Result<Option<Header>, ProtocolError> {
+        if line == b"?" {
+            return Err(ProtocolError::Streamed);
+        }
+        let len = match parse_len(line, "bulk")? {
+            None => return Ok(Some(Header::Leaf(line_len))),
+            Some(len) => len,
+        };
+        if len > limits.max_bulk {
+            return Err(ProtocolError::TooLong { what: "bulk", len, limit: limits.max_bulk });
+        }
+        let len = usize::try_from(len).map_err(|_| ProtocolError::InvalidLength("bulk"))?;
+        let end = self.pos + line_len + len;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::MissingCrlf);
+        }
+        Ok(Some(Header::Leaf(line_len + len + 2)))
+    }
+}
+
+fn aggregate(
+    line: &[u8],
+    line_len: usize,
+    per_entry: u64,
+    limits: &Limits,
+) -> Result<Option<Header>, ProtocolError> {
+    if line == b"?" {
+        return Err(ProtocolError::Streamed);
+    }
+    match parse_len(line, "multibulk")? {
+        None => Ok(Some(Header::Leaf(line_len))),
+        Some(n) if n > limits.max_multibulk => {
+            Err(ProtocolError::TooLong { what: "multibulk", len: n, limit: limits.max_multibulk })
+        }
+        Some(n) => Ok(Some(Header::Aggregate(line_len, n.saturating_mul(per_entry)))),
+    }
+}
+
+/// Returns the header line after the type byte (without CRLF) and the line's full length.
+fn read_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    match memchr(b'\n', buf) {
+        Some(nl) if nl >= 1 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
+        Some(_) => Err(ProtocolError::MissingCrlf),
+        None if buf.len() > MAX_LINE => Err(ProtocolError::LineTooLong),
+        None => Ok(None),
+    }
+}
+
+/// Parses a RESP length; `-1` (null) gives `None`.
+pub(crate) fn parse_len(line: &[u8], what: &'static str) -> Result<Option<u64>, ProtocolError> {
+    if line == b"-1" {
+        return Ok(None);
+    }
+    if line.is_empty() || line.len() > 19 || !line.iter().all(u8::is_ascii_digit) {
+        return Err(ProtocolError::InvalidLength(what));
+    }
+    Ok(Some(line.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8]) -> Option<usize> {
+        FrameScanner::reply().scan(input, &Limits::UNBOUNDED).unwrap()
+    }
+
+    #[test]
+    fn finds_simple_frames() {
+        assert_eq!(scan_all(b"+OK\r\nextra"), Some(5));
+        assert_eq!(scan_all(b"$-1\r\n"), Some(5));
+        assert_eq!(scan_all(b"*-1\r\n"), Some(5));
+        assert_eq!(scan_all(b"$3\r\na\r\n\r\n"), Some(9));
+        assert_eq!(scan_all(b"*0\r\n"), Some(4));
+        assert_eq!(scan_all(b"_\r\n"), Some(3));
+    }
+
+    #[test]
+    fn nested_and_resp3_aggregates() {
+        let map = b"%2\r\n+a\r\n:1\r\n+b\r\n*2\r\n$1\r\nx\r\n#t\r\n";
+        assert_eq!(scan_all(map), Some(map.len()));
+        let attr = b"|1\r\n+key\r\n+val\r\n:42\r\n";
+        assert_eq!(scan_all(attr), Some(attr.len()));
+        let push = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n";
+        assert_eq!(scan_all(push), Some(push.len()));
+    }
+
+    #[test]
+    fn resumes_across_every_split_point() {
+        let frame = b"*3\r\n$3\r\nSET\r\n*2\r\n:1\r\n,1.5\r\n%1\r\n+k\r\n$2\r\n\r\n\r\n";
+        for split in 0..frame.len() {
+            let mut scanner = FrameScanner::reply();
+            let first = scanner.scan(&frame[..split], &Limits::UNBOUNDED).unwrap();
+            assert_eq!(first, None, "split {split}");
+            let done = scanner.scan(frame, &Limits::UNBOUNDED).unwrap();
+            assert_eq!(done, Some(frame.len()), "split {split}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_redis_protocol_decoder() {
+        let frames: [&[u8]; 4] = [
+            b"*2\r\n$3\r\nfoo\r\n*1\r\n:-7\r\n",
+            b"%1\r\n$1\r\na\r\n~2\r\n+x\r\n+y\r\n",
+            b"=8\r\ntxt:abcd\r\n",
+            b"(123456789012345678901234567890\r\n",
+        ];
+        for frame in frames {
+            let (_, used) = redis_protocol::resp3::decode::complete::decode(frame).unwrap().unwrap();
+            assert_eq!(scan_all(frame), Some(used));
+        }
+    }
+
+    #[test]
+    fn rejects_garbage_and_enforces_limits() {
+        let mut s = FrameScanner::request();
+        assert!(s.scan(b"+OK\r\n", &Limits::UNBOUNDED).is_err());
+        let limits = Limits { max_bulk: 10, max_multibulk: 2 };
+        assert!(FrameScanner::request().scan(b"*3\r\n", &limits).is_err());
+        assert!(FrameScanner::request().scan(b"*1\r\n$11\r\n", &limits).is_err());
+        assert!(FrameScanner::request().scan(b"*1\r\n:1\r\n", &limits).is_err());
+        assert!(FrameScanner::reply().scan(b"$abc\r\n", &limits).is_err());
+        assert!(FrameScanner::reply().scan(b"$3\r\nabcXY", &limits).is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! One client connection: read requests, route them, write replies strictly in order.
+//!
+//! Requests are answered through a queue of pending replies, one entry per request or per
+//! run of consecutive shared-route requests (sent to Redis as one slice of the read
+//! buffer). A route change waits for every earlier reply first, so Redis executes the
+//! client's commands in the order sent even when they use two connections.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::Context;
+use super::route::{Action, Route, RouteContext, decide};
+use super::session::Session;
+use crate::resp::reply::Protocol;
+use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
+use crate::upstream::{Dedicated, Job, Msg, SlotId};
+
+/// Replies larger than this are written straight from their buffer instead of being
+/// copied into the batch buffer.
+const COPY_LIMIT: usize = 64 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A reply owed to the client, in request order.
+enum Pending {
+    /// Bytes ready to write.
+    Ready(Bytes),
+    /// Waiting for Redis: `frames` replies, on the pinned connection or not.
+    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool },
+}
+
+/// How processing the read buffer ended.
+enum Flow {
+    Continue,
+    PassThrough,
+}
+
+/// The state of one client connection.
+pub struct Handler {
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    session: Session,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    parser: RequestParser,
+    ranges: Vec<Range<usize>>,
+    queue: VecDeque<Pending>,
+    slot: SlotId,
+    shared: Option<mpsc::Sender<Msg>>,
+    pinned: Option<(Dedicated, Protocol)>,
+    last_route: Route,
+    /// No more requests are read; the connection closes once the queue is written.
+    closing: bool,
+}
+
+impl Handler {
+    /// A handler for a freshly accepted client.
+    pub fn new(ctx: Arc<Context>, stream: TcpStream, id: u64) -> Handler {
+        let limits = Limits {
+            max_bulk: ctx.config.limits.max_bulk_len,
+            max_multibulk: ctx.config.limits.max_multibulk_len,
+        };
+        let slot = ctx.pool.assign(Protocol::Resp2);
+        Handler {
+            ctx,
+            stream,
+            session: Session::new(id),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+            parser: RequestParser::new(limits),
+            ranges: Vec::new(),
+            queue: VecDeque::new(),
+            slot,
+            shared: None,
+            pinned: None,
+            last_route: Route::Shared,
+            closing: false,
+        }
+    }
+
+    /// Serves the client until it disconnects, misbehaves or strata shuts down.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let idle = self.ctx.config.server.idle_timeout;
+        let mut idle_deadline = idle.map(|d| Instant::now() + d);
+        loop {
+            if let Flow::PassThrough = self.process().await? {
+                return self.pass_through().await;
+            }
+            self.write_ready().await?;
+            if self.closing && self.queue.is_empty() {
+                return self.stream.shutdown().await;
+            }
+            let depth = self.ctx.config.limits.max_pipeline_depth;
+            let can_read = !self.closing && self.queue.len() < depth;
+            let Handler { stream, rbuf, queue, ctx, closing, .. } = &mut self;
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                rbuf.reserve(READ_CHUNK.max(rbuf.len().min(4 * 1024 * 1024)));
+            }
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled(), if can_read => *closing = true,
+                () = resolve_front(queue), if !queue.is_empty() => {}
+                read = stream.read_buf(rbuf), if can_read => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    idle_deadline = idle.map(|d| Instant::now() + d);
+                }
+                () = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() && queue.is_empty() => {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Routes every complete request in the read buffer, batching shared-route runs.
+    async fn process(&mut self) -> std::io::Result<Flow> {
+        let depth = self.ctx.config.limits.max_pipeline_depth;
+        let server = self.ctx.server.load_full();
+        let mut run = Run::default();
+        while !self.closing && self.queue.len() + run.frames < depth {
+            let parsed = self.parser.next(&self.rbuf[run.len..], &mut self.ranges);
+            let frame = match parsed {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.flush_run(&mut run).await;
+                    self.protocol_error(e);
+                    break;
+                }
+            };
+            let (len, encoded) = match frame {
+                Frame::Empty { len } => {
+                    run.len += len;
+                    continue;
+                }
+                Frame::Multibulk { len } => (len, None),
+                Frame::Inline { consumed, encoded } => (consumed, Some(encoded)),
+            };
+            let action = {
+                let source: &[u8] = encoded.as_deref().unwrap_or(&self.rbuf[run.len..run.len + len]);
+                let argv: Vec<&[u8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
+                let route_ctx = RouteContext {
+                    commands: &server.commands,
+                    version: &server.version,
+                    upstream: &self.ctx.config.upstream.url,
+                };
+                decide(&mut self.session, &route_ctx, &argv)
+            };
+            if matches!(action, Action::Forward(Route::Shared))
+                && encoded.is_none()
+                && self.last_route == Route::Shared
+            {
+                run.len += len;
+                run.frames += 1;
+                continue;
+            }
+            self.flush_run(&mut run).await;
+            if let Action::PassThrough = action {
+                return Ok(Flow::PassThrough);
+            }
+            let raw = self.rbuf.split_to(len).freeze();
+            self.act(action, encoded.unwrap_or(raw)).await?;
+        }
+        self.flush_run(&mut run).await;
+        if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
+            self.protocol_error(ProtocolError::TooLong {
+                what: "query buffer",
+                len: self.rbuf.len() as u64,
+                limit: self.ctx.config.limits.max_client_buffer as u64,
+            });
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Sends the batched shared-route run, if any, as one job.
+    async fn flush_run(&mut self, run: &mut Run) {
+        if run.len == 0 {
+            return;
+        }
+        let payload = self.rbuf.split_to(run.len).freeze();
+        let frames = std::mem::take(&mut run.frames);
+        run.len = 0;
+        if frames > 0 {
+            self.forward(Route::Shared, payload, frames).await;
+        }
+    }
+
+    async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
+        match action {
+            Action::Forward(route) => self.forward(route, raw, 1).await,
+            Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
+            Action::Local(reply) => self.local(reply),
+            Action::Quit => {
+                self.drain().await?;
+                self.local(Reply::Status("OK"));
+                self.closing = true;
+            }
+            Action::Reset => {
+                self.drain().await?;
+                self.pinned = None;
+                self.session.reset();
+                self.reassign();
+                self.local(Reply::Status("RESET"));
+            }
+            Action::PassThrough => unreachable!("handled by process"),
+        }
+        Ok(())
+    }
+
+    fn local(&mut self, reply: Reply) {
+        let protocol = self.session.protocol;
+        if self.slot.protocol != protocol {
+            self.reassign();
+        }
+        self.queue.push_back(Pending::Ready(reply.to_bytes(protocol)));
+    }
+
+    /// Moves the client to a shared connection of its (new) protocol, and drops an idle
+    /// pinned connection that speaks the old one.
+    fn reassign(&mut self) {
+        self.slot = self.ctx.pool.assign(self.session.protocol);
+        self.shared = None;
+        if self.pinned.as_ref().is_some_and(|(_, p)| *p != self.session.protocol)
+            && !self.session.needs_pinned()
+        {
+            self.pinned = None;
+        }
+    }
+
+    fn protocol_error(&mut self, e: ProtocolError) {
+        tracing::debug!(client = self.session.id, error = %e, "protocol error; closing client");
+        self.queue.push_back(Pending::Ready(
+            Reply::err(format!("Protocol error: {e}")).to_bytes(self.session.protocol),
+        ));
+        self.closing = true;
+    }
+
+    /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
+    async fn forward(&mut self, route: Route, payload: Bytes, frames: usize) {
+        if route != self.last_route {
+            if let Err(e) = self.drain().await {
+                tracing::debug!(error = %e, "client gone during route change");
+                self.closing = true;
+                return;
+            }
+            self.last_route = route;
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job { payload, frames, reply };
+        let sent = match route {
+            Route::Shared => self.send_shared(job).await,
+            Route::Pinned => self.send_pinned(job).await,
+        };
+        match sent {
+            Ok(()) => self.queue.push_back(Pending::Waiting { rx, frames, pinned: route == Route::Pinned }),
+            Err(why) => {
+                self.queue.push_back(Pending::Ready(repeat_error(&why, frames)));
+                if route == Route::Pinned {
+                    // The client's connection state lives on that connection; it is gone.
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    async fn send_shared(&mut self, job: Job) -> Result<(), String> {
+        let mut msg = Msg::Job(job);
+        for _ in 0..2 {
+            let tx = match self.shared.clone().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx,
+                None => match self.ctx.pool.sender(self.slot) {
+                    Some(tx) => tx,
+                    None => break,
+                },
+            };
+            match tx.send(msg).await {
+                Ok(()) => {
+                    self.shared = Some(tx);
+                    return Ok(());
+                }
+                // The connection ended before taking the job, so it never reached Redis
+                // and one more attempt on the replacement is safe.
+                Err(mpsc::error::SendError(back)) => {
+                    self.shared = None;
+                    msg = back;
+                }
+            }
+        }
+        Err(format!("ERR upstream unavailable: not connected to {}", self.ctx.config.upstream.url))
+    }
+
+    async fn send_pinned(&mut self, job: Job) -> Result<(), String> {
+        let protocol = self.session.protocol;
+        if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
+            let dedicated = Dedicated::open(&self.ctx.config.upstream, protocol)
+                .await
+                .map_err(|e| format!("ERR upstream unavailable: {e}"))?;
+            self.pinned = Some((dedicated, protocol));
+        }
+        let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
+        dedicated.tx.send(Msg::Job(job)).await.map_err(|_| "ERR upstream connection lost".to_string())
+    }
+
+    /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
+    async fn forward_hello(&mut self, proto: u8, raw: Bytes) -> std::io::Result<()> {
+        self.forward(Route::Pinned, raw, 1).await;
+        self.last_route = Route::Pinned;
+        let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
+        let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
+        let reply = rx.await.unwrap_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"));
+        if !reply.starts_with(b"-") {
+            self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
+            if let Some((_, p)) = &mut self.pinned {
+                *p = self.session.protocol;
+            }
+            self.slot = self.ctx.pool.assign(self.session.protocol);
+            self.shared = None;
+        }
+        self.queue.push_back(Pending::Ready(reply));
+        Ok(())
+    }
+
+    /// Writes every reply at the front of the queue that has arrived.
+    async fn write_ready(&mut self) -> std::io::Result<()> {
+        while let Some(front) = self.queue.front_mut() {
+            let bytes = match front {
+                Pending::Ready(bytes) => std::mem::take(bytes),
+                Pending::Waiting { rx, frames, pinned } => match rx.try_recv() {
+                    Ok(bytes) => bytes,
+                    Err(oneshot::error::TryRecvError::Empty) => break,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        self.closing |= *pinned;
+                        repeat_error("ERR upstream connection lost", *frames)
+                    }
+                },
+            };
+            self.queue.pop_front();
+            if bytes.len() > COPY_LIMIT {
+                self.flush().await?;
+                self.stream.write_all(&bytes).await?;
+            } else {
+                self.wbuf.extend_from_slice(&bytes);
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for and writes every pending reply.
+    async fn drain(&mut self) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            resolve_front(&mut self.queue).await;
+            self.write_ready().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the connection to Redis verbatim for the rest of its life.
+    async fn pass_through(mut self) -> std::io::Result<()> {
+        self.drain().await?;
+        let upstream = match self.pinned.take() {
+            Some((dedicated, _)) => dedicated.detach().await.map(|d| (d.stream, d.leftover)),
+            None => crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol)
+                .await
+                .ok()
+                .map(|c| (c.stream, c.leftover)),
+        };
+        let Some((mut upstream, leftover)) = upstream else {
+            let reply =
+                Reply::err("upstream unavailable: cannot open a connection").to_bytes(self.session.protocol);
+            self.stream.write_all(&reply).await?;
+            return self.stream.shutdown().await;
+        };
+        upstream.write_all(&self.rbuf).await?;
+        self.stream.write_all(&leftover).await?;
+        let shutdown = self.ctx.shutdown.clone();
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream) => copied.map(|_| ()),
+            () = shutdown.cancelled() => Ok(()),
+        }
+    }
+}
+
+/// The bytes and frame count of consecutive shared-route requests not yet sent.
+#[derive(Default)]
+struct Run {
+    len: usize,
+    frames: usize,
+}
+
+/// Waits until the front entry's reply has arrived (or its connection is gone).
+async fn resolve_front(queue: &mut VecDeque<Pending>) {
+    let Some(front) = queue.front_mut() else { return };
+    if let Pending::Waiting { rx, frames, pinned } = front {
+        let bytes = match rx.await {
+            Ok(bytes) => bytes,
+            Err(_) if *pinned => return,
+            Err(_) => repeat_error("ERR upstream connection lost", *frames),
+        };
+        *front = Pending::Ready(bytes);
+    }
+}
+
+/// One error line per expected reply, so the client's reply count stays right.
+fn repeat_error(message: &str, frames: usize) -> Bytes {
+    let line = format!("-{}\r\n", message.replace(['\r', '\n'], " "));
+    Bytes::from(line.repeat(frames))
+}

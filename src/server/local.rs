@@ -1,0 +1,203 @@
+//! Commands strata answers itself because their state is per client: HELLO, AUTH with the
+//! upstream's own credentials, CLIENT ID/SETNAME/GETNAME/SETINFO/NO-EVICT/NO-TOUCH, and
+//! the STRATA introspection command.
+
+use bytes::Bytes;
+
+use super::route::{Action, Route, RouteContext};
+use super::session::Session;
+use crate::command::TableSource;
+use crate::resp::Reply;
+use crate::resp::reply::Protocol;
+
+fn wrong_arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+fn text(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).into_owned()
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+pub fn hello(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Action {
+    let protover = match argv.get(1).map(|v| std::str::from_utf8(v).ok().and_then(|v| v.parse::<i64>().ok()))
+    {
+        None => None,
+        Some(Some(v @ (2 | 3))) => Some(v as u8),
+        Some(Some(_)) => return Action::Local(Reply::Error("NOPROTO unsupported protocol version".into())),
+        Some(None) => return Action::Local(Reply::err("Protocol version is not an integer or out of range")),
+    };
+    let mut auth = None;
+    let mut setname = None;
+    let mut i = 2;
+    while i < argv.len() {
+        let option = argv[i].to_ascii_lowercase();
+        match option.as_slice() {
+            b"auth" if i + 2 < argv.len() => {
+                auth = Some((argv[i + 1], argv[i + 2]));
+                i += 3;
+            }
+            b"setname" if i + 1 < argv.len() => {
+                setname = Some(argv[i + 1]);
+                i += 2;
+            }
+            _ => {
+                return Action::Local(Reply::err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    text(argv[i])
+                )));
+            }
+        }
+    }
+    if let Some(Err(e)) = setname.map(valid_name) {
+        return Action::Local(e);
+    }
+    let foreign_auth = auth.is_some_and(|(user, pass)| !matches_upstream(ctx, Some(user), pass));
+    if foreign_auth
+        || (session.needs_pinned() && protover.is_some_and(|p| p != proto_number(session.protocol)))
+    {
+        // Another user, or a protocol switch on a connection with state: Redis must see it.
+        session.sticky = true;
+        return Action::ForwardHello(protover.unwrap_or(proto_number(session.protocol)));
+    }
+    if let Some(p) = protover {
+        session.protocol = if p == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
+    }
+    if let Some(name) = setname {
+        session.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+    }
+    Action::Local(hello_reply(session, ctx))
+}
+
+/// The map HELLO answers with, describing strata's view of the connection.
+pub fn hello_reply(session: &Session, ctx: &RouteContext) -> Reply {
+    Reply::Map(vec![
+        (Reply::text("server"), Reply::text("redis")),
+        (Reply::text("version"), Reply::text(ctx.version)),
+        (Reply::text("proto"), Reply::Int(proto_number(session.protocol).into())),
+        (Reply::text("id"), Reply::Int(session.id as i64)),
+        (Reply::text("mode"), Reply::text("standalone")),
+        (Reply::text("role"), Reply::text("master")),
+        (Reply::text("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn proto_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    }
+}
+
+/// `AUTH [user] pass`: strata's own credentials are accepted locally (every upstream
+/// connection already uses them); anything else goes to Redis on a pinned connection.
+pub fn auth(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Action {
+    let (user, pass) = match argv {
+        [_, pass] => (None, *pass),
+        [_, user, pass] => (Some(*user), *pass),
+        _ => return Action::Local(wrong_arity("auth")),
+    };
+    if ctx.upstream.password.is_some() && matches_upstream(ctx, user, pass) {
+        return Action::Local(Reply::Status("OK"));
+    }
+    session.sticky = true;
+    Action::Forward(Route::Pinned)
+}
+
+fn matches_upstream(ctx: &RouteContext, user: Option<&[u8]>, pass: &[u8]) -> bool {
+    let configured_user = ctx.upstream.username.as_deref().unwrap_or("default");
+    let user_ok = user.is_none_or(|u| u == configured_user.as_bytes());
+    user_ok && ctx.upstream.password.as_deref().is_some_and(|p| p.as_bytes() == pass)
+}
+
+/// `CLIENT …`: connection-scoped subcommands are kept per client; the rest go to Redis.
+pub fn client(session: &mut Session, argv: &[&[u8]], current: Route) -> Action {
+    let Some(sub) = argv.get(1).map(|s| s.to_ascii_lowercase()) else {
+        return Action::Local(wrong_arity("client"));
+    };
+    let arity = |n: usize, name: &str| (argv.len() != n).then(|| Action::Local(wrong_arity(name)));
+    match sub.as_slice() {
+        b"id" => arity(2, "client|id").unwrap_or(Action::Local(Reply::Int(session.id as i64))),
+        b"getname" => arity(2, "client|getname")
+            .unwrap_or_else(|| Action::Local(session.name.clone().map_or(Reply::Null, Reply::Bulk))),
+        b"setname" => arity(3, "client|setname").unwrap_or_else(|| {
+            Action::Local(match valid_name(argv[2]) {
+                Err(e) => e,
+                Ok(()) => {
+                    session.name = (!argv[2].is_empty()).then(|| Bytes::copy_from_slice(argv[2]));
+                    Reply::Status("OK")
+                }
+            })
+        }),
+        b"setinfo" => arity(4, "client|setinfo").unwrap_or_else(|| Action::Local(setinfo(session, argv))),
+        b"no-evict" | b"no-touch" => {
+            let name = format!("client|{}", text(&sub));
+            arity(3, &name).unwrap_or_else(|| Action::Local(on_off(argv[2])))
+        }
+        b"tracking" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"off")) => {
+            // Tracking never started on this client's connections, so off is already true.
+            Action::Local(Reply::Status("OK"))
+        }
+        b"tracking" => Action::PassThrough,
+        b"reply" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
+            Action::Local(Reply::Status("OK"))
+        }
+        b"reply" => Action::PassThrough,
+        _ => Action::Forward(current),
+    }
+}
+
+fn setinfo(session: &mut Session, argv: &[&[u8]]) -> Reply {
+    let value = Bytes::copy_from_slice(argv[3]);
+    if argv[3].iter().any(|c| *c == b' ' || *c == b'\n') {
+        return Reply::err("CLIENT SETINFO cannot contain spaces, newlines or special characters.");
+    }
+    match argv[2].to_ascii_lowercase().as_slice() {
+        b"lib-name" => session.lib.0 = Some(value),
+        b"lib-ver" => session.lib.1 = Some(value),
+        _ => return Reply::err(format!("Unrecognized option '{}'", text(argv[2]))),
+    }
+    Reply::Status("OK")
+}
+
+fn on_off(arg: &[u8]) -> Reply {
+    if arg.eq_ignore_ascii_case(b"on") || arg.eq_ignore_ascii_case(b"off") {
+        Reply::Status("OK")
+    } else {
+        Reply::err("syntax error")
+    }
+}
+
+fn valid_name(name: &[u8]) -> Result<(), Reply> {
+    if name.iter().any(|c| *c < b'!' || *c > b'~') {
+        return Err(Reply::err("Client names cannot contain spaces, newlines or special characters."));
+    }
+    Ok(())
+}
+
+/// `STRATA GETKEYS cmd args…` and `STRATA COMMANDS`: introspection for operators and tests.
+pub fn strata(ctx: &RouteContext, argv: &[&[u8]]) -> Reply {
+    let sub = argv.get(1).map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    match sub.as_slice() {
+        b"getkeys" if argv.len() > 2 => match ctx.commands.lookup(&argv[2..]) {
+            None => Reply::err(format!("unknown command '{}'", text(argv[2]))),
+            Some(_) => match ctx.commands.keys(&argv[2..]) {
+                Ok(keys) => Reply::Array(
+                    keys.iter().map(|k| Reply::Bulk(Bytes::copy_from_slice(argv[2 + k.index]))).collect(),
+                ),
+                Err(e) => Reply::err(format!("cannot find keys: {e}")),
+            },
+        },
+        b"commands" => Reply::Map(vec![
+            (
+                Reply::text("source"),
+                Reply::text(match ctx.commands.source() {
+                    TableSource::Upstream => "upstream",
+                    TableSource::Builtin => "builtin",
+                }),
+            ),
+            (Reply::text("count"), Reply::Int(ctx.commands.len() as i64)),
+        ]),
+        _ => Reply::err("unknown STRATA subcommand; try STRATA GETKEYS <command> [args…] or STRATA COMMANDS"),
+    }
+}

@@ -1,0 +1,105 @@
+//! The client-facing side: the listener with its connection limit, one handler per client,
+//! and graceful shutdown.
+
+mod handler;
+mod local;
+mod route;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use route::Route;
+
+use crate::config::Config;
+use crate::upstream::{ServerInfo, SharedPool};
+
+/// State shared by every client handler.
+pub struct Context {
+    /// The validated configuration.
+    pub config: Config,
+    /// Shared upstream connections.
+    pub pool: Arc<SharedPool>,
+    /// Upstream version and command table, replaced once the probe succeeds.
+    pub server: Arc<ArcSwap<ServerInfo>>,
+    /// Cancelled on SIGTERM: stop reading, finish in-flight replies.
+    pub shutdown: CancellationToken,
+    next_client_id: AtomicU64,
+    clients: AtomicUsize,
+}
+
+impl Context {
+    /// Builds the shared state.
+    pub fn new(
+        config: Config,
+        pool: Arc<SharedPool>,
+        server: Arc<ArcSwap<ServerInfo>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Context {
+            config,
+            pool,
+            server,
+            shutdown,
+            next_client_id: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+        }
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts clients until shutdown, then waits up to the grace period for handlers to finish.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
+    let permits = Arc::new(Semaphore::new(ctx.config.server.max_clients));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracker.spawn(async move {
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            ctx.clients.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = id, %peer, "client connected");
+            if let Err(e) = handler::Handler::new(ctx.clone(), stream, id).run().await {
+                tracing::debug!(client = id, error = %e, "client connection ended with an error");
+            }
+            ctx.clients.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    let grace = ctx.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "shutdown grace period over; closing remaining clients");
+    }
+}

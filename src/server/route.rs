@@ -1,0 +1,128 @@
+//! Decides what happens to each request: forwarded on the shared or the client's pinned
+//! connection, answered by strata, or the start of pass-through mode.
+//!
+//! State changes (MULTI, WATCH, SELECT …) are applied here, when the request is decided,
+//! so the next request in the same pipeline is routed by them.
+
+use crate::command::{CommandTable, cmd_flag};
+use crate::resp::Reply;
+
+use super::local;
+use super::session::Session;
+
+/// Which upstream connection a forwarded request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The client's shared, multiplexed connection.
+    Shared,
+    /// The client's own connection.
+    Pinned,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward the request bytes unchanged.
+    Forward(Route),
+    /// Forward a HELLO on the pinned connection and adopt its protocol if Redis accepts it.
+    ForwardHello(u8),
+    /// Answer with this reply; Redis never sees the request.
+    Local(Reply),
+    /// Hand the connection over to Redis verbatim (pub/sub, MONITOR, CLIENT TRACKING,
+    /// CLIENT REPLY OFF): replies stop being one per request.
+    PassThrough,
+    /// Reply `+OK` and close.
+    Quit,
+    /// Drop all connection state and reply `+RESET`.
+    Reset,
+}
+
+/// Everything `decide` reads besides the session.
+pub struct RouteContext<'a> {
+    /// The command table.
+    pub commands: &'a CommandTable,
+    /// Redis version for HELLO.
+    pub version: &'a str,
+    /// The upstream's configured credentials and database.
+    pub upstream: &'a crate::config::UpstreamUrl,
+}
+
+/// Longest command name strata treats specially.
+const NAME_BUF: usize = 16;
+
+/// Decides one request; `argv[0]` is the command name.
+pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Action {
+    let mut buf = [0u8; NAME_BUF];
+    let name = match buf.get_mut(..argv[0].len()) {
+        Some(out) => {
+            out.copy_from_slice(argv[0]);
+            out.make_ascii_lowercase();
+            &*out
+        }
+        None => b"",
+    };
+    let current = if session.needs_pinned() { Route::Pinned } else { Route::Shared };
+    match name {
+        b"hello" => local::hello(session, ctx, argv),
+        b"auth" => local::auth(session, ctx, argv),
+        b"client" => local::client(session, argv, current),
+        b"strata" => Action::Local(local::strata(ctx, argv)),
+        b"select" => select(session, ctx, argv, current),
+        b"multi" => {
+            session.in_multi = true;
+            Action::Forward(Route::Pinned)
+        }
+        b"exec" | b"discard" => {
+            session.in_multi = false;
+            session.watching = false;
+            Action::Forward(current)
+        }
+        b"watch" => {
+            session.watching |= !session.in_multi;
+            Action::Forward(Route::Pinned)
+        }
+        b"unwatch" => {
+            session.watching = false;
+            Action::Forward(current)
+        }
+        b"readonly" | b"readwrite" => {
+            session.sticky = true;
+            Action::Forward(Route::Pinned)
+        }
+        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"
+        | b"monitor" | b"sync" | b"psync"
+            if !session.in_multi =>
+        {
+            Action::PassThrough
+        }
+        b"quit" => Action::Quit,
+        b"reset" => Action::Reset,
+        b"wait" | b"waitaof" => Action::Forward(Route::Pinned),
+        _ if current == Route::Pinned => Action::Forward(Route::Pinned),
+        _ if blocks(ctx.commands, name, argv) => Action::Forward(Route::Pinned),
+        _ => Action::Forward(Route::Shared),
+    }
+}
+
+/// Blocking commands would stall every client sharing the connection.
+fn blocks(commands: &CommandTable, name: &[u8], argv: &[&[u8]]) -> bool {
+    let Some(info) = commands.lookup(argv) else { return false };
+    if !info.has(cmd_flag::BLOCKING) {
+        return false;
+    }
+    // XREAD and XREADGROUP block only with BLOCK.
+    match name {
+        b"xread" | b"xreadgroup" => argv.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
+        _ => true,
+    }
+}
+
+fn select(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current: Route) -> Action {
+    let same_db = argv.len() == 2 && argv[1] == ctx.upstream.db.to_string().as_bytes();
+    if same_db && current == Route::Shared {
+        // Selecting the database the shared connection already uses changes nothing.
+        return Action::Forward(Route::Shared);
+    }
+    session.sticky = true;
+    Action::Forward(Route::Pinned)
+}

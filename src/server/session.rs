@@ -1,0 +1,51 @@
+//! Per-client connection state that Redis keeps per connection and strata must keep per
+//! client, because the client's commands may share an upstream connection with others.
+
+use bytes::Bytes;
+
+use crate::resp::reply::Protocol;
+
+/// What strata remembers about one client connection.
+#[derive(Debug)]
+pub struct Session {
+    /// strata's client id (CLIENT ID, HELLO).
+    pub id: u64,
+    /// Protocol chosen with HELLO.
+    pub protocol: Protocol,
+    /// CLIENT SETNAME / HELLO SETNAME.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    pub lib: (Option<Bytes>, Option<Bytes>),
+    /// Inside MULTI … EXEC.
+    pub in_multi: bool,
+    /// WATCH is active.
+    pub watching: bool,
+    /// SELECT, AUTH as another user or READONLY changed the connection for good (until
+    /// RESET): the client stays on its own upstream connection.
+    pub sticky: bool,
+}
+
+impl Session {
+    /// A fresh RESP2 session.
+    pub fn new(id: u64) -> Session {
+        Session {
+            id,
+            protocol: Protocol::Resp2,
+            name: None,
+            lib: (None, None),
+            in_multi: false,
+            watching: false,
+            sticky: false,
+        }
+    }
+
+    /// True while the client's commands must run on its own upstream connection.
+    pub fn needs_pinned(&self) -> bool {
+        self.in_multi || self.watching || self.sticky
+    }
+
+    /// Back to the state of a new connection, as RESET does (the id stays).
+    pub fn reset(&mut self) {
+        *self = Session::new(self.id);
+    }
+}

@@ -1,0 +1,204 @@
+//! One raw upstream connection driven by its own task: requests in, reply frames out.
+//!
+//! Requests arrive as `Job`s carrying the exact bytes to write and how many reply frames
+//! they produce; the task writes them in order and hands each job its reply bytes, cut from
+//! the read buffer without copying. If the connection fails, every job in flight is dropped,
+//! which its waiting client sees as "upstream connection lost". Nothing is ever re-sent.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use crate::resp::{FrameScanner, Limits};
+
+/// Stop taking new jobs while this much is waiting to be written; the job queue then
+/// holds further senders back, so memory per connection stays bounded.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests to write and the sender for their replies.
+#[derive(Debug)]
+pub struct Job {
+    /// Exact bytes to write: one or more complete requests.
+    pub payload: Bytes,
+    /// Number of reply frames the payload produces.
+    pub frames: usize,
+    /// Receives the reply frames, concatenated as Redis sent them.
+    pub reply: oneshot::Sender<Bytes>,
+}
+
+/// A message to a connection task.
+#[derive(Debug)]
+pub enum Msg {
+    /// Write these requests.
+    Job(Job),
+    /// Hand the socket back once nothing is in flight (pub/sub and MONITOR take it over).
+    Detach(oneshot::Sender<Detached>),
+}
+
+/// A socket taken back from its task, with any bytes already read from it.
+#[derive(Debug)]
+pub struct Detached {
+    /// The upstream socket.
+    pub stream: TcpStream,
+    /// Bytes read but not yet delivered.
+    pub leftover: BytesMut,
+}
+
+/// Why a connection task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Redis closed the connection or an I/O error occurred.
+    Closed(String),
+    /// The oldest request waited longer than the command timeout.
+    TimedOut,
+    /// Every sender is gone; nobody will use this connection again.
+    Unused,
+    /// Redis sent bytes that are not a reply to anything, or not RESP.
+    Protocol(String),
+    /// The socket was handed back with `Msg::Detach`.
+    Detached,
+}
+
+struct InFlight {
+    frames: usize,
+    reply: oneshot::Sender<Bytes>,
+    sent_at: Instant,
+}
+
+/// The state of one running connection.
+struct Driver {
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    inflight: VecDeque<InFlight>,
+    scanner: FrameScanner,
+    /// Bytes of complete frames already scanned for the front job.
+    scanned_len: usize,
+    scanned_frames: usize,
+    timeout: Option<Duration>,
+}
+
+/// Runs a connection until it fails, times out, is detached or is no longer used.
+pub async fn drive(
+    mut stream: TcpStream,
+    leftover: BytesMut,
+    mut rx: mpsc::Receiver<Msg>,
+    timeout: Option<Duration>,
+) -> Exit {
+    let mut d = Driver {
+        rbuf: leftover,
+        wbuf: BytesMut::new(),
+        inflight: VecDeque::new(),
+        scanner: FrameScanner::reply(),
+        scanned_len: 0,
+        scanned_frames: 0,
+        timeout,
+    };
+    let detach_to = {
+        let (mut rd, mut wr) = stream.split();
+        loop {
+            let deadline = d.deadline();
+            if d.rbuf.capacity() - d.rbuf.len() < READ_CHUNK / 4 {
+                d.rbuf.reserve(READ_CHUNK.max(d.rbuf.len() / 2));
+            }
+            tokio::select! {
+                biased;
+                read = rd.read_buf(&mut d.rbuf) => match read {
+                    Ok(0) => return Exit::Closed("connection closed by Redis".into()),
+                    Ok(_) => if let Err(exit) = d.deliver() { return exit },
+                    Err(e) => return Exit::Closed(e.to_string()),
+                },
+                written = wr.write(&d.wbuf), if !d.wbuf.is_empty() => match written {
+                    Ok(n) => d.wbuf.advance(n),
+                    Err(e) => return Exit::Closed(e.to_string()),
+                },
+                msg = rx.recv(), if d.wbuf.len() < WRITE_HIGH_WATER => match msg {
+                    None => return Exit::Unused,
+                    Some(Msg::Job(job)) => d.accept(job),
+                    Some(Msg::Detach(to)) if d.inflight.is_empty() && d.wbuf.is_empty() => break to,
+                    // Callers detach only after every reply arrived; anything else is a bug
+                    // upstream of here, and refusing keeps the stream consistent.
+                    Some(Msg::Detach(_)) => return Exit::Protocol("detach with requests in flight".into()),
+                },
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    return Exit::TimedOut;
+                }
+            }
+        }
+    };
+    let _ = detach_to.send(Detached { stream, leftover: d.rbuf });
+    Exit::Detached
+}
+
+impl Driver {
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.inflight.front()?.sent_at + self.timeout?)
+    }
+
+    fn accept(&mut self, job: Job) {
+        self.wbuf.extend_from_slice(&job.payload);
+        self.inflight.push_back(InFlight { frames: job.frames, reply: job.reply, sent_at: Instant::now() });
+    }
+
+    /// Hands every complete reply in the read buffer to its job.
+    fn deliver(&mut self) -> Result<(), Exit> {
+        loop {
+            let Some(front) = self.inflight.front() else {
+                return if self.rbuf.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Exit::Protocol("reply bytes with no request in flight".into()))
+                };
+            };
+            let frames = front.frames;
+            while self.scanned_frames < frames {
+                match self.scanner.scan(&self.rbuf[self.scanned_len..], &Limits::UNBOUNDED) {
+                    Ok(Some(len)) => {
+                        self.scanned_len += len;
+                        self.scanned_frames += 1;
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(Exit::Protocol(e.to_string())),
+                }
+            }
+            let reply = self.rbuf.split_to(self.scanned_len).freeze();
+            self.scanned_len = 0;
+            self.scanned_frames = 0;
+            if let Some(done) = self.inflight.pop_front() {
+                // The client may have gone; its reply is then simply discarded.
+                let _ = done.reply.send(reply);
+            }
+        }
+    }
+}
+
+/// Writes `payload` and reads exactly `frames` replies, for handshakes and probes.
+pub async fn roundtrip(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    payload: &[u8],
+    frames: usize,
+) -> std::io::Result<Vec<Bytes>> {
+    stream.write_all(payload).await?;
+    let mut replies = Vec::with_capacity(frames);
+    let mut scanner = FrameScanner::reply();
+    while replies.len() < frames {
+        match scanner.scan(rbuf, &Limits::UNBOUNDED) {
+            Ok(Some(len)) => replies.push(rbuf.split_to(len).freeze()),
+            Ok(None) => {
+                rbuf.reserve(READ_CHUNK);
+                if stream.read_buf(rbuf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+    }
+    Ok(replies)
+}

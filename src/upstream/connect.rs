@@ -1,0 +1,79 @@
+//! Opening an upstream connection: TCP connect, then the handshake that puts it in the
+//! protocol, user and database strata's clients expect.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::UpstreamError;
+use super::conn::roundtrip;
+use crate::config::UpstreamConfig;
+use crate::resp::reply::Protocol;
+
+/// A connected, authenticated socket with any bytes read past the handshake.
+pub struct Connected {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read beyond the handshake replies (normally empty).
+    pub leftover: BytesMut,
+    /// The HELLO reply (RESP3 connections) or `None`.
+    pub hello: Option<Bytes>,
+}
+
+/// Connects and runs the handshake within the configured connect timeout.
+pub async fn connect(config: &UpstreamConfig, protocol: Protocol) -> Result<Connected, UpstreamError> {
+    timeout(config.connect_timeout, connect_inner(config, protocol))
+        .await
+        .map_err(|_| UpstreamError::Connect(format!("timed out after {:?}", config.connect_timeout)))?
+}
+
+async fn connect_inner(config: &UpstreamConfig, protocol: Protocol) -> Result<Connected, UpstreamError> {
+    let address = config.url.address();
+    let mut stream =
+        TcpStream::connect(&address).await.map_err(|e| UpstreamError::Connect(format!("{address}: {e}")))?;
+    stream.set_nodelay(true).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let (payload, frames) = handshake(config, protocol);
+    let mut leftover = BytesMut::new();
+    if frames == 0 {
+        return Ok(Connected { stream, leftover, hello: None });
+    }
+    let replies = roundtrip(&mut stream, &mut leftover, &payload, frames)
+        .await
+        .map_err(|e| UpstreamError::Connect(format!("handshake with {address}: {e}")))?;
+    if let Some(err) = replies.iter().find(|r| r.starts_with(b"-") || r.starts_with(b"!")) {
+        let text = String::from_utf8_lossy(err).trim().to_string();
+        return Err(UpstreamError::Handshake(text));
+    }
+    let hello = (protocol == Protocol::Resp3).then(|| replies[0].clone());
+    Ok(Connected { stream, leftover, hello })
+}
+
+/// The handshake requests and how many replies they produce.
+fn handshake(config: &UpstreamConfig, protocol: Protocol) -> (BytesMut, usize) {
+    let url = &config.url;
+    let mut out = BytesMut::new();
+    let mut frames = 0;
+    let user = url.username.as_deref().unwrap_or("default");
+    match (protocol, &url.password) {
+        (Protocol::Resp3, Some(pass)) => push_command(&mut out, &["HELLO", "3", "AUTH", user, pass]),
+        (Protocol::Resp3, None) => push_command(&mut out, &["HELLO", "3"]),
+        (Protocol::Resp2, Some(pass)) => push_command(&mut out, &["AUTH", user, pass]),
+        (Protocol::Resp2, None) => frames -= 1,
+    }
+    frames += 1;
+    if url.db != 0 {
+        push_command(&mut out, &["SELECT", &url.db.to_string()]);
+        frames += 1;
+    }
+    (out, frames as usize)
+}
+
+/// Appends one request in RESP multibulk form.
+pub fn push_command(out: &mut BytesMut, args: &[&str]) {
+    out.put_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.put_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.put_slice(arg.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}

@@ -1,0 +1,129 @@
+//! The shared, multiplexed upstream connections used by every stateless client.
+//!
+//! Each protocol version has `upstream.connections` slots. A supervisor per slot keeps a
+//! connection up, reconnecting with capped exponential backoff. A client is assigned one
+//! slot for its lifetime, so its requests reach Redis in the order it sent them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio::time::sleep;
+
+use super::conn::{Exit, Msg, drive};
+use super::connect::connect;
+use crate::config::UpstreamConfig;
+use crate::resp::reply::Protocol;
+
+/// One slot: the sender of its live connection, if any.
+#[derive(Default)]
+struct Slot {
+    tx: RwLock<Option<mpsc::Sender<Msg>>>,
+}
+
+/// Shared connections for RESP2 and RESP3 clients.
+pub struct SharedPool {
+    resp2: Vec<Slot>,
+    resp3: Vec<Slot>,
+    next: AtomicUsize,
+    connected: AtomicUsize,
+    config: UpstreamConfig,
+}
+
+/// Which shared connection a client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId {
+    /// Protocol of the slot.
+    pub protocol: Protocol,
+    /// Index among that protocol's slots.
+    pub index: usize,
+}
+
+impl SharedPool {
+    /// Creates the pool and starts one supervisor per slot.
+    pub fn start(config: &UpstreamConfig) -> Arc<SharedPool> {
+        let slots = || (0..config.connections).map(|_| Slot::default()).collect();
+        let pool = Arc::new(SharedPool {
+            resp2: slots(),
+            resp3: slots(),
+            next: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            config: config.clone(),
+        });
+        for protocol in [Protocol::Resp2, Protocol::Resp3] {
+            for index in 0..config.connections {
+                tokio::spawn(supervise(pool.clone(), SlotId { protocol, index }));
+            }
+        }
+        pool
+    }
+
+    /// Picks a slot for a new client (round robin).
+    pub fn assign(&self, protocol: Protocol) -> SlotId {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.connections;
+        SlotId { protocol, index }
+    }
+
+    /// The live connection of a slot, if it is connected.
+    pub fn sender(&self, slot: SlotId) -> Option<mpsc::Sender<Msg>> {
+        let slots = match slot.protocol {
+            Protocol::Resp2 => &self.resp2,
+            Protocol::Resp3 => &self.resp3,
+        };
+        let guard = slots[slot.index].tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// Shared connections currently up, across both protocols.
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Total shared slots across both protocols.
+    pub fn capacity(&self) -> usize {
+        self.resp2.len() + self.resp3.len()
+    }
+
+    fn publish(&self, slot: SlotId, tx: Option<mpsc::Sender<Msg>>) {
+        let slots = match slot.protocol {
+            Protocol::Resp2 => &self.resp2,
+            Protocol::Resp3 => &self.resp3,
+        };
+        *slots[slot.index].tx.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = tx;
+    }
+}
+
+/// Keeps one slot connected for the life of the process.
+async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
+    let config = &pool.config;
+    let mut backoff = config.reconnect_min;
+    let mut last_error = String::new();
+    loop {
+        match connect(config, slot.protocol).await {
+            Ok(conn) => {
+                backoff = config.reconnect_min;
+                tracing::info!(?slot, upstream = %config.url, "upstream connected");
+                // Bounded so a stalled Redis pushes back on clients instead of queueing without limit.
+                let (tx, rx) = mpsc::channel(config.queue_depth);
+                pool.publish(slot, Some(tx));
+                pool.connected.fetch_add(1, Ordering::Relaxed);
+                let exit = drive(conn.stream, conn.leftover, rx, config.command_timeout).await;
+                pool.connected.fetch_sub(1, Ordering::Relaxed);
+                pool.publish(slot, None);
+                tracing::warn!(?slot, ?exit, "upstream connection ended; in-flight requests failed");
+                if exit == Exit::Unused {
+                    return;
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(?slot, error = %text, "upstream connect failed; retrying with backoff");
+                    last_error = text;
+                }
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(config.reconnect_max);
+            }
+        }
+    }
+}
