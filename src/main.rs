@@ -16,16 +16,16 @@ const EXIT_BAD_CONFIG: u8 = 64;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// TOML config file; every field is documented in strata.example.toml.
-    #[arg(long, env = "STRATA_CONFIG")]
+    #[arg(long, global = true, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
     /// Address clients connect to (overrides server.listen), e.g. 127.0.0.1:6380.
-    #[arg(long, env = "STRATA_LISTEN")]
+    #[arg(long, global = true, env = "STRATA_LISTEN")]
     listen: Option<String>,
     /// The Redis behind strata (overrides upstream.url): redis://[user:pass@]host:port[/db].
-    #[arg(long, env = "STRATA_UPSTREAM")]
+    #[arg(long, global = true, env = "STRATA_UPSTREAM")]
     upstream: Option<String>,
     /// HTTP side port for /metrics, /healthz and /readyz (overrides server.admin).
-    #[arg(long, env = "STRATA_ADMIN")]
+    #[arg(long, global = true, env = "STRATA_ADMIN")]
     admin: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

@@ -1,0 +1,175 @@
+//! Connection state through strata: transactions, pub/sub, blocking commands, SELECT,
+//! per-client CLIENT state, RESET and QUIT, limits. Uses the redis crate as a real client.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use support::{RawClient, RedisServer, Strata, cmd};
+
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crate_client_works_in_resp2_and_resp3() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    for url in [strata.url(), format!("{}?protocol=resp3", strata.url())] {
+        let mut con = connect(&url).await;
+        let _: () = con.set("k", "v").await.unwrap();
+        let got: String = con.get("k").await.unwrap();
+        assert_eq!(got, "v");
+        let _: () = con.hset_multiple("h", &[("a", "1"), ("b", "2")]).await.unwrap();
+        let all: std::collections::HashMap<String, String> = con.hgetall("h").await.unwrap();
+        assert_eq!(all.len(), 2);
+        let _: () = con.del(&["k", "h"]).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_exec_and_watch_conflict() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut a = RawClient::connect(strata.addr).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    // A transaction pipelined in one write, as redis-py sends it.
+    let mut tx = cmd(&["MULTI"]);
+    tx.extend(cmd(&["SET", "t", "1"]));
+    tx.extend(cmd(&["INCR", "t"]));
+    tx.extend(cmd(&["EXEC"]));
+    tx.extend(cmd(&["GET", "t"]));
+    a.send(&tx).await;
+    for want in [&b"+OK\r\n"[..], b"+QUEUED\r\n", b"+QUEUED\r\n", b"*2\r\n+OK\r\n:2\r\n", b"$1\r\n2\r\n"] {
+        assert_eq!(&a.read_frame().await[..], want);
+    }
+    // WATCH, a concurrent write from another client, then EXEC aborts with a null array.
+    assert_eq!(&a.command(&["WATCH", "t"]).await[..], b"+OK\r\n");
+    assert_eq!(&b.command(&["SET", "t", "changed"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["MULTI"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["SET", "t", "mine"]).await[..], b"+QUEUED\r\n");
+    assert_eq!(&a.command(&["EXEC"]).await[..], b"*-1\r\n");
+    assert_eq!(&b.command(&["GET", "t"]).await[..], b"$7\r\nchanged\r\n");
+    // DISCARD ends the transaction; commands after it run at once.
+    a.command(&["MULTI"]).await;
+    a.command(&["SET", "t", "never"]).await;
+    assert_eq!(&a.command(&["DISCARD"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["GET", "t"]).await[..], b"$7\r\nchanged\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_across_two_clients_in_resp2_and_resp3() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut sub = RawClient::connect(strata.addr).await;
+    let mut pattern = RawClient::connect(strata.addr).await;
+    let mut publisher = RawClient::connect(strata.addr).await;
+    assert_eq!(
+        &sub.command(&["SUBSCRIBE", "news"]).await[..],
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    pattern.command(&["HELLO", "3"]).await;
+    let subscribed = pattern.command(&["PSUBSCRIBE", "ne*"]).await;
+    assert!(subscribed.starts_with(b">3\r\n"), "RESP3 push: {subscribed:?}");
+    assert_eq!(&publisher.command(&["PUBLISH", "news", "hi"]).await[..], b":2\r\n");
+    assert_eq!(&sub.read_frame().await[..], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
+    let pushed = pattern.read_frame().await;
+    assert!(pushed.starts_with(b">4\r\n$8\r\npmessage\r\n"), "{pushed:?}");
+    // A RESP3 subscriber may still run commands; its reply arrives in order with pushes.
+    assert_eq!(&pattern.command(&["PING"]).await[..], b"+PONG\r\n");
+    assert!(sub.command(&["UNSUBSCRIBE"]).await.starts_with(b"*3\r\n$11\r\nunsubscribe"));
+    assert_eq!(&sub.command(&["PING"]).await[..], b"+PONG\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blpop_wakes_up_and_times_out_without_stalling_others() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[upstream]\nconnections = 1\n").await;
+    let mut waiter = RawClient::connect(strata.addr).await;
+    let mut other = RawClient::connect(strata.addr).await;
+    waiter.send(&cmd(&["BLPOP", "jobs", "5"])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The shared connection is not blocked by the waiting BLPOP.
+    let started = Instant::now();
+    assert_eq!(&other.command(&["SET", "x", "1"]).await[..], b"+OK\r\n");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(&other.command(&["RPUSH", "jobs", "j1"]).await[..], b":1\r\n");
+    assert_eq!(&waiter.read_frame().await[..], b"*2\r\n$4\r\njobs\r\n$2\r\nj1\r\n");
+    let started = Instant::now();
+    assert_eq!(&waiter.command(&["BLPOP", "jobs", "0.2"]).await[..], b"*-1\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    // After the blocking command the client is back on shared connections, in order.
+    assert_eq!(&waiter.command(&["GET", "x"]).await[..], b"$1\r\n1\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_keeps_the_client_on_its_own_database() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut a = RawClient::connect(strata.addr).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    assert_eq!(&a.command(&["SELECT", "3"]).await[..], b"+OK\r\n");
+    a.command(&["SET", "only-in-3", "x"]).await;
+    assert_eq!(&b.command(&["EXISTS", "only-in-3"]).await[..], b":0\r\n");
+    let mut direct = RawClient::port(redis.port).await;
+    direct.command(&["SELECT", "3"]).await;
+    assert_eq!(&direct.command(&["EXISTS", "only-in-3"]).await[..], b":1\r\n");
+    // RESET returns to database 0 on shared connections.
+    assert_eq!(&a.command(&["RESET"]).await[..], b"+RESET\r\n");
+    assert_eq!(&a.command(&["EXISTS", "only-in-3"]).await[..], b":0\r\n");
+    assert!(a.command(&["SELECT", "99999"]).await.starts_with(b"-ERR"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_state_is_per_client() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut a = RawClient::connect(strata.addr).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    assert_eq!(&a.command(&["CLIENT", "SETNAME", "alpha"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["CLIENT", "GETNAME"]).await[..], b"$5\r\nalpha\r\n");
+    assert_eq!(&b.command(&["CLIENT", "GETNAME"]).await[..], b"$-1\r\n");
+    assert!(a.command(&["CLIENT", "SETNAME", "has space"]).await.starts_with(b"-ERR"));
+    assert!(a.command(&["CLIENT", "SETNAME"]).await.starts_with(b"-ERR wrong number of arguments"));
+    let (ida, idb) = (a.command(&["CLIENT", "ID"]).await, b.command(&["CLIENT", "ID"]).await);
+    assert_ne!(ida, idb);
+    assert_eq!(&a.command(&["CLIENT", "NO-EVICT", "on"]).await[..], b"+OK\r\n");
+    // The shared upstream connection's own name never changed.
+    let mut direct = RawClient::port(redis.port).await;
+    let list = direct.command(&["CLIENT", "LIST"]).await;
+    assert!(!String::from_utf8_lossy(&list).contains("name=alpha"));
+    // QUIT answers +OK and closes.
+    assert_eq!(&a.command(&["QUIT"]).await[..], b"+OK\r\n");
+    assert!(a.is_closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_streams_commands() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut monitor = RawClient::connect(strata.addr).await;
+    assert_eq!(&monitor.command(&["MONITOR"]).await[..], b"+OK\r\n");
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["SET", "watched", "1"]).await;
+    let line = monitor.read_frame().await;
+    assert!(String::from_utf8_lossy(&line).contains("\"watched\""), "{line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_limit_and_idle_timeout() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[server]\nmax_clients = 2\nidle_timeout_ms = 300\n").await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // let readiness-probe clients go idle and close
+    let mut a = RawClient::connect(strata.addr).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    a.command(&["PING"]).await;
+    b.command(&["PING"]).await;
+    let mut c = RawClient::connect(strata.addr).await;
+    assert_eq!(&c.read_frame().await[..], b"-ERR max number of clients reached\r\n");
+    // Idle clients are closed after the timeout, freeing their slots.
+    assert!(a.is_closed().await);
+    let mut d = RawClient::connect(strata.addr).await;
+    assert_eq!(&d.command(&["PING"]).await[..], b"+PONG\r\n");
+}

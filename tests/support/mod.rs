@@ -1,0 +1,238 @@
+//! Test support: real redis-server processes on free loopback ports, strata in-process,
+//! and a raw RESP client for byte-level checks. No mocks: faults are real kills.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use strata::config::{Config, Overrides};
+use strata::resp::{FrameScanner, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Longest any single test read may wait; a hang becomes a failure, not a stuck CI run.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind port 0")
+}
+
+/// A redis-server child process with no persistence, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts redis-server with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", self.dir.path().to_str().expect("utf8 path")])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Sends a signal (STOP, CONT) to the server process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        self.kill();
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listening on port {port} after 2 s");
+}
+
+/// strata running inside the test process.
+pub struct Strata {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Strata {
+    /// Starts strata in front of `upstream` with defaults plus `extra_toml`.
+    pub async fn start(upstream: &str, extra_toml: &str) -> Strata {
+        let overrides = Overrides { upstream: Some(upstream.to_string()), ..Overrides::default() };
+        let config = Config::parse(extra_toml, &overrides).expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(strata::run(config, listener, shutdown.clone()));
+        let strata = Strata { addr, shutdown, task };
+        strata.wait_ready().await;
+        strata
+    }
+
+    /// Waits until the shared connections answer PING (or 3 s pass, for tests where Redis is down).
+    async fn wait_ready(&self) {
+        for _ in 0..300 {
+            let mut c = RawClient::connect(self.addr).await;
+            if c.command(&["PING"]).await.starts_with(b"+PONG") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `redis://ADDR` for the redis crate.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Stops strata gracefully and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A byte-level RESP client.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        RawClient { stream, buf: BytesMut::new() }
+    }
+
+    /// Connects to a port on loopback.
+    pub async fn port(port: u16) -> RawClient {
+        Self::connect(SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// Writes raw bytes.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one complete reply frame, as raw bytes.
+    pub async fn read_frame(&mut self) -> Bytes {
+        self.try_read_frame().await.expect("a reply frame")
+    }
+
+    /// Reads one reply frame, or `None` if the connection closed first.
+    pub async fn try_read_frame(&mut self) -> Option<Bytes> {
+        let mut scanner = FrameScanner::reply();
+        loop {
+            if let Some(len) = scanner.scan(&self.buf, &Limits::UNBOUNDED).expect("valid RESP") {
+                return Some(self.buf.split_to(len).freeze());
+            }
+            let read = tokio::time::timeout(READ_TIMEOUT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("reply within the read timeout");
+            if read.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn command(&mut self, args: &[&str]) -> Bytes {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send(&encode(&bytes)).await;
+        self.read_frame().await
+    }
+
+    /// True once the peer closed the connection (reads EOF within the timeout).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// Encodes one command as a RESP multibulk.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Encodes a command given as text words.
+pub fn cmd(words: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+    encode(&args)
+}
