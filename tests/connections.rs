@@ -173,3 +173,23 @@ async fn client_limit_and_idle_timeout() {
     let mut d = RawClient::connect(strata.addr).await;
     assert_eq!(&d.command(&["PING"]).await[..], b"+PONG\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_and_kill_use_strata_ids() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut blocked = RawClient::connect(strata.addr).await;
+    let mut admin = RawClient::connect(strata.addr).await;
+    let id = String::from_utf8_lossy(&blocked.command(&["CLIENT", "ID"]).await[1..]).trim().to_string();
+    blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", &id]).await[..], b":1\r\n");
+    assert_eq!(&blocked.read_frame().await[..], b"*-1\r\n");
+    blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", &id, "ERROR"]).await[..], b":1\r\n");
+    assert!(blocked.read_frame().await.starts_with(b"-UNBLOCKED"));
+    assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", "999999"]).await[..], b":0\r\n");
+    assert_eq!(&admin.command(&["CLIENT", "KILL", "ID", &id]).await[..], b":1\r\n");
+    assert!(blocked.is_closed().await);
+}

@@ -81,6 +81,18 @@ impl Reply {
     }
 }
 
+/// Encodes a request (a multibulk of bulk strings), for commands strata rewrites.
+pub fn encode_command(args: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::new();
+    line(&mut out, b'*', args.len().to_string().as_bytes());
+    for arg in args {
+        line(&mut out, b'$', arg.len().to_string().as_bytes());
+        out.put_slice(arg);
+        out.put_slice(b"\r\n");
+    }
+    out.freeze()
+}
+
 fn line(out: &mut BytesMut, marker: u8, body: &[u8]) {
     out.put_u8(marker);
     out.put_slice(body);

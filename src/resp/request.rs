@@ -57,6 +57,10 @@ impl RequestParser {
         buf: &[u8],
         args: &mut Vec<Range<usize>>,
     ) -> Result<Option<Frame>, ProtocolError> {
+        if let Some(len) = negative_count(buf) {
+            // Redis ignores `*-N` requests without a reply; so does strata.
+            return Ok(Some(Frame::Empty { len }));
+        }
         let Some(len) = self.scanner.scan(buf, &self.limits)? else { return Ok(None) };
         let frame = &buf[..len];
         let (count, mut pos) = header(frame, 0)?;
@@ -72,6 +76,16 @@ impl RequestParser {
         }
         Ok(Some(Frame::Multibulk { len }))
     }
+}
+
+/// The header length of a `*-N\r\n` request, which carries no command.
+fn negative_count(buf: &[u8]) -> Option<usize> {
+    if buf.get(1) != Some(&b'-') {
+        return None;
+    }
+    let nl = memchr(b'\n', buf)?;
+    let digits = buf.get(2..nl.checked_sub(1)?)?;
+    (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && buf[nl - 1] == b'\r').then_some(nl + 1)
 }
 
 /// Reads a `<type><len>\r\n` header at `pos` of an already validated frame.
@@ -125,7 +139,7 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     Ok(words)
 }
 
-const UNBALANCED: ProtocolError = ProtocolError::InvalidLength("unbalanced quotes in request");
+const UNBALANCED: ProtocolError = ProtocolError::UnbalancedQuotes;
 
 fn double_quoted(line: &[u8], mut i: usize) -> Result<(Vec<u8>, usize), ProtocolError> {
     let mut word = Vec::new();
@@ -226,6 +240,7 @@ mod tests {
     fn empty_and_incomplete_requests() {
         assert!(matches!(parse(b"\r\n").0, Some(Frame::Empty { len: 2 })));
         assert!(matches!(parse(b"*0\r\n").0, Some(Frame::Empty { len: 4 })));
+        assert!(matches!(parse(b"*-10\r\n").0, Some(Frame::Empty { len: 6 })));
         assert!(parse(b"*2\r\n$3\r\nGET\r\n").0.is_none());
         assert!(parse(b"PIN").0.is_none());
     }

@@ -17,14 +17,17 @@ pub enum ProtocolError {
     #[error("invalid {0} length")]
     InvalidLength(&'static str),
     /// A length exceeds a configured limit.
-    #[error("{what} length {len} exceeds the limit of {limit}")]
+    #[error("invalid {what} length ({len} exceeds the limit of {limit})")]
     TooLong { what: &'static str, len: u64, limit: u64 },
     /// A bulk string is not followed by CRLF.
     #[error("expected CRLF after bulk data")]
     MissingCrlf,
     /// A header line grew past the longest line strata accepts.
-    #[error("header line too long")]
+    #[error("too big inline request")]
     LineTooLong,
+    /// An inline command has an unterminated quote.
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
     /// An element type a request may not contain (requests are arrays of bulk strings).
     #[error("expected '$', got '{0}'")]
     NotBulk(char),

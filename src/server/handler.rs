@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
+use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
 use crate::resp::reply::Protocol;
@@ -58,6 +59,7 @@ pub struct Handler {
     last_route: Route,
     /// No more requests are read; the connection closes once the queue is written.
     closing: bool,
+    registration: Registration,
 }
 
 impl Handler {
@@ -68,6 +70,7 @@ impl Handler {
             max_multibulk: ctx.config.limits.max_multibulk_len,
         };
         let slot = ctx.pool.assign(Protocol::Resp2);
+        let registration = ctx.registry.register(id);
         Handler {
             ctx,
             stream,
@@ -82,6 +85,7 @@ impl Handler {
             pinned: None,
             last_route: Route::Shared,
             closing: false,
+            registration,
         }
     }
 
@@ -99,12 +103,13 @@ impl Handler {
             }
             let depth = self.ctx.config.limits.max_pipeline_depth;
             let can_read = !self.closing && self.queue.len() < depth;
-            let Handler { stream, rbuf, queue, ctx, closing, .. } = &mut self;
+            let Handler { stream, rbuf, queue, ctx, closing, registration, .. } = &mut self;
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                 rbuf.reserve(READ_CHUNK.max(rbuf.len().min(4 * 1024 * 1024)));
             }
             tokio::select! {
                 biased;
+                () = registration.handle.kill.cancelled() => return Ok(()),
                 () = ctx.shutdown.cancelled(), if can_read => *closing = true,
                 () = resolve_front(queue), if !queue.is_empty() => {}
                 read = stream.read_buf(rbuf), if can_read => {
@@ -151,6 +156,7 @@ impl Handler {
                     commands: &server.commands,
                     version: &server.version,
                     upstream: &self.ctx.config.upstream.url,
+                    registry: &self.ctx.registry,
                 };
                 decide(&mut self.session, &route_ctx, &argv)
             };
@@ -196,6 +202,7 @@ impl Handler {
     async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
         match action {
             Action::Forward(route) => self.forward(route, raw, 1).await,
+            Action::ForwardBytes(route, bytes) => self.forward(route, bytes, 1).await,
             Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
             Action::Local(reply) => self.local(reply),
             Action::Quit => {
@@ -205,7 +212,7 @@ impl Handler {
             }
             Action::Reset => {
                 self.drain().await?;
-                self.pinned = None;
+                self.set_pinned(None);
                 self.session.reset();
                 self.reassign();
                 self.local(Reply::Status("RESET"));
@@ -231,8 +238,15 @@ impl Handler {
         if self.pinned.as_ref().is_some_and(|(_, p)| *p != self.session.protocol)
             && !self.session.needs_pinned()
         {
-            self.pinned = None;
+            self.set_pinned(None);
         }
+    }
+
+    /// Replaces the pinned connection, keeping the registry's upstream id in step.
+    fn set_pinned(&mut self, pinned: Option<(Dedicated, Protocol)>) {
+        let id = pinned.as_ref().and_then(|(d, _)| d.upstream_id).unwrap_or(-1);
+        self.registration.handle.set_upstream_id(id);
+        self.pinned = pinned;
     }
 
     fn protocol_error(&mut self, e: ProtocolError) {
@@ -303,7 +317,7 @@ impl Handler {
             let dedicated = Dedicated::open(&self.ctx.config.upstream, protocol)
                 .await
                 .map_err(|e| format!("ERR upstream unavailable: {e}"))?;
-            self.pinned = Some((dedicated, protocol));
+            self.set_pinned(Some((dedicated, protocol)));
         }
         let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
         dedicated.tx.send(Msg::Job(job)).await.map_err(|_| "ERR upstream connection lost".to_string())
@@ -375,7 +389,7 @@ impl Handler {
         self.drain().await?;
         let upstream = match self.pinned.take() {
             Some((dedicated, _)) => dedicated.detach().await.map(|d| (d.stream, d.leftover)),
-            None => crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol)
+            None => crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol, false)
                 .await
                 .ok()
                 .map(|c| (c.stream, c.leftover)),
@@ -389,9 +403,11 @@ impl Handler {
         upstream.write_all(&self.rbuf).await?;
         self.stream.write_all(&leftover).await?;
         let shutdown = self.ctx.shutdown.clone();
+        let kill = self.registration.handle.kill.clone();
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream) => copied.map(|_| ()),
             () = shutdown.cancelled() => Ok(()),
+            () = kill.cancelled() => Ok(()),
         }
     }
 }

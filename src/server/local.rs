@@ -111,7 +111,7 @@ fn matches_upstream(ctx: &RouteContext, user: Option<&[u8]>, pass: &[u8]) -> boo
 }
 
 /// `CLIENT …`: connection-scoped subcommands are kept per client; the rest go to Redis.
-pub fn client(session: &mut Session, argv: &[&[u8]], current: Route) -> Action {
+pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current: Route) -> Action {
     let Some(sub) = argv.get(1).map(|s| s.to_ascii_lowercase()) else {
         return Action::Local(wrong_arity("client"));
     };
@@ -143,8 +143,46 @@ pub fn client(session: &mut Session, argv: &[&[u8]], current: Route) -> Action {
             Action::Local(Reply::Status("OK"))
         }
         b"reply" => Action::PassThrough,
+        b"unblock" if argv.len() == 3 || argv.len() == 4 => {
+            unblock(ctx, argv).unwrap_or(Action::Forward(current))
+        }
+        b"kill" if argv.len() == 4 && argv[2].eq_ignore_ascii_case(b"id") => {
+            kill_by_id(session, ctx, argv[3]).unwrap_or(Action::Forward(current))
+        }
         _ => Action::Forward(current),
     }
+}
+
+fn parse_id(arg: &[u8]) -> Option<u64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` with a strata id: unblocks that client's pinned
+/// connection. `None` (not a number) lets Redis produce its own error.
+fn unblock(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Action> {
+    let id = parse_id(argv[2])?;
+    let Some(upstream_id) = ctx.registry.get(id).and_then(|c| c.upstream_id()) else {
+        // Not a connected client, or one with no connection of its own: it cannot be blocked.
+        return Some(Action::Local(Reply::Int(0)));
+    };
+    let upstream_id = upstream_id.to_string();
+    let mut args: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK", upstream_id.as_bytes()];
+    args.extend(argv.get(3));
+    Some(Action::ForwardBytes(Route::Shared, crate::resp::reply::encode_command(&args)))
+}
+
+/// `CLIENT KILL ID id` with a strata id closes that client's connection to strata.
+fn kill_by_id(session: &Session, ctx: &RouteContext, arg: &[u8]) -> Option<Action> {
+    let id = parse_id(arg)?;
+    // As in Redis, SKIPME defaults to yes: a client does not kill itself.
+    let killed = match ctx.registry.get(id) {
+        Some(client) if id != session.id => {
+            client.kill.cancel();
+            1
+        }
+        _ => 0,
+    };
+    Some(Action::Local(Reply::Int(killed)))
 }
 
 fn setinfo(session: &mut Session, argv: &[&[u8]]) -> Reply {

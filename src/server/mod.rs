@@ -3,6 +3,7 @@
 
 mod handler;
 mod local;
+mod registry;
 mod route;
 mod session;
 
@@ -31,6 +32,8 @@ pub struct Context {
     pub server: Arc<ArcSwap<ServerInfo>>,
     /// Cancelled on SIGTERM: stop reading, finish in-flight replies.
     pub shutdown: CancellationToken,
+    /// Connected clients by strata id.
+    pub registry: Arc<registry::Registry>,
     next_client_id: AtomicU64,
     clients: AtomicUsize,
 }
@@ -48,6 +51,7 @@ impl Context {
             pool,
             server,
             shutdown,
+            registry: Arc::default(),
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
         }

@@ -24,6 +24,8 @@ pub enum Route {
 pub enum Action {
     /// Forward the request bytes unchanged.
     Forward(Route),
+    /// Forward these bytes instead of the request (a rewritten request).
+    ForwardBytes(Route, bytes::Bytes),
     /// Forward a HELLO on the pinned connection and adopt its protocol if Redis accepts it.
     ForwardHello(u8),
     /// Answer with this reply; Redis never sees the request.
@@ -45,6 +47,8 @@ pub struct RouteContext<'a> {
     pub version: &'a str,
     /// The upstream's configured credentials and database.
     pub upstream: &'a crate::config::UpstreamUrl,
+    /// Connected clients, for CLIENT KILL ID / UNBLOCK.
+    pub registry: &'a super::registry::Registry,
 }
 
 /// Longest command name strata treats specially.
@@ -65,7 +69,7 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
     match name {
         b"hello" => local::hello(session, ctx, argv),
         b"auth" => local::auth(session, ctx, argv),
-        b"client" => local::client(session, argv, current),
+        b"client" => local::client(session, ctx, argv, current),
         b"strata" => Action::Local(local::strata(ctx, argv)),
         b"select" => select(session, ctx, argv, current),
         b"multi" => {

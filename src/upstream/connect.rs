@@ -18,24 +18,39 @@ pub struct Connected {
     pub leftover: BytesMut,
     /// The HELLO reply (RESP3 connections) or `None`.
     pub hello: Option<Bytes>,
+    /// Redis' id for this connection, when asked for.
+    pub client_id: Option<i64>,
 }
 
 /// Connects and runs the handshake within the configured connect timeout.
-pub async fn connect(config: &UpstreamConfig, protocol: Protocol) -> Result<Connected, UpstreamError> {
-    timeout(config.connect_timeout, connect_inner(config, protocol))
+/// With `want_id`, also asks for the connection's Redis client id.
+pub async fn connect(
+    config: &UpstreamConfig,
+    protocol: Protocol,
+    want_id: bool,
+) -> Result<Connected, UpstreamError> {
+    timeout(config.connect_timeout, connect_inner(config, protocol, want_id))
         .await
         .map_err(|_| UpstreamError::Connect(format!("timed out after {:?}", config.connect_timeout)))?
 }
 
-async fn connect_inner(config: &UpstreamConfig, protocol: Protocol) -> Result<Connected, UpstreamError> {
+async fn connect_inner(
+    config: &UpstreamConfig,
+    protocol: Protocol,
+    want_id: bool,
+) -> Result<Connected, UpstreamError> {
     let address = config.url.address();
     let mut stream =
         TcpStream::connect(&address).await.map_err(|e| UpstreamError::Connect(format!("{address}: {e}")))?;
     stream.set_nodelay(true).map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let (payload, frames) = handshake(config, protocol);
+    let (mut payload, mut frames) = handshake(config, protocol);
+    if want_id {
+        push_command(&mut payload, &["CLIENT", "ID"]);
+        frames += 1;
+    }
     let mut leftover = BytesMut::new();
     if frames == 0 {
-        return Ok(Connected { stream, leftover, hello: None });
+        return Ok(Connected { stream, leftover, hello: None, client_id: None });
     }
     let replies = roundtrip(&mut stream, &mut leftover, &payload, frames)
         .await
@@ -45,7 +60,8 @@ async fn connect_inner(config: &UpstreamConfig, protocol: Protocol) -> Result<Co
         return Err(UpstreamError::Handshake(text));
     }
     let hello = (protocol == Protocol::Resp3).then(|| replies[0].clone());
-    Ok(Connected { stream, leftover, hello })
+    let client_id = want_id.then(|| parse_integer(&replies[frames - 1])).flatten();
+    Ok(Connected { stream, leftover, hello, client_id })
 }
 
 /// The handshake requests and how many replies they produce.
@@ -66,6 +82,11 @@ fn handshake(config: &UpstreamConfig, protocol: Protocol) -> (BytesMut, usize) {
         frames += 1;
     }
     (out, frames as usize)
+}
+
+/// The value of a `:N` integer reply.
+fn parse_integer(reply: &[u8]) -> Option<i64> {
+    std::str::from_utf8(reply.strip_prefix(b":")?).ok()?.trim_end().parse().ok()
 }
 
 /// Appends one request in RESP multibulk form.

@@ -39,6 +39,8 @@ pub enum UpstreamError {
 pub struct Dedicated {
     /// Sends requests to the connection task.
     pub tx: mpsc::Sender<Msg>,
+    /// Redis' client id for the connection (for CLIENT UNBLOCK / KILL by strata id).
+    pub upstream_id: Option<i64>,
     /// The connection task; finishes when the connection ends.
     pub task: JoinHandle<Exit>,
 }
@@ -50,14 +52,19 @@ impl Dedicated {
     /// Opens a dedicated connection in `protocol`. Pinned connections have no command
     /// timeout: they carry blocking commands that legitimately wait.
     pub async fn open(config: &UpstreamConfig, protocol: Protocol) -> Result<Dedicated, UpstreamError> {
-        let conn = connect(config, protocol).await?;
-        Ok(Self::spawn(conn.stream, conn.leftover, None))
+        let conn = connect(config, protocol, true).await?;
+        Ok(Self::spawn(conn.stream, conn.leftover, None, conn.client_id))
     }
 
-    fn spawn(stream: TcpStream, leftover: BytesMut, timeout: Option<Duration>) -> Dedicated {
+    fn spawn(
+        stream: TcpStream,
+        leftover: BytesMut,
+        timeout: Option<Duration>,
+        upstream_id: Option<i64>,
+    ) -> Dedicated {
         let (tx, rx) = mpsc::channel(DEDICATED_QUEUE);
         let task = tokio::spawn(conn::drive(stream, leftover, rx, timeout));
-        Dedicated { tx, task }
+        Dedicated { tx, upstream_id, task }
     }
 
     /// Takes the socket back; call only when no request is in flight.

@@ -99,7 +99,7 @@ async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
     let mut backoff = config.reconnect_min;
     let mut last_error = String::new();
     loop {
-        match connect(config, slot.protocol).await {
+        match connect(config, slot.protocol, false).await {
             Ok(conn) => {
                 backoff = config.reconnect_min;
                 tracing::info!(?slot, upstream = %config.url, "upstream connected");

@@ -47,7 +47,7 @@ pub async fn probe_loop(config: UpstreamConfig, target: Arc<ArcSwap<ServerInfo>>
 }
 
 async fn probe(config: &UpstreamConfig) -> Result<ServerInfo, String> {
-    let mut conn = connect(config, Protocol::Resp2).await.map_err(|e| e.to_string())?;
+    let mut conn = connect(config, Protocol::Resp2, false).await.map_err(|e| e.to_string())?;
     let mut payload = BytesMut::new();
     push_command(&mut payload, &["INFO", "server"]);
     push_command(&mut payload, &["COMMAND"]);

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Throughput/latency/CPU comparison: redis direct vs. strata vs. twemproxy (nutcracker),
+# all in front of one throwaway redis-server on loopback, driven by redis-benchmark.
+#
+# Usage: bench/compare.sh            (full run, ROUNDS=3)
+#        QUICK=1 bench/compare.sh    (one short round, to check the plumbing)
+#
+# Knobs (environment):
+#   ROUNDS              interleaved rounds per case            (default 3; QUICK: 1)
+#   REQUESTS            requests per run at pipeline 1         (default 200000; QUICK: 20000)
+#   PIPELINED_REQUESTS  requests per run at pipeline 16        (default 10 x REQUESTS)
+#   CLIENTS             redis-benchmark connections            (default 50)
+#   STRATA_BIN          use this strata binary, skip the cargo build
+#   STRATA_CONFIG       TOML config handed to strata via --config
+#   RAW_OUT             also copy the per-run raw results (TSV) to this path
+set -euo pipefail
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    ROUNDS=${ROUNDS:-1}
+    REQUESTS=${REQUESTS:-20000}
+fi
+ROUNDS=${ROUNDS:-3}
+# 200k requests last ~2-3 s at the ~70-115k rps this 2-core box does unpipelined.
+REQUESTS=${REQUESTS:-200000}
+# Pipelined runs go ~10x faster, so scale up to keep them in the same 1-3 s window
+# (a 400k run at 1.4M rps is over in 0.3 s: too short for 10 ms CPU ticks).
+PIPELINED_REQUESTS=${PIPELINED_REQUESTS:-$((REQUESTS * 10))}
+CLIENTS=${CLIENTS:-50}
+RAW_OUT=${RAW_OUT:-}
+
+TESTS=(GET SET)
+PIPELINES=(1 16)
+SIZES=(2 1024)
+TARGETS=(direct strata twemproxy)
+# Guards against a wedged proxy hanging the whole benchmark.
+RUN_TIMEOUT=300
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$PATH:/usr/sbin:/sbin"   # nutcracker lives in /usr/sbin on Debian
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "compare.sh: $*"; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+need_install=0
+for tool in redis-server redis-benchmark redis-cli nutcracker; do
+    command -v "$tool" >/dev/null || need_install=1
+done
+if [[ $need_install == 1 ]]; then
+    log "installing redis-server, redis-tools, nutcracker"
+    apt-get update && apt-get install -y redis-server redis-tools nutcracker
+fi
+command -v python3 >/dev/null || die "python3 is required"
+
+if [[ -n ${STRATA_BIN:-} ]]; then
+    [[ -x $STRATA_BIN ]] || die "STRATA_BIN=$STRATA_BIN is not executable"
+else
+    log "building strata (release)"
+    (cd "$ROOT" && cargo build --release --bin strata)
+    STRATA_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/strata"
+fi
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- processes + cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Shown when something dies, since the logs vanish with $WORK.
+show_logs() {
+    local f
+    for f in "$WORK"/*.log; do
+        [[ -e $f ]] || continue
+        log "---- tail of $(basename "$f")"
+        tail -n 20 "$f" >&2 || true
+    done
+}
+
+# Bind all four at once so the kernel cannot hand out the same port twice.
+read -r REDIS_PORT STRATA_PORT TWEM_PORT TWEM_STATS_PORT < <(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+PY
+)
+
+# A proxy counts as up only once a PING makes it through to redis and back.
+wait_ready() {
+    local name=$1 port=$2 pid=$3 i
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || { show_logs; die "$name exited during startup"; }
+        [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.1
+    done
+    show_logs
+    die "$name did not answer PING on port $port within 10 s"
+}
+
+redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_ready redis-server "$REDIS_PORT" "$REDIS_PID"
+
+strata_args=(--listen "127.0.0.1:$STRATA_PORT" --upstream "redis://127.0.0.1:$REDIS_PORT")
+[[ -n ${STRATA_CONFIG:-} ]] && strata_args+=(--config "$STRATA_CONFIG")
+# An inherited STRATA_ADMIN could collide with another instance's admin port.
+env -u STRATA_ADMIN "$STRATA_BIN" "${strata_args[@]}" >"$WORK/strata.log" 2>&1 &
+STRATA_PID=$!
+PIDS+=("$STRATA_PID")
+
+# Same shape as strata's default deployment: one pool, one redis, persistent
+# pipelined server connection(s), no ejection.
+cat >"$WORK/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$TWEM_PORT
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  server_connections: 1
+  preconnect: true
+  auto_eject_hosts: false
+  servers:
+   - 127.0.0.1:$REDIS_PORT:1
+EOF
+nutcracker -t -c "$WORK/nutcracker.yml" >"$WORK/nutcracker-test.log" 2>&1 \
+    || { cat "$WORK/nutcracker-test.log" >&2; die "nutcracker rejected its config"; }
+# Explicit stats port/pid file: the defaults (22222, /run/nutcracker) may be taken.
+nutcracker -c "$WORK/nutcracker.yml" -s "$TWEM_STATS_PORT" -a 127.0.0.1 \
+    -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" &
+TWEM_PID=$!
+PIDS+=("$TWEM_PID")
+
+wait_ready strata "$STRATA_PORT" "$STRATA_PID"
+wait_ready twemproxy "$TWEM_PORT" "$TWEM_PID"
+
+declare -A PORT=([direct]=$REDIS_PORT [strata]=$STRATA_PORT [twemproxy]=$TWEM_PORT)
+declare -A PID=([direct]="" [strata]=$STRATA_PID [twemproxy]=$TWEM_PID)
+
+rcli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+# What redis-benchmark stores: -d N means N bytes of 'x'.
+payload() { python3 -c "import sys; sys.stdout.write('x' * $1)"; }
+
+# Before timing anything, make sure each target returns what was written, at both
+# sizes: a proxy that mangles replies would otherwise just look fast.
+for target in "${TARGETS[@]}"; do
+    for size in "${SIZES[@]}"; do
+        key="bench:smoke:$target:$size"
+        [[ $(payload "$size" | rcli "${PORT[$target]}" -x set "$key") == OK ]] \
+            || die "SET through $target failed"
+        [[ $(rcli "${PORT[$target]}" get "$key") == "$(payload "$size")" ]] \
+            || die "GET through $target returned the wrong value (size $size)"
+    done
+done
+
+# utime+stime of the whole process (all threads), in clock ticks. The comm field
+# may contain spaces, so split after its closing paren: field 14 becomes word 12.
+cpu_ticks() {
+    local stat f
+    stat=$(</proc/"$1"/stat)
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+# Counts what actually reached redis, so replies that were errors (or requests a
+# proxy dropped) show up even though redis-benchmark counts them as done.
+cmd_calls() {
+    rcli "$REDIS_PORT" info commandstats | tr -d '\r' | awk -F'[:,=]' -v c="cmdstat_$1" '
+        $1 == c { for (i = 2; i < NF; i += 2) v[$i] = $(i + 1) }
+        END { print (v["calls"] + 0), (v["failed_calls"] + 0) + (v["rejected_calls"] + 0) }'
+}
+
+EXPECTED_HEADER='"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"'
+RAW="$WORK/results.tsv"
+printf 'round\tcase\ttest\tpipeline\tsize\ttarget\trequests\trps\tp50\tp99\tproxy_ticks\tredis_ticks\tcalls\tfailed\n' >"$RAW"
+: >"$WORK/bench-stderr.log"
+
+run_one() {
+    local round=$1 test=$2 pipeline=$3 size=$4 target=$5
+    local n=$REQUESTS case out line rps p50 p99 lc
+    ((pipeline > 1)) && n=$PIPELINED_REQUESTS
+    case="$test P=$pipeline d=$size"
+    local pid=${PID[$target]} p0=0 p1=0 r0 r1 c0 c1 f0 f1
+
+    read -r c0 f0 < <(cmd_calls "${test,,}")
+    r0=$(cpu_ticks "$REDIS_PID")
+    [[ -n $pid ]] && p0=$(cpu_ticks "$pid")
+    out=$(timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
+        -t "${test,,}" -c "$CLIENTS" -n "$n" -P "$pipeline" -d "$size" --csv -q \
+        2>>"$WORK/bench-stderr.log") \
+        || { show_logs; die "redis-benchmark failed or timed out: $case via $target"; }
+    [[ -n $pid ]] && p1=$(cpu_ticks "$pid")
+    r1=$(cpu_ticks "$REDIS_PID")
+    read -r c1 f1 < <(cmd_calls "${test,,}")
+
+    for lc in direct strata twemproxy; do
+        [[ -z ${PID[$lc]} ]] || kill -0 "${PID[$lc]}" 2>/dev/null \
+            || { show_logs; die "$lc died during $case via $target"; }
+    done
+    [[ $(head -n1 <<<"$out") == "$EXPECTED_HEADER" ]] \
+        || die "unexpected redis-benchmark CSV header: $(head -n1 <<<"$out")"
+    line=$(grep -m1 "^\"$test\"," <<<"$out") || die "no $test row from redis-benchmark: $out"
+    IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"${line//\"/}"
+
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$round" "$case" "$test" "$pipeline" "$size" "$target" "$n" "$rps" "$p50" "$p99" \
+        "$((p1 - p0))" "$((r1 - r0))" "$((c1 - c0))" "$((f1 - f0))" >>"$RAW"
+    log "$(printf '  %-16s %-10s %12s rps  p50 %6s  p99 %6s ms' "$case" "$target" "$rps" "$p50" "$p99")"
+}
+
+# Other people edit src/ while benchmarks run: record which code was measured.
+rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] && rev+="+dirty"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores  strata $rev ($STRATA_BIN)  $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)"
+log "redis :$REDIS_PORT  strata :$STRATA_PORT  twemproxy :$TWEM_PORT  | rounds=$ROUNDS" \
+    "requests=$REQUESTS (P=1) / $PIPELINED_REQUESTS (P=16)  clients=$CLIENTS"
+# Rounds outermost, targets innermost: whatever else the box is doing at a given
+# moment hits all three targets of a case about equally.
+for round in $(seq "$ROUNDS"); do
+    log "round $round/$ROUNDS"
+    for pipeline in "${PIPELINES[@]}"; do
+        for size in "${SIZES[@]}"; do
+            for test in "${TESTS[@]}"; do
+                # GET must find a value of the case's size, not whatever the last SET left.
+                [[ $test == GET ]] && payload "$size" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
+                for target in "${TARGETS[@]}"; do
+                    run_one "$round" "$test" "$pipeline" "$size" "$target"
+                done
+            done
+        done
+    done
+done
+
+[[ -n $RAW_OUT ]] && cp "$RAW" "$RAW_OUT"
+if [[ -s $WORK/bench-stderr.log ]]; then
+    log "redis-benchmark stderr (deduplicated):"
+    sort "$WORK/bench-stderr.log" | uniq -c | sed 's/^/  /' >&2
+fi
+
+# ---------------------------------------------------------------- report
+python3 - "$RAW" "$CLK_TCK" "$ROUNDS" <<'PY'
+import csv, math, statistics, sys
+
+raw, clk_tck, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = list(csv.DictReader(open(raw), delimiter="\t"))
+targets = ["direct", "strata", "twemproxy"]
+proxies = targets[1:]
+cases = list(dict.fromkeys(r["case"] for r in rows))
+by = {(r["round"], r["case"], r["target"]): r for r in rows}
+rounds_seen = sorted({r["round"] for r in rows}, key=int)
+med = statistics.median
+
+def cpu_per_m(r, col):
+    return int(r[col]) / clk_tck / int(r["requests"]) * 1e6
+
+def paired(case, num, den):
+    """Median over rounds of rps(num)/rps(den), both measured in the same round."""
+    return med(float(by[(rd, case, num)]["rps"]) / float(by[(rd, case, den)]["rps"])
+               for rd in rounds_seen)
+
+print()
+hdr = f"{'case':<16} {'target':<10} {'rps':>11} {'ratio':>7} {'p50 ms':>7} {'p99 ms':>7} {'proxy cpu':>10} {'redis cpu':>10}"
+print(f"medians over {rounds} round(s); ratio = rps / direct rps in the same round;")
+print("cpu = CPU seconds per 1M requests (utime+stime from /proc/PID/stat)")
+print(hdr)
+print("-" * len(hdr))
+ratio = {}
+problems = []
+for case in cases:
+    for t in targets:
+        rs = [by[(rd, case, t)] for rd in rounds_seen]
+        ratio[(case, t)] = paired(case, t, "direct")
+        pcpu = "-" if t == "direct" else f"{med(cpu_per_m(r, 'proxy_ticks') for r in rs):.2f}"
+        rcpu = f"{med(cpu_per_m(r, 'redis_ticks') for r in rs):.2f}"
+        print(f"{case:<16} {t:<10} {med(float(r['rps']) for r in rs):>11.0f} "
+              f"{ratio[(case, t)]:>6.2f}x {med(float(r['p50']) for r in rs):>7.3f} "
+              f"{med(float(r['p99']) for r in rs):>7.3f} {pcpu:>10} {rcpu:>10}")
+        for r in rs:
+            if int(r["calls"]) < int(r["requests"]) or int(r["failed"]) > 0:
+                problems.append(f"round {r['round']} {case} via {t}: redis saw {r['calls']} "
+                                f"{r['test']} calls for {r['requests']} requests, {r['failed']} failed")
+    print()
+
+def geomean(xs):
+    return math.exp(sum(map(math.log, xs)) / len(xs))
+
+print("summary (geometric mean of per-case ratios to direct):")
+goal = {"1": 1.00, "16": 0.85}
+for p in proxies:
+    parts = []
+    for pl in ("1", "16"):
+        g = geomean([ratio[(c, p)] for c in cases if f" P={pl} " in c])
+        mark = ""
+        if p == "strata":
+            mark = f" (target >= {goal[pl]:.2f}x: {'met' if g >= goal[pl] else 'MISSED'})"
+        parts.append(f"P={pl} {g:.2f}x{mark}")
+    print(f"  {p:<10} " + "   ".join(parts))
+
+print("strata vs twemproxy (median per-round rps ratio; target: ahead in every case):")
+ahead = 0
+for case in cases:
+    r = paired(case, "strata", "twemproxy")
+    ahead += r > 1
+    print(f"  {case:<16} {r:.2f}x  {'ahead' if r > 1 else 'BEHIND'}")
+print(f"  strata ahead of twemproxy in {ahead}/{len(cases)} cases")
+
+if problems:
+    print("\nWARNING: requests that did not reach redis as successful calls:")
+    for p in problems:
+        print("  " + p)
+PY
