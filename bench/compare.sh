@@ -13,6 +13,9 @@
 #   STRATA_BIN          use this strata binary, skip the cargo build
 #   STRATA_CONFIG       TOML config handed to strata via --config
 #   RAW_OUT             also copy the per-run raw results (TSV) to this path
+#   MAX_RESTARTS        proxy deaths tolerated before giving up (default 5)
+#
+# The table goes to stdout; progress and diagnostics go to stderr.
 set -euo pipefail
 
 QUICK=${QUICK:-0}
@@ -21,13 +24,14 @@ if [[ $QUICK == 1 ]]; then
     REQUESTS=${REQUESTS:-20000}
 fi
 ROUNDS=${ROUNDS:-3}
-# 200k requests last ~2-3 s at the ~70-115k rps this 2-core box does unpipelined.
+# 200k requests last ~2-3 s at the ~70-115k rps a 2-core box does unpipelined.
 REQUESTS=${REQUESTS:-200000}
 # Pipelined runs go ~10x faster, so scale up to keep them in the same 1-3 s window
-# (a 400k run at 1.4M rps is over in 0.3 s: too short for 10 ms CPU ticks).
+# (400k at 1.4M rps is over in 0.3 s: too short for 10 ms CPU-tick accounting).
 PIPELINED_REQUESTS=${PIPELINED_REQUESTS:-$((REQUESTS * 10))}
 CLIENTS=${CLIENTS:-50}
 RAW_OUT=${RAW_OUT:-}
+MAX_RESTARTS=${MAX_RESTARTS:-5}
 
 TESTS=(GET SET)
 PIPELINES=(1 16)
@@ -65,11 +69,15 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- processes + cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
-PIDS=()
+REDIS_PID=""
+declare -A PID=([direct]="" [strata]="" [twemproxy]="")
 cleanup() {
     local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${PID[strata]}" "${PID[twemproxy]}" "$REDIS_PID"; do
+        [[ -n $pid ]] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -79,21 +87,21 @@ trap 'exit 130' INT TERM
 show_logs() {
     local f
     for f in "$WORK"/*.log; do
-        [[ -e $f ]] || continue
+        [[ -e $f && $f != */bench-stderr.log ]] || continue
         log "---- tail of $(basename "$f")"
         tail -n 20 "$f" >&2 || true
     done
 }
 
 # Bind all four at once so the kernel cannot hand out the same port twice.
-read -r REDIS_PORT STRATA_PORT TWEM_PORT TWEM_STATS_PORT < <(python3 - <<'PY'
+read -r REDIS_PORT STRATA_PORT TWEM_PORT TWEM_STATS_PORT < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
-PY
-)
+')
+declare -A PORT=([direct]=$REDIS_PORT [strata]=$STRATA_PORT [twemproxy]=$TWEM_PORT)
 
 # A proxy counts as up only once a PING makes it through to redis and back.
 wait_ready() {
@@ -107,22 +115,31 @@ wait_ready() {
     die "$name did not answer PING on port $port within 10 s"
 }
 
+start_strata() {
+    local args=(--listen "127.0.0.1:$STRATA_PORT" --upstream "redis://127.0.0.1:$REDIS_PORT")
+    if [[ -n ${STRATA_CONFIG:-} ]]; then args+=(--config "$STRATA_CONFIG"); fi
+    # An inherited STRATA_ADMIN could collide with another instance's admin port.
+    env -u STRATA_ADMIN "$STRATA_BIN" "${args[@]}" >>"$WORK/strata.log" 2>&1 &
+    PID[strata]=$!
+    wait_ready strata "$STRATA_PORT" "${PID[strata]}"
+}
+
+start_twemproxy() {
+    # Explicit stats port/pid file: the defaults (22222, /run/nutcracker) may be taken.
+    nutcracker -c "$WORK/nutcracker.yml" -s "$TWEM_STATS_PORT" -a 127.0.0.1 \
+        -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" &
+    PID[twemproxy]=$!
+    wait_ready twemproxy "$TWEM_PORT" "${PID[twemproxy]}"
+}
+
 redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
     --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
-PIDS+=("$REDIS_PID")
 wait_ready redis-server "$REDIS_PORT" "$REDIS_PID"
-
-strata_args=(--listen "127.0.0.1:$STRATA_PORT" --upstream "redis://127.0.0.1:$REDIS_PORT")
-[[ -n ${STRATA_CONFIG:-} ]] && strata_args+=(--config "$STRATA_CONFIG")
-# An inherited STRATA_ADMIN could collide with another instance's admin port.
-env -u STRATA_ADMIN "$STRATA_BIN" "${strata_args[@]}" >"$WORK/strata.log" 2>&1 &
-STRATA_PID=$!
-PIDS+=("$STRATA_PID")
 
 # Same shape as strata's default deployment: one pool, one redis, persistent
 # pipelined server connection(s), no ejection.
-cat >"$WORK/nutcracker.yml" <<EOF
+cat >"$WORK/nutcracker.yml" <<YAML
 bench:
   listen: 127.0.0.1:$TWEM_PORT
   redis: true
@@ -133,20 +150,36 @@ bench:
   auto_eject_hosts: false
   servers:
    - 127.0.0.1:$REDIS_PORT:1
-EOF
+YAML
 nutcracker -t -c "$WORK/nutcracker.yml" >"$WORK/nutcracker-test.log" 2>&1 \
     || { cat "$WORK/nutcracker-test.log" >&2; die "nutcracker rejected its config"; }
-# Explicit stats port/pid file: the defaults (22222, /run/nutcracker) may be taken.
-nutcracker -c "$WORK/nutcracker.yml" -s "$TWEM_STATS_PORT" -a 127.0.0.1 \
-    -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" &
-TWEM_PID=$!
-PIDS+=("$TWEM_PID")
 
-wait_ready strata "$STRATA_PORT" "$STRATA_PID"
-wait_ready twemproxy "$TWEM_PORT" "$TWEM_PID"
+start_strata
+start_twemproxy
 
-declare -A PORT=([direct]=$REDIS_PORT [strata]=$STRATA_PORT [twemproxy]=$TWEM_PORT)
-declare -A PID=([direct]="" [strata]=$STRATA_PID [twemproxy]=$TWEM_PID)
+# On a shared box a proxy can vanish under us (someone's `pkill strata` also hits
+# this strata). Restart it and redo the run rather than losing the whole benchmark,
+# but list every such event in the report: a proxy that crashes by itself shows up
+# there with its exit status, and repeated deaths still abort.
+RESTARTS=0
+: >"$WORK/incidents"
+# Returns 1 if a proxy had to be restarted (the caller then redoes its run).
+check_proxies() {
+    local what=$1 name rc restarted=0
+    kill -0 "$REDIS_PID" 2>/dev/null || { show_logs; die "redis-server died during $what"; }
+    for name in strata twemproxy; do
+        kill -0 "${PID[$name]}" 2>/dev/null && continue
+        rc=0
+        wait "${PID[$name]}" 2>/dev/null || rc=$?
+        echo "$name (pid ${PID[$name]}) exited with status $rc during $what" >>"$WORK/incidents"
+        log "WARNING: $name exited with status $rc during $what; restarting it, redoing the run"
+        show_logs
+        ((++RESTARTS <= MAX_RESTARTS)) || die "more than $MAX_RESTARTS proxy restarts; giving up"
+        "start_$name"
+        restarted=1
+    done
+    return "$restarted"
+}
 
 rcli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
 # What redis-benchmark stores: -d N means N bytes of 'x'.
@@ -168,7 +201,7 @@ done
 # may contain spaces, so split after its closing paren: field 14 becomes word 12.
 cpu_ticks() {
     local stat f
-    stat=$(</proc/"$1"/stat)
+    stat=$(<"/proc/$1/stat")
     stat=${stat##*) }
     read -r -a f <<<"$stat"
     echo $((f[11] + f[12]))
@@ -187,28 +220,31 @@ RAW="$WORK/results.tsv"
 printf 'round\tcase\ttest\tpipeline\tsize\ttarget\trequests\trps\tp50\tp99\tproxy_ticks\tredis_ticks\tcalls\tfailed\n' >"$RAW"
 : >"$WORK/bench-stderr.log"
 
+# One redis-benchmark run, appended to $RAW. Sets RETRY=1 and records nothing if a
+# proxy died meanwhile (a plain status would be swallowed: set -e is off in conditions).
 run_one() {
     local round=$1 test=$2 pipeline=$3 size=$4 target=$5
-    local n=$REQUESTS case out line rps p50 p99 lc
+    local n=$REQUESTS case out line rps p50 p99 bench_rc=0
     ((pipeline > 1)) && n=$PIPELINED_REQUESTS
     case="$test P=$pipeline d=$size"
     local pid=${PID[$target]} p0=0 p1=0 r0 r1 c0 c1 f0 f1
+    RETRY=0
 
     read -r c0 f0 < <(cmd_calls "${test,,}")
     r0=$(cpu_ticks "$REDIS_PID")
     [[ -n $pid ]] && p0=$(cpu_ticks "$pid")
     out=$(timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
         -t "${test,,}" -c "$CLIENTS" -n "$n" -P "$pipeline" -d "$size" --csv -q \
-        2>>"$WORK/bench-stderr.log") \
-        || { show_logs; die "redis-benchmark failed or timed out: $case via $target"; }
+        2>>"$WORK/bench-stderr.log") || bench_rc=$?
+    if ! check_proxies "round $round, $case via $target"; then
+        RETRY=1
+        return 0
+    fi
+    ((bench_rc == 0)) || { show_logs; die "redis-benchmark failed (status $bench_rc): $case via $target"; }
     [[ -n $pid ]] && p1=$(cpu_ticks "$pid")
     r1=$(cpu_ticks "$REDIS_PID")
     read -r c1 f1 < <(cmd_calls "${test,,}")
 
-    for lc in direct strata twemproxy; do
-        [[ -z ${PID[$lc]} ]] || kill -0 "${PID[$lc]}" 2>/dev/null \
-            || { show_logs; die "$lc died during $case via $target"; }
-    done
     [[ $(head -n1 <<<"$out") == "$EXPECTED_HEADER" ]] \
         || die "unexpected redis-benchmark CSV header: $(head -n1 <<<"$out")"
     line=$(grep -m1 "^\"$test\"," <<<"$out") || die "no $test row from redis-benchmark: $out"
@@ -222,10 +258,14 @@ run_one() {
 
 # Other people edit src/ while benchmarks run: record which code was measured.
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] && rev+="+dirty"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores  strata $rev ($STRATA_BIN)  $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)"
+if [[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    rev+="+dirty"
+fi
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores  strata $rev ($STRATA_BIN)" \
+    " $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)"
 log "redis :$REDIS_PORT  strata :$STRATA_PORT  twemproxy :$TWEM_PORT  | rounds=$ROUNDS" \
     "requests=$REQUESTS (P=1) / $PIPELINED_REQUESTS (P=16)  clients=$CLIENTS"
+
 # Rounds outermost, targets innermost: whatever else the box is doing at a given
 # moment hits all three targets of a case about equally.
 for round in $(seq "$ROUNDS"); do
@@ -234,26 +274,29 @@ for round in $(seq "$ROUNDS"); do
         for size in "${SIZES[@]}"; do
             for test in "${TESTS[@]}"; do
                 # GET must find a value of the case's size, not whatever the last SET left.
-                [[ $test == GET ]] && payload "$size" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
+                if [[ $test == GET ]]; then
+                    payload "$size" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
+                fi
                 for target in "${TARGETS[@]}"; do
-                    run_one "$round" "$test" "$pipeline" "$size" "$target"
+                    RETRY=1
+                    while ((RETRY)); do run_one "$round" "$test" "$pipeline" "$size" "$target"; done
                 done
             done
         done
     done
 done
 
-[[ -n $RAW_OUT ]] && cp "$RAW" "$RAW_OUT"
+if [[ -n $RAW_OUT ]]; then cp "$RAW" "$RAW_OUT"; fi
 if [[ -s $WORK/bench-stderr.log ]]; then
     log "redis-benchmark stderr (deduplicated):"
     sort "$WORK/bench-stderr.log" | uniq -c | sed 's/^/  /' >&2
 fi
 
 # ---------------------------------------------------------------- report
-python3 - "$RAW" "$CLK_TCK" "$ROUNDS" <<'PY'
+python3 - "$RAW" "$CLK_TCK" "$ROUNDS" "$WORK/incidents" <<'PY'
 import csv, math, statistics, sys
 
-raw, clk_tck, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+raw, clk_tck, rounds, incidents = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = list(csv.DictReader(open(raw), delimiter="\t"))
 targets = ["direct", "strata", "twemproxy"]
 proxies = targets[1:]
@@ -270,10 +313,14 @@ def paired(case, num, den):
     return med(float(by[(rd, case, num)]["rps"]) / float(by[(rd, case, den)]["rps"])
                for rd in rounds_seen)
 
+def geomean(xs):
+    return math.exp(sum(map(math.log, xs)) / len(xs))
+
 print()
-hdr = f"{'case':<16} {'target':<10} {'rps':>11} {'ratio':>7} {'p50 ms':>7} {'p99 ms':>7} {'proxy cpu':>10} {'redis cpu':>10}"
 print(f"medians over {rounds} round(s); ratio = rps / direct rps in the same round;")
 print("cpu = CPU seconds per 1M requests (utime+stime from /proc/PID/stat)")
+hdr = (f"{'case':<16} {'target':<10} {'rps':>11} {'ratio':>7} {'p50 ms':>7} {'p99 ms':>7}"
+       f" {'proxy cpu':>10} {'redis cpu':>10}")
 print(hdr)
 print("-" * len(hdr))
 ratio = {}
@@ -292,9 +339,6 @@ for case in cases:
                 problems.append(f"round {r['round']} {case} via {t}: redis saw {r['calls']} "
                                 f"{r['test']} calls for {r['requests']} requests, {r['failed']} failed")
     print()
-
-def geomean(xs):
-    return math.exp(sum(map(math.log, xs)) / len(xs))
 
 print("summary (geometric mean of per-case ratios to direct):")
 goal = {"1": 1.00, "16": 0.85}
@@ -320,4 +364,9 @@ if problems:
     print("\nWARNING: requests that did not reach redis as successful calls:")
     for p in problems:
         print("  " + p)
+deaths = open(incidents).read().splitlines()
+if deaths:
+    print("\nWARNING: proxies that exited mid-benchmark (restarted; those runs were redone):")
+    for d in deaths:
+        print("  " + d)
 PY

@@ -90,7 +90,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.threads > 0 {
+        builder.worker_threads(config.server.threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
             .await

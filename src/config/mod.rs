@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// How long SIGTERM waits for in-flight replies before exiting.
     pub shutdown_grace: Duration,
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 /// `[upstream]`
@@ -183,6 +185,10 @@ fn read_server(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>)
     let max_clients = positive(&mut s, "max_clients", 10_000, errors);
     let idle_ms: u64 = s.get("idle_timeout_ms", 0, errors);
     let grace_ms: u64 = s.get("shutdown_grace_ms", 5_000, errors);
+    let threads: u64 = s.get("threads", 1, errors);
+    if threads > 256 {
+        errors.push(ConfigError::new("server.threads", format!("{threads} is more than 256")));
+    }
     s.finish(errors);
     ServerConfig {
         listen,
@@ -190,6 +196,7 @@ fn read_server(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>)
         max_clients: max_clients as usize,
         idle_timeout: (idle_ms > 0).then(|| Duration::from_millis(idle_ms)),
         shutdown_grace: Duration::from_millis(grace_ms),
+        threads: threads as usize,
     }
 }
 

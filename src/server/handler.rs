@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +40,7 @@ enum Pending {
 /// How processing the read buffer ended.
 enum Flow {
     Continue,
-    PassThrough,
+    PassThrough(Option<Bytes>),
 }
 
 /// The state of one client connection.
@@ -94,8 +94,8 @@ impl Handler {
         let idle = self.ctx.config.server.idle_timeout;
         let mut idle_deadline = idle.map(|d| Instant::now() + d);
         loop {
-            if let Flow::PassThrough = self.process().await? {
-                return self.pass_through().await;
+            if let Flow::PassThrough(rewritten) = self.process().await? {
+                return self.pass_through(rewritten).await;
             }
             self.write_ready().await?;
             if self.closing && self.queue.is_empty() {
@@ -169,8 +169,12 @@ impl Handler {
                 continue;
             }
             self.flush_run(&mut run).await;
-            if let Action::PassThrough = action {
-                return Ok(Flow::PassThrough);
+            if let Action::PassThrough(rewritten) = action {
+                let first = rewritten.or(encoded);
+                if first.is_some() {
+                    self.rbuf.advance(len);
+                }
+                return Ok(Flow::PassThrough(first));
             }
             let raw = self.rbuf.split_to(len).freeze();
             self.act(action, encoded.unwrap_or(raw)).await?;
@@ -217,7 +221,7 @@ impl Handler {
                 self.reassign();
                 self.local(Reply::Status("RESET"));
             }
-            Action::PassThrough => unreachable!("handled by process"),
+            Action::PassThrough(_) => unreachable!("handled by process"),
         }
         Ok(())
     }
@@ -384,22 +388,19 @@ impl Handler {
         Ok(())
     }
 
-    /// Hands the connection to Redis verbatim for the rest of its life.
-    async fn pass_through(mut self) -> std::io::Result<()> {
+    /// Hands the connection to Redis verbatim for the rest of its life. `first` replaces
+    /// the request that started it when strata rewrote or re-encoded that request.
+    async fn pass_through(mut self, first: Option<Bytes>) -> std::io::Result<()> {
         self.drain().await?;
-        let upstream = match self.pinned.take() {
-            Some((dedicated, _)) => dedicated.detach().await.map(|d| (d.stream, d.leftover)),
-            None => crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol, false)
-                .await
-                .ok()
-                .map(|c| (c.stream, c.leftover)),
-        };
-        let Some((mut upstream, leftover)) = upstream else {
+        let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
             let reply =
                 Reply::err("upstream unavailable: cannot open a connection").to_bytes(self.session.protocol);
             self.stream.write_all(&reply).await?;
             return self.stream.shutdown().await;
         };
+        if let Some(first) = first {
+            upstream.write_all(&first).await?;
+        }
         upstream.write_all(&self.rbuf).await?;
         self.stream.write_all(&leftover).await?;
         let shutdown = self.ctx.shutdown.clone();
@@ -409,6 +410,18 @@ impl Handler {
             () = shutdown.cancelled() => Ok(()),
             () = kill.cancelled() => Ok(()),
         }
+    }
+
+    /// The client's pinned socket, or a fresh one; its Redis id goes to the registry so
+    /// CLIENT TRACKING REDIRECT and CLIENT UNBLOCK can name this client.
+    async fn take_raw_upstream(&mut self) -> Option<(TcpStream, BytesMut)> {
+        if let Some((dedicated, _)) = self.pinned.take() {
+            return dedicated.detach().await.map(|d| (d.stream, d.leftover));
+        }
+        let conn =
+            crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol, true).await.ok()?;
+        self.registration.handle.set_upstream_id(conn.client_id.unwrap_or(-1));
+        Some((conn.stream, conn.leftover))
     }
 }
 

@@ -138,11 +138,11 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
             // Tracking never started on this client's connections, so off is already true.
             Action::Local(Reply::Status("OK"))
         }
-        b"tracking" => Action::PassThrough,
+        b"tracking" => Action::PassThrough(redirect_to_upstream_id(ctx, argv)),
         b"reply" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
             Action::Local(Reply::Status("OK"))
         }
-        b"reply" => Action::PassThrough,
+        b"reply" => Action::PassThrough(None),
         b"unblock" if argv.len() == 3 || argv.len() == 4 => {
             unblock(ctx, argv).unwrap_or(Action::Forward(current))
         }
@@ -151,6 +151,16 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
         }
         _ => Action::Forward(current),
     }
+}
+
+/// `CLIENT TRACKING on REDIRECT id …` names a strata client; Redis needs that client's
+/// own upstream connection id. Unknown ids are left for Redis to refuse.
+fn redirect_to_upstream_id(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Bytes> {
+    let at = argv.iter().position(|a| a.eq_ignore_ascii_case(b"redirect"))? + 1;
+    let upstream = ctx.registry.get(parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
+    let mut args = argv.to_vec();
+    args[at] = upstream.as_bytes();
+    Some(crate::resp::reply::encode_command(&args))
 }
 
 fn parse_id(arg: &[u8]) -> Option<u64> {
@@ -174,6 +184,9 @@ fn unblock(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Action> {
 /// `CLIENT KILL ID id` with a strata id closes that client's connection to strata.
 fn kill_by_id(session: &Session, ctx: &RouteContext, arg: &[u8]) -> Option<Action> {
     let id = parse_id(arg)?;
+    if id == 0 {
+        return Some(Action::Local(Reply::err("client-id should be greater than 0")));
+    }
     // As in Redis, SKIPME defaults to yes: a client does not kill itself.
     let killed = match ctx.registry.get(id) {
         Some(client) if id != session.id => {

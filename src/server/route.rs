@@ -31,8 +31,9 @@ pub enum Action {
     /// Answer with this reply; Redis never sees the request.
     Local(Reply),
     /// Hand the connection over to Redis verbatim (pub/sub, MONITOR, CLIENT TRACKING,
-    /// CLIENT REPLY OFF): replies stop being one per request.
-    PassThrough,
+    /// CLIENT REPLY OFF): replies stop being one per request. With bytes, they replace the
+    /// request (an id rewritten from strata's to Redis').
+    PassThrough(Option<bytes::Bytes>),
     /// Reply `+OK` and close.
     Quit,
     /// Drop all connection state and reply `+RESET`.
@@ -97,7 +98,7 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
         | b"monitor" | b"sync" | b"psync"
             if !session.in_multi =>
         {
-            Action::PassThrough
+            Action::PassThrough(None)
         }
         b"quit" => Action::Quit,
         b"reset" => Action::Reset,
