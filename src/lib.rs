@@ -19,12 +19,24 @@
 //!    one write. A route change waits for earlier replies, so Redis sees the client's
 //!    order. A lost upstream connection turns each in-flight request into an error reply.
 //!
-//! Tiers, read-through and the breaker (later issues) hook into step 2 and 3.
+//! 3a. Between routing and sending, `pipeline::prepare` finds the request's keys,
+//!    classifies them (`tier`), applies the tier's TTL policy (a rewrite such as
+//!    `SET … PX`, or the write wrapped in `MULTI … PEXPIRE … NX … EXEC`), and leaves a
+//!    `pipeline::Note` saying how to cut the reply back and what to count (`stats`).
+//! 5. On the way back `pipeline::reply::finish` applies the notes before the handler
+//!    writes the replies. `INFO` gets strata's section appended; `/metrics` and the
+//!    health endpoints live in `admin`.
+//!
+//! Read-through and the breaker (a later issue) hook into steps 3a and 5.
 
+pub mod admin;
 pub mod command;
 pub mod config;
+pub mod pipeline;
 pub mod resp;
 pub mod server;
+pub mod stats;
+pub mod tier;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -40,9 +52,35 @@ use upstream::{ServerInfo, SharedPool};
 /// Runs strata on an already bound listener until `shutdown` is cancelled and clients
 /// have finished (or the grace period ran out).
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) {
+    run_with_admin(config, listener, None, shutdown).await;
+}
+
+/// `run`, also serving `/healthz`, `/readyz` and `/metrics` on `admin` when given.
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: CancellationToken,
+) {
     let server_info = Arc::new(ArcSwap::from_pointee(ServerInfo::builtin()));
     tokio::spawn(upstream::probe_loop(config.upstream.clone(), server_info.clone()));
     let pool = SharedPool::start(&config.upstream);
-    let ctx = Arc::new(Context::new(config, pool, server_info, shutdown));
+    let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone()));
+    if let Some(admin) = admin {
+        tokio::spawn(admin::http::serve(admin, Arc::new(AdminView(ctx.clone())), shutdown));
+    }
     server::serve(listener, ctx).await;
+}
+
+/// The running proxy as the admin endpoints see it.
+struct AdminView(Arc<Context>);
+
+impl admin::http::AdminState for AdminView {
+    fn ready(&self) -> bool {
+        self.0.upstream_ready()
+    }
+
+    fn render_metrics(&self) -> String {
+        self.0.render_metrics()
+    }
 }

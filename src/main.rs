@@ -100,9 +100,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         tracing::info!(listen = %config.server.listen, upstream = %config.upstream.url, "strata started");
+        let admin = match config.server.admin {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.admin)"))?,
+            ),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone())?;
-        strata::run(config, listener, shutdown).await;
+        strata::run_with_admin(config, listener, admin, shutdown).await;
         tracing::info!("strata stopped");
         Ok(())
     })

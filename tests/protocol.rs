@@ -2,6 +2,7 @@
 
 mod support;
 
+use bytes::Bytes;
 use support::{RawClient, RedisServer, Strata, cmd, encode};
 
 /// Runs the same raw requests against Redis and strata; replies must be identical bytes.
@@ -215,6 +216,14 @@ async fn strata_getkeys_exposes_the_command_table() {
         theirs.extend(&words);
         assert_eq!(c.command(&ours).await, direct.command(&theirs).await, "{words:?}");
     }
-    let info = c.command(&["STRATA", "COMMANDS"]).await;
+    // The probe that loads the upstream's table runs in the background after start-up.
+    let mut info = Bytes::new();
+    for _ in 0..200 {
+        info = c.command(&["STRATA", "COMMANDS"]).await;
+        if String::from_utf8_lossy(&info).contains("upstream") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(String::from_utf8_lossy(&info).contains("upstream"), "{info:?}");
 }

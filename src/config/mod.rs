@@ -5,6 +5,7 @@
 //! `strata.example.toml`, which documents every field; keep the two in step.
 
 mod reader;
+mod tiers;
 mod url;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reader::Section;
+pub use tiers::{Jitter, PersistPolicy, TierConfig, jitter_bound, parse_duration, show as show_duration};
 pub use url::UpstreamUrl;
 
 /// One problem in the configuration, naming the field.
@@ -25,7 +27,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &str, message: String) -> Self {
+    pub(crate) fn new(field: &str, message: String) -> Self {
         ConfigError { field: field.to_string(), message }
     }
 }
@@ -58,6 +60,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Cache tiers, in file order.
+    pub tiers: Vec<TierConfig>,
 }
 
 /// `[server]`
@@ -149,6 +153,7 @@ impl Config {
             upstream: read_upstream(&mut root, overrides, &mut errors),
             limits: read_limits(&mut root, &mut errors),
             log: read_log(&mut root, &mut errors),
+            tiers: tiers::read_tiers(&mut root, &mut errors),
         };
         root.finish(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(errors) }
@@ -157,12 +162,21 @@ impl Config {
     /// A one-paragraph summary for `strata check-config`.
     pub fn summary(&self) -> String {
         format!(
-            "listen {} -> upstream {} ({} shared connections per protocol), max {} clients, admin {}",
+            "listen {} -> upstream {} ({} shared connections per protocol), max {} clients, admin {}, tiers: {}",
             self.server.listen,
             self.upstream.url,
             self.upstream.connections,
             self.server.max_clients,
             self.server.admin.map_or("off".to_string(), |a| a.to_string()),
+            if self.tiers.is_empty() {
+                "none".to_string()
+            } else {
+                self.tiers
+                    .iter()
+                    .map(|t| format!("{} ({} prefixes)", t.name, t.prefixes.len()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         )
     }
 }

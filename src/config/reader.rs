@@ -20,6 +20,11 @@ impl<'a> Section<'a> {
         Section { path: String::new(), table: Some(table), read: BTreeSet::new() }
     }
 
+    /// A table found elsewhere (an entry of an array of tables), read under `path`.
+    pub fn nested(path: String, table: &'a toml::Table) -> Self {
+        Section { path, table: Some(table), read: BTreeSet::new() }
+    }
+
     /// A table nested under `name`; a missing table reads as empty (all defaults).
     pub fn section(&mut self, name: &str, errors: &mut Vec<ConfigError>) -> Section<'a> {
         self.read.insert(name.to_string());

@@ -19,6 +19,7 @@ use super::Context;
 use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
+use crate::pipeline::{self, Env, Note, Prepared};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
 use crate::upstream::{Dedicated, Job, Msg, SlotId};
@@ -33,8 +34,9 @@ const READ_CHUNK: usize = 16 * 1024;
 enum Pending {
     /// Bytes ready to write.
     Ready(Bytes),
-    /// Waiting for Redis: `frames` replies, on the pinned connection or not.
-    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool },
+    /// Waiting for Redis: `frames` replies, on the pinned connection or not; `notes` say
+    /// how to cut and count them when strata changed or must account for the requests.
+    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool, notes: Vec<Note> },
 }
 
 /// How processing the read buffer ended.
@@ -111,7 +113,7 @@ impl Handler {
                 biased;
                 () = registration.handle.kill.cancelled() => return Ok(()),
                 () = ctx.shutdown.cancelled(), if can_read => *closing = true,
-                () = resolve_front(queue), if !queue.is_empty() => {}
+                () = resolve_front(queue, ctx), if !queue.is_empty() => {}
                 read = stream.read_buf(rbuf), if can_read => {
                     if read? == 0 {
                         return Ok(());
@@ -149,7 +151,7 @@ impl Handler {
                 Frame::Multibulk { len } => (len, None),
                 Frame::Inline { consumed, encoded } => (consumed, Some(encoded)),
             };
-            let action = {
+            let (action, prepared) = {
                 let source: &[u8] = encoded.as_deref().unwrap_or(&self.rbuf[run.len..run.len + len]);
                 let argv: Vec<&[u8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
                 let route_ctx = RouteContext {
@@ -157,15 +159,34 @@ impl Handler {
                     version: &server.version,
                     upstream: &self.ctx.config.upstream.url,
                     registry: &self.ctx.registry,
+                    tiers: &self.ctx.tiers,
                 };
-                decide(&mut self.session, &route_ctx, &argv)
+                let action = decide(&mut self.session, &route_ctx, &argv);
+                let prepared = match action {
+                    Action::Forward(_) => {
+                        let info = || self.ctx.info_extra();
+                        let env = env(&self.ctx, &server.commands, &info);
+                        pipeline::prepare(&env, &mut self.session, &argv)
+                    }
+                    _ => Prepared::Untouched,
+                };
+                (action, prepared)
+            };
+            let (rewrite, note) = match prepared {
+                Prepared::Untouched => (None, None),
+                Prepared::Forward { rewrite, note } => (rewrite, Some(note)),
+                Prepared::Answer(reply) => {
+                    self.flush_run(&mut run).await;
+                    self.rbuf.advance(len);
+                    self.local(reply);
+                    continue;
+                }
             };
             if matches!(action, Action::Forward(Route::Shared))
-                && encoded.is_none()
+                && (encoded.is_none() || rewrite.is_some())
                 && self.last_route == Route::Shared
             {
-                run.len += len;
-                run.frames += 1;
+                run.add(&mut self.rbuf, len, rewrite, note);
                 continue;
             }
             self.flush_run(&mut run).await;
@@ -177,6 +198,11 @@ impl Handler {
                 return Ok(Flow::PassThrough(first));
             }
             let raw = self.rbuf.split_to(len).freeze();
+            if let (Action::Forward(route), Some(note)) = (&action, note) {
+                let frames = note.frames;
+                self.forward(*route, rewrite.or(encoded).unwrap_or(raw), frames, vec![note]).await;
+                continue;
+            }
             self.act(action, encoded.unwrap_or(raw)).await?;
         }
         self.flush_run(&mut run).await;
@@ -192,21 +218,19 @@ impl Handler {
 
     /// Sends the batched shared-route run, if any, as one job.
     async fn flush_run(&mut self, run: &mut Run) {
-        if run.len == 0 {
+        if run.len == 0 && run.parts.is_empty() {
             return;
         }
-        let payload = self.rbuf.split_to(run.len).freeze();
-        let frames = std::mem::take(&mut run.frames);
-        run.len = 0;
+        let (payload, frames, notes) = run.take(&mut self.rbuf);
         if frames > 0 {
-            self.forward(Route::Shared, payload, frames).await;
+            self.forward(Route::Shared, payload, frames, notes).await;
         }
     }
 
     async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
         match action {
-            Action::Forward(route) => self.forward(route, raw, 1).await,
-            Action::ForwardBytes(route, bytes) => self.forward(route, bytes, 1).await,
+            Action::Forward(route) => self.forward(route, raw, 1, Vec::new()).await,
+            Action::ForwardBytes(route, bytes) => self.forward(route, bytes, 1, Vec::new()).await,
             Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
             Action::Local(reply) => self.local(reply),
             Action::Quit => {
@@ -262,7 +286,7 @@ impl Handler {
     }
 
     /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
-    async fn forward(&mut self, route: Route, payload: Bytes, frames: usize) {
+    async fn forward(&mut self, route: Route, payload: Bytes, frames: usize, notes: Vec<Note>) {
         if route != self.last_route {
             if let Err(e) = self.drain().await {
                 tracing::debug!(error = %e, "client gone during route change");
@@ -278,9 +302,12 @@ impl Handler {
             Route::Pinned => self.send_pinned(job).await,
         };
         match sent {
-            Ok(()) => self.queue.push_back(Pending::Waiting { rx, frames, pinned: route == Route::Pinned }),
+            Ok(()) => {
+                self.queue.push_back(Pending::Waiting { rx, frames, pinned: route == Route::Pinned, notes })
+            }
             Err(why) => {
-                self.queue.push_back(Pending::Ready(repeat_error(&why, frames)));
+                self.ctx.stats.record_upstream_error();
+                self.queue.push_back(Pending::Ready(settle(&self.ctx, repeat_error(&why, frames), notes)));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;
@@ -329,7 +356,7 @@ impl Handler {
 
     /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
     async fn forward_hello(&mut self, proto: u8, raw: Bytes) -> std::io::Result<()> {
-        self.forward(Route::Pinned, raw, 1).await;
+        self.forward(Route::Pinned, raw, 1, Vec::new()).await;
         self.last_route = Route::Pinned;
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
@@ -351,12 +378,16 @@ impl Handler {
         while let Some(front) = self.queue.front_mut() {
             let bytes = match front {
                 Pending::Ready(bytes) => std::mem::take(bytes),
-                Pending::Waiting { rx, frames, pinned } => match rx.try_recv() {
-                    Ok(bytes) => bytes,
+                Pending::Waiting { rx, frames, pinned, notes } => match rx.try_recv() {
+                    Ok(bytes) => settle(&self.ctx, bytes, std::mem::take(notes)),
                     Err(oneshot::error::TryRecvError::Empty) => break,
                     Err(oneshot::error::TryRecvError::Closed) => {
                         self.closing |= *pinned;
-                        repeat_error("ERR upstream connection lost", *frames)
+                        settle(
+                            &self.ctx,
+                            repeat_error("ERR upstream connection lost", *frames),
+                            std::mem::take(notes),
+                        )
                     }
                 },
             };
@@ -382,7 +413,7 @@ impl Handler {
     /// Waits for and writes every pending reply.
     async fn drain(&mut self) -> std::io::Result<()> {
         while !self.queue.is_empty() {
-            resolve_front(&mut self.queue).await;
+            resolve_front(&mut self.queue, &self.ctx).await;
             self.write_ready().await?;
         }
         Ok(())
@@ -425,23 +456,97 @@ impl Handler {
     }
 }
 
-/// The bytes and frame count of consecutive shared-route requests not yet sent.
+/// Consecutive shared-route requests not yet sent: `len` bytes still at the front of the
+/// read buffer, after `parts` already cut from it (requests before a rewritten one, and
+/// the rewritten bytes).
 #[derive(Default)]
 struct Run {
     len: usize,
     frames: usize,
+    parts: Vec<Bytes>,
+    /// One note per prepared request (plain runs merged); empty while no request in the
+    /// run needs its reply cut or counted.
+    notes: Vec<Note>,
+}
+
+impl Run {
+    /// Adds the request of `len` bytes at `rbuf[self.len..]`, sent as `replacement` if given.
+    fn add(&mut self, rbuf: &mut BytesMut, len: usize, replacement: Option<Bytes>, note: Option<Note>) {
+        let frames = note.as_ref().map_or(1, |n| n.frames);
+        match note {
+            Some(note) => {
+                if self.notes.is_empty() && self.frames > 0 {
+                    self.notes.push(Note::plain(self.frames));
+                }
+                self.notes.push(note);
+            }
+            None if self.notes.is_empty() => {}
+            None => match self.notes.last_mut() {
+                Some(last) if last.account.is_none() && last.fix == crate::tier::ReplyFix::None => {
+                    last.frames += 1
+                }
+                _ => self.notes.push(Note::plain(1)),
+            },
+        }
+        match replacement {
+            Some(bytes) => {
+                if self.len > 0 {
+                    self.parts.push(rbuf.split_to(self.len).freeze());
+                    self.len = 0;
+                }
+                rbuf.advance(len);
+                self.parts.push(bytes);
+            }
+            None => self.len += len,
+        }
+        self.frames += frames;
+    }
+
+    /// The run's payload, frame count and notes; leaves the run empty.
+    fn take(&mut self, rbuf: &mut BytesMut) -> (Bytes, usize, Vec<Note>) {
+        let tail = rbuf.split_to(std::mem::take(&mut self.len)).freeze();
+        let payload = if self.parts.is_empty() {
+            tail
+        } else {
+            let mut joined =
+                BytesMut::with_capacity(self.parts.iter().map(Bytes::len).sum::<usize>() + tail.len());
+            self.parts.drain(..).for_each(|p| joined.extend_from_slice(&p));
+            joined.extend_from_slice(&tail);
+            joined.freeze()
+        };
+        (payload, std::mem::take(&mut self.frames), std::mem::take(&mut self.notes))
+    }
+}
+
+/// The data-path view of the context, for `pipeline`.
+fn env<'a>(
+    ctx: &'a Context,
+    commands: &'a crate::command::CommandTable,
+    info: &'a dyn Fn() -> crate::stats::InfoExtra,
+) -> Env<'a> {
+    Env { commands, tiers: &ctx.tiers, stats: &ctx.stats, info }
+}
+
+/// Cuts and counts replies that have notes.
+fn settle(ctx: &Context, bytes: Bytes, notes: Vec<Note>) -> Bytes {
+    if notes.is_empty() {
+        return bytes;
+    }
+    let server = ctx.server.load();
+    let info = || ctx.info_extra();
+    pipeline::reply::finish(&env(ctx, &server.commands, &info), bytes, &notes)
 }
 
 /// Waits until the front entry's reply has arrived (or its connection is gone).
-async fn resolve_front(queue: &mut VecDeque<Pending>) {
+async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Context) {
     let Some(front) = queue.front_mut() else { return };
-    if let Pending::Waiting { rx, frames, pinned } = front {
+    if let Pending::Waiting { rx, frames, pinned, notes } = front {
         let bytes = match rx.await {
             Ok(bytes) => bytes,
             Err(_) if *pinned => return,
             Err(_) => repeat_error("ERR upstream connection lost", *frames),
         };
-        *front = Pending::Ready(bytes);
+        *front = Pending::Ready(settle(ctx, bytes, std::mem::take(notes)));
     }
 }
 

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use super::route::{Action, Route, RouteContext};
 use super::session::Session;
 use crate::command::TableSource;
+use crate::config::PersistPolicy;
 use crate::resp::Reply;
 use crate::resp::reply::Protocol;
+use crate::tier::TierTable;
 
 fn wrong_arity(name: &str) -> Reply {
     Reply::err(format!("wrong number of arguments for '{name}' command"))
@@ -249,6 +251,56 @@ pub fn strata(ctx: &RouteContext, argv: &[&[u8]]) -> Reply {
             ),
             (Reply::text("count"), Reply::Int(ctx.commands.len() as i64)),
         ]),
-        _ => Reply::err("unknown STRATA subcommand; try STRATA GETKEYS <command> [args…] or STRATA COMMANDS"),
+        b"tier" if argv.len() == 3 => tier_of(ctx.tiers, argv[2]),
+        b"tiers" if argv.len() == 2 => Reply::Array(
+            ctx.tiers.tiers().iter().enumerate().map(|(id, _)| describe_tier(ctx.tiers, id as u16)).collect(),
+        ),
+        _ => Reply::err(
+            "unknown STRATA subcommand; try STRATA GETKEYS <command> [args…], STRATA COMMANDS, STRATA TIER <key> or STRATA TIERS",
+        ),
     }
+}
+
+/// `STRATA TIER key`: the tier, the rule that chose it and the policy, or `untiered`.
+fn tier_of(tiers: &TierTable, key: &[u8]) -> Reply {
+    match tiers.classify(key) {
+        None => Reply::Map(vec![(Reply::text("tier"), Reply::text("untiered"))]),
+        Some(class) => {
+            let rule = &tiers.rules()[class.rule as usize];
+            let Reply::Map(mut fields) = describe_tier(tiers, class.tier) else {
+                unreachable!("describe_tier builds a map")
+            };
+            let kind = if rule.is_pattern { "pattern" } else { "prefix" };
+            fields.insert(1, (Reply::text(kind), Reply::text(rule.text.clone())));
+            Reply::Map(fields)
+        }
+    }
+}
+
+/// One tier as a map: name, prefixes, patterns and every policy field.
+fn describe_tier(tiers: &TierTable, id: u16) -> Reply {
+    let tier = tiers.tier(id);
+    let rules = |patterns: bool| {
+        Reply::Array(
+            tiers
+                .rules()
+                .iter()
+                .filter(|r| r.tier == id && r.is_pattern == patterns)
+                .map(|r| Reply::text(r.text.clone()))
+                .collect(),
+        )
+    };
+    let p = &tier.policy;
+    let ms = |v: Option<u64>| v.map_or(Reply::Null, |ms| Reply::Int(ms as i64));
+    Reply::Map(vec![
+        (Reply::text("tier"), Reply::text(tier.name.clone())),
+        (Reply::text("prefixes"), rules(false)),
+        (Reply::text("patterns"), rules(true)),
+        (Reply::text("default_ttl_ms"), ms(p.default_ms)),
+        (Reply::text("min_ttl_ms"), ms(p.min_ms)),
+        (Reply::text("max_ttl_ms"), ms(p.max_ms)),
+        (Reply::text("jitter_ms"), Reply::Int(p.jitter_ms as i64)),
+        (Reply::text("sliding"), Reply::Int(i64::from(p.sliding))),
+        (Reply::text("persist"), Reply::text(if p.persist == PersistPolicy::Deny { "deny" } else { "max" })),
+    ])
 }

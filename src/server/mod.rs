@@ -18,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use route::Route;
+pub use session::Session;
 
 use crate::config::Config;
+use crate::stats::{Exporter, InfoExtra, Stats};
+use crate::tier::TierTable;
 use crate::upstream::{ServerInfo, SharedPool};
 
 /// State shared by every client handler.
@@ -34,6 +37,12 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Connected clients by strata id.
     pub registry: Arc<registry::Registry>,
+    /// Key classification and TTL policies.
+    pub tiers: Arc<TierTable>,
+    /// Counters and latency histograms.
+    pub stats: Arc<Stats>,
+    /// The Prometheus exposition of `stats`.
+    pub exporter: Exporter,
     next_client_id: AtomicU64,
     clients: AtomicUsize,
 }
@@ -46,7 +55,12 @@ impl Context {
         server: Arc<ArcSwap<ServerInfo>>,
         shutdown: CancellationToken,
     ) -> Self {
+        let tiers = Arc::new(TierTable::new(&config.tiers));
+        let stats = Arc::new(Stats::new(&tiers));
         Context {
+            tiers,
+            stats,
+            exporter: Exporter::new(),
             config,
             pool,
             server,
@@ -60,6 +74,26 @@ impl Context {
     /// Clients connected now.
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Facts for the `# Strata` INFO section and `/metrics`.
+    pub fn info_extra(&self) -> InfoExtra {
+        InfoExtra {
+            clients: self.clients(),
+            upstream_connected: self.pool.connected(),
+            upstream_capacity: self.pool.capacity(),
+            upstream: self.config.upstream.url.to_string(),
+        }
+    }
+
+    /// True when at least one shared upstream connection is up.
+    pub fn upstream_ready(&self) -> bool {
+        self.pool.connected() > 0
+    }
+
+    /// `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        self.exporter.render(&self.stats, &self.tiers, &self.info_extra())
     }
 }
 

@@ -50,6 +50,8 @@ pub struct RouteContext<'a> {
     pub upstream: &'a crate::config::UpstreamUrl,
     /// Connected clients, for CLIENT KILL ID / UNBLOCK.
     pub registry: &'a super::registry::Registry,
+    /// The tiers, for STRATA TIER / TIERS.
+    pub tiers: &'a crate::tier::TierTable,
 }
 
 /// Longest command name strata treats specially.

@@ -23,6 +23,10 @@ pub struct Session {
     /// SELECT, AUTH as another user or READONLY changed the connection for good (until
     /// RESET): the client stays on its own upstream connection.
     pub sticky: bool,
+    /// Inside MULTI: for each command queued so far, how many commands strata queued
+    /// after it (tier TTLs), so EXEC's reply can be cut back. Two bytes per queued
+    /// command, the same growth Redis itself allows for the transaction.
+    pub tx_mask: Vec<u16>,
 }
 
 impl Session {
@@ -36,6 +40,7 @@ impl Session {
             in_multi: false,
             watching: false,
             sticky: false,
+            tx_mask: Vec::new(),
         }
     }
 

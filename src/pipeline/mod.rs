@@ -1,0 +1,185 @@
+//! The per-request steps between routing and the upstream connection: find the keys,
+//! classify them into tiers, apply the tier's TTL policy (`tier::plan`), and remember
+//! what the reply needs on its way back (`reply`): cutting strata's extra replies out,
+//! appending the `# Strata` INFO section, and counting hits, misses and latency.
+
+pub mod reply;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::command::{CommandInfo, CommandTable, cmd_flag};
+use crate::resp::Reply;
+use crate::server::Session;
+use crate::stats::{InfoExtra, Stats};
+use crate::tier::plan::{Input, Mode, Role};
+use crate::tier::{Class, ReplyFix, TierTable, plan};
+
+/// What the data path needs from the running proxy to prepare a request.
+pub struct Env<'a> {
+    /// The command table.
+    pub commands: &'a CommandTable,
+    /// The tiers.
+    pub tiers: &'a TierTable,
+    /// The counters.
+    pub stats: &'a Stats,
+    /// Facts for the INFO section.
+    pub info: &'a dyn Fn() -> InfoExtra,
+}
+
+/// How to treat the reply frames of one request (or of a run of plain requests).
+#[derive(Debug)]
+pub struct Note {
+    /// Reply frames Redis sends for what was sent.
+    pub frames: usize,
+    /// How to cut them.
+    pub fix: ReplyFix,
+    /// What to count once the reply is known.
+    pub account: Option<Account>,
+}
+
+impl Note {
+    /// Frames passed through untouched and uncounted.
+    pub fn plain(frames: usize) -> Note {
+        Note { frames, fix: ReplyFix::None, account: None }
+    }
+}
+
+/// Accounting for one request's reply.
+#[derive(Debug)]
+pub struct Account {
+    /// Tiered keys, what the request does with them, and their argument index.
+    pub keys: Vec<(Class, Role, usize)>,
+    /// How a reply array maps to keys.
+    pub elements: Elements,
+    /// An integer 0 reply means "missing" (EXISTS, HEXISTS, SISMEMBER).
+    pub zero_is_miss: bool,
+    /// When the request was read.
+    pub started: Instant,
+}
+
+/// How the elements of an array reply relate to the request's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elements {
+    /// The reply as a whole answers for every key.
+    Whole,
+    /// Element i is the key at argument i + 1 (MGET).
+    PerKey,
+    /// Each element is one field of the single key (HMGET, SMISMEMBER).
+    PerField,
+}
+
+/// A request after preparation.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Forward unchanged; nothing to do with the reply.
+    Untouched,
+    /// Forward (the rewritten bytes if any) and treat the reply as the note says.
+    Forward { rewrite: Option<Bytes>, note: Note },
+    /// Answer with this; Redis never sees the request.
+    Answer(Reply),
+}
+
+/// Prepares one forwarded request. Runs for every request, so the untiered path is a
+/// table lookup and an early return.
+pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]]) -> Prepared {
+    let Some(info) = env.commands.lookup(argv) else { return Prepared::Untouched };
+    match info.name.as_str() {
+        // `decide` has already entered or left the transaction.
+        "multi" | "discard" => {
+            session.tx_mask.clear();
+            return Prepared::Untouched;
+        }
+        "exec" => return exec_request(session),
+        "info" if !session.in_multi => return info_request(env, argv),
+        "config|resetstat" => env.stats.reset(),
+        _ => {}
+    }
+    let (prepared, extra) = tiered(env, session, info, argv);
+    if session.in_multi {
+        session.tx_mask.push(extra);
+    }
+    prepared
+}
+
+/// Applies the tier policy; also returns how many commands strata queued after this one.
+fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (Prepared, u16) {
+    if env.tiers.is_empty() || info.key_specs.is_empty() {
+        return (Prepared::Untouched, 0);
+    }
+    let keys = match crate::command::keys_of(info, argv) {
+        Ok(keys) => keys,
+        Err(_) => {
+            env.stats.record_unclassified();
+            return (Prepared::Untouched, 0);
+        }
+    };
+    let input =
+        Input { table: env.tiers, info, argv, keys: &keys, mode: mode(session, info), now_ms: unix_ms() };
+    let Some(plan) = plan::plan(&input) else { return (Prepared::Untouched, 0) };
+    let counts = crate::stats::PolicyCounts {
+        ttl_rewrites: plan.ttl_rewrites,
+        clamps: plan.clamps,
+        persist_denied: plan.persist_denied,
+    };
+    env.stats.record_policy(plan.keys[0].0, counts);
+    if let Some(reply) = plan.refuse {
+        return (Prepared::Answer(reply), 0);
+    }
+    let account = Account {
+        elements: match info.name.as_str() {
+            "mget" => Elements::PerKey,
+            "hmget" | "smismember" => Elements::PerField,
+            _ => Elements::Whole,
+        },
+        zero_is_miss: matches!(info.name.as_str(), "exists" | "hexists" | "sismember"),
+        keys: plan.keys,
+        started: Instant::now(),
+    };
+    let note = Note { frames: plan.frames, fix: plan.fix, account: Some(account) };
+    (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+}
+
+fn mode(session: &Session, info: &CommandInfo) -> Mode {
+    if session.in_multi {
+        Mode::InMulti
+    } else if session.watching || info.has(cmd_flag::BLOCKING) {
+        Mode::NoWrap
+    } else {
+        Mode::Plain
+    }
+}
+
+/// The client's EXEC: strata's queued commands must leave the reply array.
+fn exec_request(session: &mut Session) -> Prepared {
+    let mask = std::mem::take(&mut session.tx_mask);
+    if mask.iter().all(|&n| n == 0) {
+        return Prepared::Untouched;
+    }
+    let note = Note { frames: 1, fix: ReplyFix::FilterExec { mask }, account: None };
+    Prepared::Forward { rewrite: None, note }
+}
+
+/// `INFO strata` is answered here; `INFO`, `INFO all|everything|default` and lists that
+/// name `strata` get Redis' sections followed by strata's.
+fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
+    let sections: Vec<String> =
+        argv[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
+    let wants_strata = sections.is_empty()
+        || sections.iter().any(|s| matches!(s.as_str(), "strata" | "all" | "everything" | "default"));
+    if !wants_strata {
+        return Prepared::Untouched;
+    }
+    let kept = argv[1..].iter().zip(&sections).filter(|(_, s)| s.as_str() != "strata").map(|(a, _)| *a);
+    let others: Vec<&[u8]> = std::iter::once(argv[0]).chain(kept).collect();
+    if others.len() == 1 && !sections.is_empty() {
+        let section = crate::stats::info_section(env.stats, env.tiers, &(env.info)());
+        return Prepared::Answer(Reply::Bulk(Bytes::from(section)));
+    }
+    let rewrite = (others.len() != argv.len()).then(|| crate::resp::reply::encode_command(&others));
+    Prepared::Forward { rewrite, note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None } }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,253 @@
+//! The way back: cut the reply frames of prepared requests into what each client asked
+//! for (dropping strata's extra replies, unwrapping its MULTI/EXEC, appending INFO), and
+//! count each outcome. Frames are sliced, never decoded and re-encoded.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{Account, Elements, Env, Note};
+use crate::resp::{FrameScanner, Limits};
+use crate::stats::{Outcome, Stats};
+use crate::tier::ReplyFix;
+use crate::tier::plan::Role;
+
+/// Turns the replies of a batch (in note order) into the client's replies.
+pub fn finish(env: &Env, mut bytes: Bytes, notes: &[Note]) -> Bytes {
+    if notes.iter().all(|n| n.fix == ReplyFix::None) {
+        account_in_place(env.stats, &bytes, notes);
+        return bytes;
+    }
+    let mut out = BytesMut::with_capacity(bytes.len());
+    for note in notes {
+        let Some(frames) = take_frames(&mut bytes, note.frames) else {
+            // Fewer frames than expected cannot come from a connection task; pass on
+            // whatever is left rather than invent replies.
+            out.extend_from_slice(&bytes);
+            break;
+        };
+        let reply = fix(env, frames, &note.fix);
+        if let Some(account) = &note.account {
+            record(env.stats, &reply, account);
+        }
+        out.extend_from_slice(&reply);
+    }
+    out.freeze()
+}
+
+fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note]) {
+    let mut rest = bytes.clone();
+    for note in notes {
+        let Some(len) = frames_len(&rest, note.frames) else { return };
+        let reply = rest.split_to(len);
+        if let Some(account) = &note.account {
+            record(stats, &reply, account);
+        }
+    }
+}
+
+/// The length of the first `n` complete frames of `buf`.
+fn frames_len(buf: &[u8], n: usize) -> Option<usize> {
+    let mut len = 0;
+    for _ in 0..n {
+        len += FrameScanner::reply().scan(&buf[len..], &Limits::UNBOUNDED).ok()??;
+    }
+    Some(len)
+}
+
+fn take_frames(bytes: &mut Bytes, n: usize) -> Option<Vec<Bytes>> {
+    let mut frames = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let len = frames_len(bytes, 1)?;
+        frames.push(bytes.split_to(len));
+    }
+    Some(frames)
+}
+
+fn fix(env: &Env, mut frames: Vec<Bytes>, fix: &ReplyFix) -> Bytes {
+    match fix {
+        ReplyFix::None => concat(frames),
+        ReplyFix::DropTrailing { .. } => frames.swap_remove(0),
+        ReplyFix::Exec { .. } => unwrap_exec(frames),
+        ReplyFix::FilterExec { mask } => filter_exec(frames.swap_remove(0), mask),
+        ReplyFix::AppendInfo => append_info(env, frames.swap_remove(0)),
+    }
+}
+
+fn concat(frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.into_iter().next().unwrap_or_default();
+    }
+    let mut out = BytesMut::new();
+    frames.iter().for_each(|f| out.extend_from_slice(f));
+    out.freeze()
+}
+
+/// `[MULTI reply, request's QUEUED or error, extra QUEUEDs…, EXEC reply]` → the
+/// request's own reply: the first EXEC element, or the error that aborted it.
+fn unwrap_exec(mut frames: Vec<Bytes>) -> Bytes {
+    let Some(exec) = frames.pop() else { return Bytes::new() };
+    let queued = frames.get(1).cloned().unwrap_or_default();
+    if is_error(&queued) {
+        return queued;
+    }
+    match array_elements(&exec) {
+        Some(mut elements) if !elements.is_empty() => elements.swap_remove(0),
+        _ => exec,
+    }
+}
+
+/// Removes the elements of strata's own queued commands from the client's EXEC reply.
+fn filter_exec(exec: Bytes, mask: &[u16]) -> Bytes {
+    let Some(elements) = array_elements(&exec) else { return exec };
+    let expected: usize = mask.iter().map(|&n| 1 + n as usize).sum();
+    if elements.len() != expected {
+        // Not the transaction strata tracked (cannot happen unless Redis dropped a
+        // queued command); forwarding Redis' reply is the honest fallback.
+        return exec;
+    }
+    let mut kept = Vec::with_capacity(mask.len());
+    let mut i = 0;
+    for &extra in mask {
+        kept.push(elements[i].clone());
+        i += 1 + extra as usize;
+    }
+    let mut out = BytesMut::new();
+    out.extend_from_slice(format!("{}{}\r\n", exec[0] as char, kept.len()).as_bytes());
+    kept.iter().for_each(|e| out.extend_from_slice(e));
+    out.freeze()
+}
+
+/// Appends the `# Strata` section to an INFO bulk (RESP2) or verbatim (RESP3) string.
+fn append_info(env: &Env, reply: Bytes) -> Bytes {
+    let (marker, body) = match split_bulk(&reply) {
+        Some(parts) => parts,
+        None => return reply,
+    };
+    let section = crate::stats::info_section(env.stats, env.tiers, &(env.info)());
+    let mut text = Vec::with_capacity(body.len() + section.len() + 2);
+    text.extend_from_slice(body);
+    text.extend_from_slice(b"\r\n");
+    text.extend_from_slice(section.as_bytes());
+    let mut out = BytesMut::with_capacity(text.len() + 16);
+    out.extend_from_slice(format!("{}{}\r\n", marker as char, text.len()).as_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `$n\r\nbody\r\n` or `=n\r\ntxt:body\r\n` → (marker, body including any `txt:`).
+fn split_bulk(reply: &[u8]) -> Option<(u8, &[u8])> {
+    let marker = *reply.first()?;
+    if marker != b'$' && marker != b'=' {
+        return None;
+    }
+    let header_end = memchr::memchr(b'\n', reply)? + 1;
+    let body_end = reply.len().checked_sub(2)?;
+    reply.get(header_end..body_end).map(|body| (marker, body))
+}
+
+/// The elements of an array (`*`, `~`, `>`) reply, each as its raw frame; `None` for
+/// anything else, including null arrays.
+fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+    if !matches!(reply.first(), Some(b'*' | b'~' | b'>')) {
+        return None;
+    }
+    let header_end = memchr::memchr(b'\n', reply)? + 1;
+    let count: i64 = std::str::from_utf8(&reply[1..header_end - 2]).ok()?.parse().ok()?;
+    let count = usize::try_from(count).ok()?;
+    let mut rest = reply.clone();
+    rest.advance(header_end);
+    take_frames(&mut rest, count)
+}
+
+fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-' | b'!'))
+}
+
+/// A nil or an empty collection: the read found nothing.
+fn is_missing(frame: &[u8]) -> bool {
+    matches!(frame, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n" | b"*0\r\n" | b"%0\r\n" | b"~0\r\n")
+}
+
+/// Counts one request's outcome per key, and its latency once per tier.
+fn record(stats: &Stats, reply: &Bytes, account: &Account) {
+    let error = is_error(reply);
+    let elements = match account.elements {
+        Elements::Whole => None,
+        _ if error => None,
+        _ => array_elements(reply),
+    };
+    for &(class, role, index) in &account.keys {
+        match (role, error) {
+            (_, true) => stats.record(class, Outcome::Error),
+            (Role::Write, false) => stats.record(class, Outcome::Write),
+            (Role::Read, false) => match (&elements, account.elements) {
+                (Some(items), Elements::PerKey) => {
+                    let found = items.get(index.saturating_sub(1)).is_some_and(|e| !is_missing(e));
+                    stats.record(class, if found { Outcome::Hit } else { Outcome::Miss });
+                }
+                (Some(items), _) => {
+                    for item in items {
+                        stats.record(
+                            class,
+                            if found_value(item, false) { Outcome::Hit } else { Outcome::Miss },
+                        );
+                    }
+                }
+                (None, _) => {
+                    let found = found_value(reply, account.zero_is_miss);
+                    stats.record(class, if found { Outcome::Hit } else { Outcome::Miss });
+                }
+            },
+            (Role::Other, false) => {}
+        }
+    }
+    let micros = account.started.elapsed().as_micros() as u64;
+    let mut seen = 0u64;
+    for &(class, _, _) in &account.keys {
+        // Tier ids beyond 63 share a bit; an extra latency sample is harmless.
+        let bit = 1u64 << (class.tier % 64);
+        if seen & bit == 0 {
+            seen |= bit;
+            stats.record_latency(class.tier, micros);
+        }
+    }
+}
+
+fn found_value(frame: &[u8], zero_is_miss: bool) -> bool {
+    !(is_missing(frame) || zero_is_miss && frame == b":0\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_is_unwrapped_to_the_commands_own_reply() {
+        let frames = |v: &[&'static [u8]]| v.iter().map(|f| Bytes::from_static(f)).collect::<Vec<_>>();
+        let ok = frames(&[b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"*2\r\n:3\r\n:1\r\n"]);
+        assert_eq!(&unwrap_exec(ok)[..], b":3\r\n");
+        let wrongtype =
+            frames(&[b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"*2\r\n-WRONGTYPE x\r\n:0\r\n"]);
+        assert_eq!(&unwrap_exec(wrongtype)[..], b"-WRONGTYPE x\r\n");
+        let arity = frames(&[b"+OK\r\n", b"-ERR wrong number\r\n", b"+QUEUED\r\n", b"-EXECABORT t\r\n"]);
+        assert_eq!(&unwrap_exec(arity)[..], b"-ERR wrong number\r\n");
+        let lost = frames(&[b"-ERR lost\r\n", b"-ERR lost\r\n", b"-ERR lost\r\n", b"-ERR lost\r\n"]);
+        assert_eq!(&unwrap_exec(lost)[..], b"-ERR lost\r\n");
+    }
+
+    #[test]
+    fn filter_exec_drops_stratas_elements() {
+        let exec = Bytes::from_static(b"*4\r\n+OK\r\n:1\r\n$1\r\nv\r\n:1\r\n");
+        assert_eq!(&filter_exec(exec.clone(), &[1, 0, 0])[..], b"*3\r\n+OK\r\n$1\r\nv\r\n:1\r\n");
+        assert_eq!(&filter_exec(exec.clone(), &[0, 0])[..], &exec[..], "mismatched mask passes through");
+        let null = Bytes::from_static(b"*-1\r\n");
+        assert_eq!(&filter_exec(null.clone(), &[1])[..], &null[..]);
+    }
+
+    #[test]
+    fn bulk_and_verbatim_split() {
+        assert_eq!(split_bulk(b"$3\r\nabc\r\n"), Some((b'$', &b"abc"[..])));
+        assert_eq!(split_bulk(b"=7\r\ntxt:abc\r\n"), Some((b'=', &b"txt:abc"[..])));
+        assert_eq!(split_bulk(b"-ERR x\r\n"), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! The `# Strata` section of `INFO`: one `field:value` line each, like Redis' own
+//! sections, so tools that parse INFO (redis_exporter, RedisInsight) read it unchanged.
+
+use std::fmt::Write;
+
+use super::Stats;
+use crate::tier::TierTable;
+
+/// Facts about the running proxy that the counters do not hold.
+#[derive(Debug, Clone)]
+pub struct InfoExtra {
+    /// Clients connected to strata.
+    pub clients: usize,
+    /// Shared upstream connections up / configured.
+    pub upstream_connected: usize,
+    /// Shared upstream connections configured.
+    pub upstream_capacity: usize,
+    /// Upstream address.
+    pub upstream: String,
+}
+
+/// Builds the section text (lines end with CRLF, as Redis' do).
+pub fn section(stats: &Stats, table: &TierTable, extra: &InfoExtra) -> String {
+    let mut out = String::with_capacity(1024);
+    out.push_str("# Strata\r\n");
+    let up = extra.upstream_connected > 0;
+    let mut line = |k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(out, "{k}:{v}\r\n");
+    };
+    line("strata_version", &env!("CARGO_PKG_VERSION"));
+    line("strata_uptime_in_seconds", &stats.uptime_secs());
+    line("strata_connected_clients", &extra.clients);
+    line("strata_upstream", &extra.upstream);
+    line("strata_upstream_state", &if up { "up" } else { "down" });
+    line("strata_upstream_connections", &format!("{}/{}", extra.upstream_connected, extra.upstream_capacity));
+    line("strata_upstream_errors", &stats.upstream_errors());
+    line("strata_unclassified_commands", &stats.unclassified());
+    let names: Vec<&str> = table.tiers().iter().map(|t| t.name.as_str()).collect();
+    line("strata_tiers", &names.join(","));
+    for (id, tier) in table.tiers().iter().enumerate() {
+        tier_lines(&mut out, stats, id as u16, &tier.name);
+    }
+    for (id, rule) in table.rules().iter().enumerate() {
+        let s = stats.rule(id);
+        let tier = &table.tier(rule.tier).name;
+        let kind = if rule.is_pattern { "pattern" } else { "prefix" };
+        let _ = write!(
+            out,
+            "rule{id}:tier={tier},{kind}={},hits={},misses={},writes={},errors={},ttl_rewrites={}\r\n",
+            rule.text.replace(['\r', '\n', ','], "_"),
+            s.hits,
+            s.misses,
+            s.writes,
+            s.errors,
+            s.ttl_rewrites,
+        );
+    }
+    out
+}
+
+fn tier_lines(out: &mut String, stats: &Stats, id: u16, name: &str) {
+    let s = stats.tier(id);
+    let p = stats.latency(id);
+    let fields: [(&str, String); 14] = [
+        ("hits", s.hits.to_string()),
+        ("misses", s.misses.to_string()),
+        ("hit_rate", format!("{:.4}", s.hit_rate())),
+        ("writes", s.writes.to_string()),
+        ("errors", s.errors.to_string()),
+        ("ttl_rewrites", s.ttl_rewrites.to_string()),
+        ("ttl_clamps", s.ttl_clamps.to_string()),
+        ("persist_denied", s.persist_denied.to_string()),
+        ("requests", p.count.to_string()),
+        ("latency_p50_us", p.p50.to_string()),
+        ("latency_p90_us", p.p90.to_string()),
+        ("latency_p99_us", p.p99.to_string()),
+        ("latency_p999_us", p.p999.to_string()),
+        ("latency_max_us", p.max.to_string()),
+    ];
+    for (field, value) in fields {
+        let _ = write!(out, "tier_{name}_{field}:{value}\r\n");
+    }
+}

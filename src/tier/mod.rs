@@ -1,0 +1,149 @@
+//! Cache tiers: which tier a key belongs to (longest configured prefix, then glob
+//! patterns) and the TTL policy that tier enforces. `plan` turns a request touching
+//! tiered keys into what is sent to Redis; `stats` counts the outcome.
+
+mod glob;
+pub mod plan;
+pub mod policy;
+
+use crate::config::TierConfig;
+pub use plan::{Plan, ReplyFix};
+pub use policy::TtlPolicy;
+
+/// Index of a tier in the table.
+pub type TierId = u16;
+/// Index of a classification rule (a prefix or a pattern) across all tiers.
+pub type RuleId = u16;
+
+/// One tier as the data path sees it.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// Configured name.
+    pub name: String,
+    /// The TTL rules.
+    pub policy: TtlPolicy,
+}
+
+/// A prefix or pattern, for per-prefix statistics.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The prefix or pattern text as configured.
+    pub text: String,
+    /// True for a glob pattern.
+    pub is_pattern: bool,
+    /// The tier it selects.
+    pub tier: TierId,
+}
+
+/// Where a key landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// Its tier.
+    pub tier: TierId,
+    /// The prefix or pattern that chose it.
+    pub rule: RuleId,
+}
+
+/// Every tier and the structure that classifies keys into them.
+#[derive(Debug, Default)]
+pub struct TierTable {
+    tiers: Vec<Tier>,
+    rules: Vec<Rule>,
+    /// Prefix rule ids by the prefix's first byte, longest prefix first, so a lookup
+    /// compares only prefixes that can match and stops at the first hit.
+    by_first_byte: Vec<Vec<RuleId>>,
+    /// Pattern rule ids in configuration order.
+    patterns: Vec<RuleId>,
+}
+
+impl TierTable {
+    /// Compiles validated tier configuration.
+    pub fn new(configs: &[TierConfig]) -> TierTable {
+        let mut table = TierTable { by_first_byte: vec![Vec::new(); 256], ..TierTable::default() };
+        for (id, config) in configs.iter().enumerate() {
+            let tier = id as TierId;
+            table.tiers.push(Tier { name: config.name.clone(), policy: TtlPolicy::from_config(config) });
+            for prefix in &config.prefixes {
+                let rule = table.push_rule(prefix, false, tier);
+                table.by_first_byte[prefix.as_bytes()[0] as usize].push(rule);
+            }
+            for pattern in &config.patterns {
+                let rule = table.push_rule(pattern, true, tier);
+                table.patterns.push(rule);
+            }
+        }
+        let rules = &table.rules;
+        for bucket in &mut table.by_first_byte {
+            bucket.sort_by_key(|r| std::cmp::Reverse(rules[*r as usize].text.len()));
+        }
+        table
+    }
+
+    fn push_rule(&mut self, text: &str, is_pattern: bool, tier: TierId) -> RuleId {
+        self.rules.push(Rule { text: text.to_string(), is_pattern, tier });
+        (self.rules.len() - 1) as RuleId
+    }
+
+    /// True when no tier is configured (every key passes through untiered).
+    pub fn is_empty(&self) -> bool {
+        self.tiers.is_empty()
+    }
+
+    /// The tier and rule for a key, or `None` for an untiered key.
+    pub fn classify(&self, key: &[u8]) -> Option<Class> {
+        if let Some(&first) = key.first() {
+            for &rule in &self.by_first_byte[first as usize] {
+                let r = &self.rules[rule as usize];
+                if key.starts_with(r.text.as_bytes()) {
+                    return Some(Class { tier: r.tier, rule });
+                }
+            }
+        }
+        self.patterns.iter().find_map(|&rule| {
+            let r = &self.rules[rule as usize];
+            glob::matches(r.text.as_bytes(), key).then_some(Class { tier: r.tier, rule })
+        })
+    }
+
+    /// All tiers in configuration order.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
+    }
+
+    /// One tier.
+    pub fn tier(&self, id: TierId) -> &Tier {
+        &self.tiers[id as usize]
+    }
+
+    /// All prefixes and patterns.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+
+    fn table(text: &str) -> TierTable {
+        TierTable::new(&Config::parse(text, &Overrides::default()).unwrap().tiers)
+    }
+
+    #[test]
+    fn longest_prefix_wins_then_patterns() {
+        let t = table(
+            "[[tiers]]\nname = \"app\"\nprefixes = [\"user:\"]\n\
+             [[tiers]]\nname = \"session\"\nprefixes = [\"user:preferences:\"]\npatterns = [\"sess-*\", \"*:cart\"]\n",
+        );
+        let tier_of = |k: &[u8]| t.classify(k).map(|c| t.tier(c.tier).name.clone());
+        assert_eq!(tier_of(b"user:1").as_deref(), Some("app"));
+        assert_eq!(tier_of(b"user:preferences:1").as_deref(), Some("session"));
+        assert_eq!(tier_of(b"sess-9").as_deref(), Some("session"));
+        assert_eq!(tier_of(b"u:7:cart").as_deref(), Some("session"));
+        assert_eq!(tier_of(b"other"), None);
+        assert_eq!(tier_of(b""), None);
+        let rule = t.classify(b"user:preferences:1").unwrap().rule;
+        assert_eq!(t.rules()[rule as usize].text, "user:preferences:");
+    }
+}

@@ -1,0 +1,464 @@
+//! Turns one request that touches tiered keys into what strata sends to Redis so the
+//! tier's TTL policy holds, and into how the reply is cut back to what the client asked.
+//!
+//! Where Redis has a form that carries the TTL (`SET … PX`, `PSETEX`, `GETEX … PX`, a
+//! clamped `PEXPIRE`) the request is rewritten. Every other write is wrapped as
+//! `MULTI; cmd; PEXPIRE k ttl NX …; EXEC`, so the write and its TTL are one atomic step
+//! (a connection that dies before EXEC discards both) and the client gets the command's
+//! own reply, byte for byte, taken out of the EXEC array.
+
+use bytes::Bytes;
+
+use super::{Class, TierTable, TtlPolicy};
+use crate::command::{CommandInfo, KeyRef, cmd_flag, flag};
+use crate::config::PersistPolicy;
+use crate::resp::Reply;
+use crate::resp::reply::encode_command;
+
+/// How a request may be sent, given its client's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Wrapping in MULTI/EXEC is allowed.
+    Plain,
+    /// Inside the client's own MULTI: extra commands are queued after the request and
+    /// removed from the EXEC reply later.
+    InMulti,
+    /// WATCH is active or the command blocks: a MULTI of strata's would end the WATCH or
+    /// stop the command from blocking, so extra commands follow it in the same write.
+    NoWrap,
+}
+
+/// What a tiered key is used for by this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read: counts a hit or a miss.
+    Read,
+    /// Written: counts a write.
+    Write,
+    /// Neither (TTL inspection, deletion, …).
+    Other,
+}
+
+/// How to turn the reply bytes Redis sends for the planned request into the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyFix {
+    /// Forward as is.
+    None,
+    /// `+OK`, the request's `+QUEUED` (or error), `extra` `+QUEUED`s, then EXEC: answer
+    /// with the first EXEC element, or the request's queueing error.
+    Exec { extra: usize },
+    /// Keep the first reply, drop the `extra` replies after it.
+    DropTrailing { extra: usize },
+    /// The client's EXEC: remove the elements of commands strata queued. `mask[i]` is the
+    /// number of strata's elements after the client's i-th queued command.
+    FilterExec { mask: Vec<u16> },
+    /// An INFO reply: append the `# Strata` section to Redis' text.
+    AppendInfo,
+}
+
+/// The outcome of planning one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Bytes to send instead of the request, when rewritten.
+    pub rewrite: Option<Bytes>,
+    /// Reply frames Redis sends for what is sent.
+    pub frames: usize,
+    /// How to cut the reply.
+    pub fix: ReplyFix,
+    /// Answer locally with this instead of sending anything (a refused PERSIST).
+    pub refuse: Option<Reply>,
+    /// Tiered keys with their role and argument index, for accounting.
+    pub keys: Vec<(Class, Role, usize)>,
+    /// Commands strata added inside the client's MULTI (for `FilterExec`).
+    pub queued_extra: u16,
+    /// Keys given the tier's default TTL.
+    pub ttl_rewrites: u32,
+    /// Explicit TTLs moved into the tier's bounds.
+    pub clamps: u32,
+    /// PERSISTs refused.
+    pub persist_denied: u32,
+}
+
+/// Everything planning reads besides the request.
+pub struct Input<'a> {
+    /// The tiers.
+    pub table: &'a TierTable,
+    /// The command.
+    pub info: &'a CommandInfo,
+    /// The request's arguments, `argv[0]` the command name.
+    pub argv: &'a [&'a [u8]],
+    /// Its keys, found with the command table.
+    pub keys: &'a [KeyRef],
+    /// The client's connection state.
+    pub mode: Mode,
+    /// Wall-clock now in Unix ms, for EXPIREAT-style absolute times.
+    pub now_ms: u64,
+}
+
+/// Plans a request; `None` when none of its keys is tiered.
+pub fn plan(input: &Input) -> Option<Plan> {
+    let keys = classify(input);
+    if keys.is_empty() {
+        return None;
+    }
+    let mut b =
+        Builder { input, args: None, extra: Vec::new(), keys, counts: Counts::default(), refuse: None };
+    b.apply_policy();
+    Some(b.finish())
+}
+
+/// Classifies every key and decides its role.
+fn classify(input: &Input) -> Vec<(Class, Role, usize, u16)> {
+    let readonly = input.info.has(cmd_flag::READONLY);
+    input
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let class = input.table.classify(input.argv.get(k.index)?)?;
+            let role = if !readonly && k.flags & (flag::OW | flag::INSERT | flag::UPDATE) != 0 {
+                Role::Write
+            } else if k.flags & flag::ACCESS != 0 {
+                Role::Read
+            } else {
+                Role::Other
+            };
+            Some((class, role, k.index, k.flags))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Counts {
+    ttl_rewrites: u32,
+    clamps: u32,
+    persist_denied: u32,
+}
+
+struct Builder<'a> {
+    input: &'a Input<'a>,
+    /// The request's arguments once one of them changes.
+    args: Option<Vec<Vec<u8>>>,
+    /// Commands to run after the request (PEXPIRE …).
+    extra: Vec<Vec<Vec<u8>>>,
+    keys: Vec<(Class, Role, usize, u16)>,
+    counts: Counts,
+    refuse: Option<Reply>,
+}
+
+impl Builder<'_> {
+    fn policy_of(&self, key_pos: usize) -> &TtlPolicy {
+        &self.input.table.tier(self.keys[key_pos].0.tier).policy
+    }
+
+    /// The tier policy of the first key, when it enforces a TTL.
+    fn first_ttl_policy(&self) -> Option<&TtlPolicy> {
+        Some(self.policy_of(0)).filter(|p| p.enforces_ttl())
+    }
+
+    fn apply_policy(&mut self) {
+        let name = self.input.info.name.as_str();
+        let handled = match name {
+            "set" => self.set(),
+            "setex" => self.setex(1_000),
+            "psetex" => self.setex(1),
+            "getex" => self.getex(),
+            "expire" => self.expire(1_000, false),
+            "pexpire" => self.expire(1, false),
+            "expireat" => self.expire(1_000, true),
+            "pexpireat" => self.expire(1, true),
+            "persist" => self.persist(),
+            "restore" => self.restore(),
+            "get" => self.sliding_get(),
+            _ => false,
+        };
+        if !handled {
+            self.generic();
+        }
+    }
+
+    /// Writes get the default TTL where they left none; sliding reads push it out.
+    fn generic(&mut self) {
+        for pos in 0..self.keys.len() {
+            let (_, role, index, _) = self.keys[pos];
+            let policy = self.policy_of(pos).clone();
+            if !policy.enforces_ttl() {
+                continue;
+            }
+            let key = self.input.argv[index].to_vec();
+            match role {
+                Role::Write => self.enforce_after_write(&policy, key),
+                Role::Read if policy.sliding => self.refresh(&policy, key),
+                _ => {}
+            }
+        }
+    }
+
+    fn enforce_after_write(&mut self, policy: &TtlPolicy, key: Vec<u8>) {
+        let fresh = policy.fresh_ms().unwrap_or(0);
+        self.extra.push(pexpire(&key, fresh, Some("NX")));
+        if let Some(max) = policy.max_ms {
+            self.extra.push(pexpire(&key, max, Some("LT")));
+        }
+        if let Some(min) = policy.min_ms {
+            self.extra.push(pexpire(&key, min, Some("GT")));
+        }
+        if policy.sliding {
+            self.extra.push(pexpire(&key, fresh, Some("GT")));
+        }
+        self.counts.ttl_rewrites += 1;
+    }
+
+    fn refresh(&mut self, policy: &TtlPolicy, key: Vec<u8>) {
+        let fresh = policy.fresh_ms().unwrap_or(0);
+        self.extra.push(pexpire(&key, fresh, Some("GT")));
+    }
+
+    /// `SET k v [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL]`.
+    fn set(&mut self) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        let argv = self.input.argv;
+        let mut ttl_at = None;
+        let mut keepttl = false;
+        let mut i = 3;
+        while i < argv.len() {
+            match lower(argv[i]).as_str() {
+                "ex" | "px" | "exat" | "pxat" if i + 1 < argv.len() => {
+                    ttl_at = Some(i);
+                    i += 2;
+                }
+                "keepttl" => {
+                    keepttl = true;
+                    i += 1;
+                }
+                "nx" | "xx" | "get" => i += 1,
+                // Not a valid SET: Redis answers the syntax error and writes nothing.
+                _ => return true,
+            }
+        }
+        match (ttl_at, keepttl) {
+            (Some(at), _) => self.clamp_option(&policy, at),
+            (None, true) => {
+                let key = argv[1].to_vec();
+                self.enforce_after_write(&policy, key);
+            }
+            (None, false) => {
+                let fresh = policy.fresh_ms().unwrap_or(0);
+                let args = self.args_mut();
+                args.push(b"PX".to_vec());
+                args.push(fresh.to_string().into_bytes());
+                self.counts.ttl_rewrites += 1;
+            }
+        }
+        true
+    }
+
+    /// Clamps `EX|PX|EXAT|PXAT value` at argument `at`, rewriting it as `PX ms`.
+    fn clamp_option(&mut self, policy: &TtlPolicy, at: usize) {
+        let argv = self.input.argv;
+        let unit = match lower(argv[at]).as_str() {
+            "ex" | "exat" => 1_000,
+            _ => 1,
+        };
+        let absolute = lower(argv[at]).ends_with("at");
+        let Some(relative) = self.relative_ms(argv[at + 1], unit, absolute) else { return };
+        if let Some(clamped) = policy.clamp_ms(relative) {
+            let args = self.args_mut();
+            args[at] = b"PX".to_vec();
+            args[at + 1] = clamped.to_string().into_bytes();
+            self.counts.clamps += 1;
+        }
+    }
+
+    /// A positive TTL in ms from a client's number, or `None` when Redis will reject it
+    /// or delete the key (zero, negative, in the past, not a number).
+    fn relative_ms(&self, value: &[u8], unit: u64, absolute: bool) -> Option<u64> {
+        let n: i64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+        let ms = u64::try_from(n).ok()?.checked_mul(unit)?;
+        let ms = if absolute { ms.checked_sub(self.input.now_ms)? } else { ms };
+        (ms > 0).then_some(ms)
+    }
+
+    /// `SETEX k seconds v` / `PSETEX k ms v`: clamp, as PSETEX.
+    fn setex(&mut self, unit: u64) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        let Some(ms) = self.relative_ms(self.input.argv[2], unit, false) else { return true };
+        if let Some(clamped) = policy.clamp_ms(ms) {
+            let args = self.args_mut();
+            args[0] = b"PSETEX".to_vec();
+            args[2] = clamped.to_string().into_bytes();
+            self.counts.clamps += 1;
+        }
+        true
+    }
+
+    /// `GETEX k [EX|PX|EXAT|PXAT t|PERSIST]`.
+    fn getex(&mut self) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        let argv = self.input.argv;
+        match argv.get(2).map(|a| lower(a)).as_deref() {
+            None if policy.sliding => {
+                let fresh = policy.fresh_ms().unwrap_or(0);
+                let args = self.args_mut();
+                args.push(b"PX".to_vec());
+                args.push(fresh.to_string().into_bytes());
+            }
+            None => {}
+            Some("persist") if argv.len() == 3 => {
+                if let Some(ms) = self.persist_replacement(&policy) {
+                    let args = self.args_mut();
+                    args[2] = b"PX".to_vec();
+                    args.push(ms.to_string().into_bytes());
+                }
+            }
+            Some("ex" | "px" | "exat" | "pxat") if argv.len() == 4 => self.clamp_option(&policy, 2),
+            Some(_) => {}
+        }
+        true
+    }
+
+    /// `EXPIRE k t [NX|XX|GT|LT]` and friends: clamp into the tier's bounds, as PEXPIRE.
+    fn expire(&mut self, unit: u64, absolute: bool) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        let Some(ms) = self.relative_ms(self.input.argv[2], unit, absolute) else { return true };
+        if let Some(clamped) = policy.clamp_ms(ms) {
+            let args = self.args_mut();
+            args[0] = b"PEXPIRE".to_vec();
+            args[2] = clamped.to_string().into_bytes();
+            self.counts.clamps += 1;
+        }
+        true
+    }
+
+    /// `PERSIST k`: refused, or the TTL is replaced with the tier's maximum.
+    fn persist(&mut self) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        if let Some(ms) = self.persist_replacement(&policy) {
+            self.extra.push(pexpire(self.input.argv[1], ms, None));
+        }
+        true
+    }
+
+    /// Under `deny` sets the refusal and returns `None`; under `max` the replacement TTL.
+    fn persist_replacement(&mut self, policy: &TtlPolicy) -> Option<u64> {
+        match policy.persist {
+            PersistPolicy::ApplyMax => policy.persist_replacement_ms(),
+            PersistPolicy::Deny => {
+                let tier = &self.input.table.tier(self.keys[0].0.tier).name;
+                self.refuse = Some(Reply::err(format!(
+                    "strata: PERSIST refused, keys of tier '{tier}' must keep a TTL (tier persist = \"deny\")"
+                )));
+                self.counts.persist_denied += 1;
+                None
+            }
+        }
+    }
+
+    /// `RESTORE k ttl payload [REPLACE] [ABSTTL] …`: 0 means no TTL, so it gets the default.
+    fn restore(&mut self) -> bool {
+        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
+        let argv = self.input.argv;
+        let absolute = argv.iter().skip(4).any(|a| a.eq_ignore_ascii_case(b"absttl"));
+        let base = if absolute { self.input.now_ms } else { 0 };
+        let new_ttl = if argv[2] == b"0" {
+            self.counts.ttl_rewrites += 1;
+            policy.fresh_ms()
+        } else {
+            let clamped = self.relative_ms(argv[2], 1, absolute).and_then(|ms| policy.clamp_ms(ms));
+            self.counts.clamps += u32::from(clamped.is_some());
+            clamped
+        };
+        if let Some(ms) = new_ttl {
+            self.args_mut()[2] = (base + ms).to_string().into_bytes();
+        }
+        true
+    }
+
+    /// Plain GET on a sliding tier becomes GETEX with the fresh TTL: same reply, no
+    /// extra round trip.
+    fn sliding_get(&mut self) -> bool {
+        let Some(policy) = self.first_ttl_policy().filter(|p| p.sliding).cloned() else { return true };
+        if self.input.argv.len() == 2 {
+            let fresh = policy.fresh_ms().unwrap_or(0);
+            let args = self.args_mut();
+            args[0] = b"GETEX".to_vec();
+            args.push(b"PX".to_vec());
+            args.push(fresh.to_string().into_bytes());
+        }
+        true
+    }
+
+    fn args_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        let argv = self.input.argv;
+        self.args.get_or_insert_with(|| argv.iter().map(|a| a.to_vec()).collect())
+    }
+
+    fn finish(self) -> Plan {
+        let keys = self.keys.iter().map(|(class, role, index, _)| (*class, *role, *index)).collect();
+        let mut plan = Plan {
+            rewrite: None,
+            frames: 1,
+            fix: ReplyFix::None,
+            refuse: self.refuse,
+            keys,
+            queued_extra: 0,
+            ttl_rewrites: self.counts.ttl_rewrites,
+            clamps: self.counts.clamps,
+            persist_denied: self.counts.persist_denied,
+        };
+        if plan.refuse.is_some() {
+            return plan;
+        }
+        let request = self.args.map(|args| encode(&args));
+        if self.extra.is_empty() {
+            plan.rewrite = request;
+            return plan;
+        }
+        let request = request.unwrap_or_else(|| encode_command(self.input.argv));
+        let extra: Vec<Bytes> = self.extra.iter().map(|c| encode(c)).collect();
+        let only_refresh = plan.keys.iter().all(|(_, role, _)| *role != Role::Write);
+        let wrap = self.input.mode == Mode::Plain && !only_refresh;
+        plan.rewrite = Some(assemble(wrap, request, &extra));
+        plan.frames = 1 + extra.len() + if wrap { 2 } else { 0 };
+        plan.fix = if wrap {
+            ReplyFix::Exec { extra: extra.len() }
+        } else {
+            ReplyFix::DropTrailing { extra: extra.len() }
+        };
+        if self.input.mode == Mode::InMulti {
+            plan.queued_extra = extra.len() as u16;
+        }
+        plan
+    }
+}
+
+fn assemble(wrap: bool, request: Bytes, extra: &[Bytes]) -> Bytes {
+    let mut out = Vec::with_capacity(request.len() + extra.iter().map(Bytes::len).sum::<usize>() + 32);
+    if wrap {
+        out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+    }
+    out.extend_from_slice(&request);
+    for command in extra {
+        out.extend_from_slice(command);
+    }
+    if wrap {
+        out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+    }
+    Bytes::from(out)
+}
+
+fn pexpire(key: &[u8], ms: u64, option: Option<&str>) -> Vec<Vec<u8>> {
+    let mut cmd = vec![b"PEXPIRE".to_vec(), key.to_vec(), ms.to_string().into_bytes()];
+    if let Some(option) = option {
+        cmd.push(option.as_bytes().to_vec());
+    }
+    cmd
+}
+
+fn encode(args: &[Vec<u8>]) -> Bytes {
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    encode_command(&refs)
+}
+
+fn lower(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).to_ascii_lowercase()
+}
