@@ -30,8 +30,10 @@
 //! Read-through and the breaker (a later issue) hook into steps 3a and 5.
 
 pub mod admin;
+pub mod breaker;
 pub mod command;
 pub mod config;
+pub mod fallback;
 pub mod pipeline;
 pub mod resp;
 pub mod server;
@@ -64,8 +66,11 @@ pub async fn run_with_admin(
 ) {
     let server_info = Arc::new(ArcSwap::from_pointee(ServerInfo::builtin()));
     tokio::spawn(upstream::probe_loop(config.upstream.clone(), server_info.clone()));
-    let pool = SharedPool::start(&config.upstream);
-    let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone()));
+    let breaker =
+        Arc::new(breaker::Breaker::new("redis", config.breaker.failure_threshold, config.breaker.cooldown));
+    let pool = SharedPool::start(&config.upstream, breaker);
+    let fallback = fallback::start(&config, shutdown.clone());
+    let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone(), fallback));
     if let Some(admin) = admin {
         tokio::spawn(admin::http::serve(admin, Arc::new(AdminView(ctx.clone())), shutdown));
     }

@@ -27,6 +27,9 @@ struct Cli {
     /// HTTP side port for /metrics, /healthz and /readyz (overrides server.admin).
     #[arg(long, global = true, env = "STRATA_ADMIN")]
     admin: Option<String>,
+    /// PostgreSQL for read-through (overrides postgres.url): postgres://user@host:port/db.
+    #[arg(long, global = true, env = "STRATA_POSTGRES")]
+    postgres: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -37,15 +40,23 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Also prepare every read-through statement against the live database
+        /// (postgres.url, or --postgres) and check its parameter and column types.
+        #[arg(long)]
+        db: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides =
-        Overrides { listen: cli.listen.clone(), upstream: cli.upstream.clone(), admin: cli.admin.clone() };
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(file, &overrides);
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        upstream: cli.upstream.clone(),
+        admin: cli.admin.clone(),
+        postgres: cli.postgres.clone(),
+    };
+    if let Some(Command::CheckConfig { file, db }) = &cli.command {
+        return check_config(file, &overrides, *db);
     }
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -65,8 +76,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path, overrides: &Overrides) -> ExitCode {
+fn check_config(file: &std::path::Path, overrides: &Overrides, db: bool) -> ExitCode {
     match Config::load(Some(file), overrides) {
+        Ok(config) if db => check_against_database(file, &config),
         Ok(config) => {
             println!("{}: ok\n{}", file.display(), config.summary());
             ExitCode::SUCCESS
@@ -77,6 +89,25 @@ fn check_config(file: &std::path::Path, overrides: &Overrides) -> ExitCode {
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
+}
+
+/// `check-config --db`: prepares each read-through statement on the live database.
+fn check_against_database(file: &std::path::Path, config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = runtime.block_on(strata::fallback::check_rules(config));
+    if problems.is_empty() {
+        println!("{}: ok (every read-through statement prepared)\n{}", file.display(), config.summary());
+        return ExitCode::SUCCESS;
+    }
+    println!("{}: {} problem(s)", file.display(), problems.len());
+    problems.iter().for_each(|e| println!("  {e}"));
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 fn init_logging(format: LogFormat) {

@@ -4,6 +4,7 @@
 //! `strata check-config` can print them all. Defaults live here and in
 //! `strata.example.toml`, which documents every field; keep the two in step.
 
+mod fallback;
 mod reader;
 mod tiers;
 mod url;
@@ -13,8 +14,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use fallback::{BreakerConfig, OnDbError, PostgresConfig, ReadThroughConfig, Shape};
 use reader::Section;
-pub use tiers::{Jitter, PersistPolicy, TierConfig, jitter_bound, parse_duration, show as show_duration};
+pub use tiers::{
+    Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound, parse_duration, show as show_duration,
+};
 pub use url::UpstreamUrl;
 
 /// One problem in the configuration, naming the field.
@@ -47,6 +51,8 @@ pub struct Overrides {
     pub upstream: Option<String>,
     /// `--admin` / `STRATA_ADMIN`.
     pub admin: Option<String>,
+    /// `--postgres` / `STRATA_POSTGRES`.
+    pub postgres: Option<String>,
 }
 
 /// The validated configuration.
@@ -62,6 +68,12 @@ pub struct Config {
     pub log: LogConfig,
     /// Cache tiers, in file order.
     pub tiers: Vec<TierConfig>,
+    /// The database read-through loads from.
+    pub postgres: PostgresConfig,
+    /// Read-through rules, in file order.
+    pub read_through: Vec<ReadThroughConfig>,
+    /// The upstream circuit breaker.
+    pub breaker: BreakerConfig,
 }
 
 /// `[server]`
@@ -154,7 +166,11 @@ impl Config {
             limits: read_limits(&mut root, &mut errors),
             log: read_log(&mut root, &mut errors),
             tiers: tiers::read_tiers(&mut root, &mut errors),
+            postgres: fallback::read_postgres(&mut root, overrides.postgres.clone(), &mut errors),
+            read_through: fallback::read_rules(&mut root, &mut errors),
+            breaker: fallback::read_breaker(&mut root, &mut errors),
         };
+        fallback::check_rules_against(&config.read_through, &config.tiers, &config.postgres, &mut errors);
         root.finish(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
@@ -162,7 +178,7 @@ impl Config {
     /// A one-paragraph summary for `strata check-config`.
     pub fn summary(&self) -> String {
         format!(
-            "listen {} -> upstream {} ({} shared connections per protocol), max {} clients, admin {}, tiers: {}",
+            "listen {} -> upstream {} ({} shared connections per protocol), max {} clients, admin {}, tiers: {}, read-through rules: {}, postgres: {}",
             self.server.listen,
             self.upstream.url,
             self.upstream.connections,
@@ -177,6 +193,8 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
+            self.read_through.len(),
+            if self.postgres.url.is_some() { "configured" } else { "off" },
         )
     }
 }
@@ -308,6 +326,7 @@ mod tests {
             listen: Some("0.0.0.0:7000".into()),
             upstream: Some("redis://h:1/2".into()),
             admin: None,
+            postgres: None,
         };
         let config = Config::parse("[server]\nlisten = \"127.0.0.1:1\"", &o).unwrap();
         assert_eq!(config.server.listen, "0.0.0.0:7000");

@@ -26,6 +26,15 @@ pub enum Jitter {
     Fraction(f64),
 }
 
+/// What a tier's commands do while the upstream Redis is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamDown {
+    /// Fail at once with `-TRYAGAIN`.
+    Fail,
+    /// Reads with a read-through rule are answered from PostgreSQL; the rest fail at once.
+    Fallback,
+}
+
 /// One validated tier.
 #[derive(Debug, Clone)]
 pub struct TierConfig {
@@ -47,6 +56,8 @@ pub struct TierConfig {
     pub sliding: bool,
     /// PERSIST handling.
     pub persist: PersistPolicy,
+    /// Behaviour while Redis is unavailable.
+    pub on_upstream_down: UpstreamDown,
 }
 
 /// Reads every `[[tiers]]` table, reporting each problem with its field path.
@@ -105,8 +116,27 @@ fn read_tier(mut s: Section, errors: &mut Vec<ConfigError>) -> TierConfig {
             PersistPolicy::Deny
         }
     };
-    let tier =
-        TierConfig { name, prefixes, patterns, default_ttl, min_ttl, max_ttl, jitter, sliding, persist };
+    let on_upstream_down = match s.get("on_upstream_down", "fail".to_string(), errors).as_str() {
+        "fail" => UpstreamDown::Fail,
+        "fallback" => UpstreamDown::Fallback,
+        other => {
+            let why = format!("'{other}' is not one of fail, fallback");
+            errors.push(ConfigError::new(&s.field_path("on_upstream_down"), why));
+            UpstreamDown::Fail
+        }
+    };
+    let tier = TierConfig {
+        name,
+        prefixes,
+        patterns,
+        default_ttl,
+        min_ttl,
+        max_ttl,
+        jitter,
+        sliding,
+        persist,
+        on_upstream_down,
+    };
     check_ttls(&s, &tier, errors);
     s.finish(errors);
     tier

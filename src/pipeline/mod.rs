@@ -4,16 +4,20 @@
 //! appending the `# Strata` INFO section, and counting hits, misses and latency.
 
 pub mod reply;
+pub mod through;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::command::{CommandInfo, CommandTable, cmd_flag};
+use crate::config::UpstreamDown;
+use crate::fallback::Fallback;
 use crate::resp::Reply;
 use crate::server::Session;
 use crate::stats::{InfoExtra, Stats};
 use crate::tier::plan::{Input, Mode, Role};
 use crate::tier::{Class, ReplyFix, TierTable, plan};
+pub use through::ReadThrough;
 
 /// What the data path needs from the running proxy to prepare a request.
 pub struct Env<'a> {
@@ -25,6 +29,11 @@ pub struct Env<'a> {
     pub stats: &'a Stats,
     /// Facts for the INFO section.
     pub info: &'a dyn Fn() -> InfoExtra,
+    /// Read-through rules and the database.
+    pub fallback: &'a Fallback,
+    /// The upstream breaker is open and the request would use a shared connection:
+    /// answer without sending (from PostgreSQL where the tier allows, else TRYAGAIN).
+    pub upstream_down: bool,
 }
 
 /// How to treat the reply frames of one request (or of a run of plain requests).
@@ -36,12 +45,19 @@ pub struct Note {
     pub fix: ReplyFix,
     /// What to count once the reply is known.
     pub account: Option<Account>,
+    /// A read PostgreSQL can answer on a miss or while Redis is down.
+    pub through: Option<Box<ReadThrough>>,
 }
 
 impl Note {
     /// Frames passed through untouched and uncounted.
     pub fn plain(frames: usize) -> Note {
-        Note { frames, fix: ReplyFix::None, account: None }
+        Note { frames, fix: ReplyFix::None, account: None, through: None }
+    }
+
+    /// Replies the client gets for this note.
+    pub fn client_frames(&self) -> usize {
+        if self.fix == ReplyFix::None { self.frames } else { 1 }
     }
 }
 
@@ -78,7 +94,12 @@ pub enum Prepared {
     Forward { rewrite: Option<Bytes>, note: Note },
     /// Answer with this; Redis never sees the request.
     Answer(Reply),
+    /// Redis is down: answer this read from PostgreSQL.
+    FromDatabase(Box<ReadThrough>),
 }
+
+/// The reply to requests while the upstream breaker is open.
+pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit open)";
 
 /// Prepares one forwarded request. Runs for every request, so the untiered path is a
 /// table lookup and an early return.
@@ -92,14 +113,30 @@ pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]]) -> Prepared {
         }
         "exec" => return exec_request(session),
         "info" if !session.in_multi => return info_request(env, argv),
-        "config|resetstat" => env.stats.reset(),
+        "config|resetstat" => {
+            env.stats.reset();
+            env.fallback.reset();
+        }
         _ => {}
     }
     let (prepared, extra) = tiered(env, session, info, argv);
+    let prepared = if env.upstream_down { when_down(prepared) } else { prepared };
     if session.in_multi {
         session.tx_mask.push(extra);
     }
     prepared
+}
+
+/// With the breaker open nothing is sent: reads of fallback tiers with a rule go to
+/// PostgreSQL, everything else fails at once.
+fn when_down(prepared: Prepared) -> Prepared {
+    match prepared {
+        Prepared::Forward { note: Note { through: Some(t), .. }, .. } if t.when_down => {
+            Prepared::FromDatabase(t)
+        }
+        Prepared::Answer(reply) => Prepared::Answer(reply),
+        _ => Prepared::Answer(Reply::Error(UPSTREAM_DOWN.to_string())),
+    }
 }
 
 /// Applies the tier policy; also returns how many commands strata queued after this one.
@@ -136,8 +173,34 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         keys: plan.keys,
         started: Instant::now(),
     };
-    let note = Note { frames: plan.frames, fix: plan.fix, account: Some(account) };
+    if !env.fallback.is_empty() {
+        for &(_, role, index) in &account.keys {
+            if role == Role::Write {
+                env.fallback.forget(argv[index]);
+            }
+        }
+    }
+    let through = read_through(env, session, info, argv, &account.keys);
+    let note = Note { frames: plan.frames, fix: plan.fix, account: Some(account), through };
     (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+}
+
+/// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched).
+fn read_through(
+    env: &Env,
+    session: &Session,
+    info: &CommandInfo,
+    argv: &[&[u8]],
+    keys: &[(Class, Role, usize)],
+) -> Option<Box<ReadThrough>> {
+    if env.fallback.is_empty() || session.in_multi {
+        return None;
+    }
+    let mut through = through::detect(env.fallback, &info.name, argv, session.protocol)?;
+    through.when_down = keys
+        .iter()
+        .all(|(class, _, _)| env.tiers.tier(class.tier).on_upstream_down == UpstreamDown::Fallback);
+    Some(Box::new(through))
 }
 
 fn mode(session: &Session, info: &CommandInfo) -> Mode {
@@ -156,7 +219,7 @@ fn exec_request(session: &mut Session) -> Prepared {
     if mask.iter().all(|&n| n == 0) {
         return Prepared::Untouched;
     }
-    let note = Note { frames: 1, fix: ReplyFix::FilterExec { mask }, account: None };
+    let note = Note { frames: 1, fix: ReplyFix::FilterExec { mask }, account: None, through: None };
     Prepared::Forward { rewrite: None, note }
 }
 
@@ -177,7 +240,10 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
         return Prepared::Answer(Reply::Bulk(Bytes::from(section)));
     }
     let rewrite = (others.len() != argv.len()).then(|| crate::resp::reply::encode_command(&others));
-    Prepared::Forward { rewrite, note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None } }
+    Prepared::Forward {
+        rewrite,
+        note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None, through: None },
+    }
 }
 
 fn unix_ms() -> u64 {

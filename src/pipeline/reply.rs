@@ -4,20 +4,40 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Account, Elements, Env, Note};
+use super::{Account, Elements, Env, Note, ReadThrough, through};
 use crate::resp::{FrameScanner, Limits};
 use crate::stats::{Outcome, Stats};
 use crate::tier::ReplyFix;
 use crate::tier::plan::Role;
 
+/// Part of a batch's answer.
+#[derive(Debug)]
+pub enum Piece {
+    /// Final bytes.
+    Ready(Bytes),
+    /// To be answered from PostgreSQL: `original` is Redis' miss, or `None` when Redis
+    /// could not answer.
+    Load { through: Box<ReadThrough>, original: Option<Bytes> },
+}
+
+/// A batch's answer: ready now, or after some reads were filled from PostgreSQL.
+#[derive(Debug)]
+pub enum Settled {
+    /// Every reply is final.
+    Ready(Bytes),
+    /// Some pieces wait for PostgreSQL.
+    Deferred(Vec<Piece>),
+}
+
 /// Turns the replies of a batch (in note order) into the client's replies.
-pub fn finish(env: &Env, mut bytes: Bytes, notes: &[Note]) -> Bytes {
-    if notes.iter().all(|n| n.fix == ReplyFix::None) {
+pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
+    if notes.iter().all(|n| n.fix == ReplyFix::None && n.through.is_none()) {
         account_in_place(env.stats, &bytes, notes);
-        return bytes;
+        return Settled::Ready(bytes);
     }
+    let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
-    for note in notes {
+    for note in notes.iter_mut() {
         let Some(frames) = take_frames(&mut bytes, note.frames) else {
             // Fewer frames than expected cannot come from a connection task; pass on
             // whatever is left rather than invent replies.
@@ -28,7 +48,35 @@ pub fn finish(env: &Env, mut bytes: Bytes, notes: &[Note]) -> Bytes {
         if let Some(account) = &note.account {
             record(env.stats, &reply, account);
         }
-        out.extend_from_slice(&reply);
+        match note.through.take() {
+            Some(through) if through::is_miss(&reply, &through) => {
+                pieces.push(Piece::Ready(out.split().freeze()));
+                pieces.push(Piece::Load { through, original: Some(reply) });
+            }
+            Some(through) if through.when_down && through::is_upstream_error(&reply) => {
+                pieces.push(Piece::Ready(out.split().freeze()));
+                pieces.push(Piece::Load { through, original: None });
+            }
+            _ => out.extend_from_slice(&reply),
+        }
+    }
+    if pieces.is_empty() {
+        return Settled::Ready(out.freeze());
+    }
+    pieces.push(Piece::Ready(out.freeze()));
+    Settled::Deferred(pieces)
+}
+
+/// Resolves deferred pieces, in order.
+pub async fn resolve(fallback: &crate::fallback::Fallback, pieces: Vec<Piece>) -> Bytes {
+    let mut out = BytesMut::new();
+    for piece in pieces {
+        match piece {
+            Piece::Ready(bytes) => out.extend_from_slice(&bytes),
+            Piece::Load { through, original } => {
+                out.extend_from_slice(&through::answer(fallback, &through, original.as_deref()).await);
+            }
+        }
     }
     out.freeze()
 }
@@ -147,7 +195,7 @@ fn split_bulk(reply: &[u8]) -> Option<(u8, &[u8])> {
 
 /// The elements of an array (`*`, `~`, `>`) reply, each as its raw frame; `None` for
 /// anything else, including null arrays.
-fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+pub(super) fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
     if !matches!(reply.first(), Some(b'*' | b'~' | b'>')) {
         return None;
     }

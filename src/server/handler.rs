@@ -19,6 +19,7 @@ use super::Context;
 use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
+use crate::pipeline::reply::Settled;
 use crate::pipeline::{self, Env, Note, Prepared};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
@@ -163,9 +164,10 @@ impl Handler {
                 };
                 let action = decide(&mut self.session, &route_ctx, &argv);
                 let prepared = match action {
-                    Action::Forward(_) => {
+                    Action::Forward(route) => {
                         let info = || self.ctx.info_extra();
-                        let env = env(&self.ctx, &server.commands, &info);
+                        let mut env = env(&self.ctx, &server.commands, &info);
+                        env.upstream_down = route == Route::Shared && self.ctx.breaker.is_blocking();
                         pipeline::prepare(&env, &mut self.session, &argv)
                     }
                     _ => Prepared::Untouched,
@@ -179,6 +181,13 @@ impl Handler {
                     self.flush_run(&mut run).await;
                     self.rbuf.advance(len);
                     self.local(reply);
+                    continue;
+                }
+                Prepared::FromDatabase(through) => {
+                    self.flush_run(&mut run).await;
+                    self.rbuf.advance(len);
+                    let piece = pipeline::reply::Piece::Load { through, original: None };
+                    self.queue.push_back(defer(&self.ctx, vec![piece], 1, false));
                     continue;
                 }
             };
@@ -307,7 +316,7 @@ impl Handler {
             }
             Err(why) => {
                 self.ctx.stats.record_upstream_error();
-                self.queue.push_back(Pending::Ready(settle(&self.ctx, repeat_error(&why, frames), notes)));
+                self.queue.push_back(settle(&self.ctx, repeat_error(&why, frames), notes, false));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;
@@ -378,18 +387,23 @@ impl Handler {
         while let Some(front) = self.queue.front_mut() {
             let bytes = match front {
                 Pending::Ready(bytes) => std::mem::take(bytes),
-                Pending::Waiting { rx, frames, pinned, notes } => match rx.try_recv() {
-                    Ok(bytes) => settle(&self.ctx, bytes, std::mem::take(notes)),
-                    Err(oneshot::error::TryRecvError::Empty) => break,
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        self.closing |= *pinned;
-                        settle(
-                            &self.ctx,
-                            repeat_error("ERR upstream connection lost", *frames),
-                            std::mem::take(notes),
-                        )
+                Pending::Waiting { rx, frames, pinned, notes } => {
+                    let received = match rx.try_recv() {
+                        Ok(bytes) => bytes,
+                        Err(oneshot::error::TryRecvError::Empty) => break,
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            self.closing |= *pinned;
+                            repeat_error("ERR upstream connection lost", *frames)
+                        }
+                    };
+                    match settle(&self.ctx, received, std::mem::take(notes), *pinned) {
+                        Pending::Ready(bytes) => bytes,
+                        deferred => {
+                            *front = deferred;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             self.queue.pop_front();
             if bytes.len() > COPY_LIMIT {
@@ -524,21 +538,46 @@ fn env<'a>(
     commands: &'a crate::command::CommandTable,
     info: &'a dyn Fn() -> crate::stats::InfoExtra,
 ) -> Env<'a> {
-    Env { commands, tiers: &ctx.tiers, stats: &ctx.stats, info }
+    Env {
+        commands,
+        tiers: &ctx.tiers,
+        stats: &ctx.stats,
+        info,
+        fallback: &ctx.fallback,
+        upstream_down: false,
+    }
 }
 
-/// Cuts and counts replies that have notes.
-fn settle(ctx: &Context, bytes: Bytes, notes: Vec<Note>) -> Bytes {
+/// Cuts and counts replies that have notes; reads that PostgreSQL must fill become a
+/// new wait in the same queue position.
+fn settle(ctx: &Arc<Context>, bytes: Bytes, mut notes: Vec<Note>, pinned: bool) -> Pending {
     if notes.is_empty() {
-        return bytes;
+        return Pending::Ready(bytes);
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
-    pipeline::reply::finish(&env(ctx, &server.commands, &info), bytes, &notes)
+    match pipeline::reply::finish(&env(ctx, &server.commands, &info), bytes, &mut notes) {
+        Settled::Ready(bytes) => Pending::Ready(bytes),
+        Settled::Deferred(pieces) => {
+            let frames = notes.iter().map(Note::client_frames).sum();
+            defer(ctx, pieces, frames, pinned)
+        }
+    }
+}
+
+/// Resolves pieces that wait for PostgreSQL in a task of their own, so the client's
+/// other replies keep flowing; the reply keeps its place in the queue.
+fn defer(ctx: &Arc<Context>, pieces: Vec<pipeline::reply::Piece>, frames: usize, pinned: bool) -> Pending {
+    let (tx, rx) = oneshot::channel();
+    let fallback = ctx.fallback.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(pipeline::reply::resolve(&fallback, pieces).await);
+    });
+    Pending::Waiting { rx, frames, pinned, notes: Vec::new() }
 }
 
 /// Waits until the front entry's reply has arrived (or its connection is gone).
-async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Context) {
+async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Context>) {
     let Some(front) = queue.front_mut() else { return };
     if let Pending::Waiting { rx, frames, pinned, notes } = front {
         let bytes = match rx.await {
@@ -546,7 +585,8 @@ async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Context) {
             Err(_) if *pinned => return,
             Err(_) => repeat_error("ERR upstream connection lost", *frames),
         };
-        *front = Pending::Ready(settle(ctx, bytes, std::mem::take(notes)));
+        let pinned = *pinned;
+        *front = settle(ctx, bytes, std::mem::take(notes), pinned);
     }
 }
 

@@ -20,7 +20,9 @@ use tokio_util::task::TaskTracker;
 pub use route::Route;
 pub use session::Session;
 
+use crate::breaker::Breaker;
 use crate::config::Config;
+use crate::fallback::Fallback;
 use crate::stats::{Exporter, InfoExtra, Stats};
 use crate::tier::TierTable;
 use crate::upstream::{ServerInfo, SharedPool};
@@ -43,6 +45,10 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// The Prometheus exposition of `stats`.
     pub exporter: Exporter,
+    /// Read-through from PostgreSQL.
+    pub fallback: Arc<Fallback>,
+    /// The upstream Redis breaker (fed by the shared connections' supervisors).
+    pub breaker: Arc<Breaker>,
     next_client_id: AtomicU64,
     clients: AtomicUsize,
 }
@@ -54,12 +60,16 @@ impl Context {
         pool: Arc<SharedPool>,
         server: Arc<ArcSwap<ServerInfo>>,
         shutdown: CancellationToken,
+        fallback: Arc<Fallback>,
     ) -> Self {
         let tiers = Arc::new(TierTable::new(&config.tiers));
         let stats = Arc::new(Stats::new(&tiers));
+        let breaker = pool.breaker();
         Context {
             tiers,
             stats,
+            fallback,
+            breaker,
             exporter: Exporter::new(),
             config,
             pool,
@@ -83,6 +93,12 @@ impl Context {
             upstream_connected: self.pool.connected(),
             upstream_capacity: self.pool.capacity(),
             upstream: self.config.upstream.url.to_string(),
+            breakers: vec![
+                ("redis", self.breaker.state().name(), self.breaker.opens()),
+                ("postgres", self.fallback.breaker.state().name(), self.fallback.breaker.opens()),
+            ],
+            fallback: self.fallback.snapshot(),
+            fallback_latency: self.fallback.latency.percentiles(0),
         }
     }
 

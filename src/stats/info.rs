@@ -17,6 +17,12 @@ pub struct InfoExtra {
     pub upstream_capacity: usize,
     /// Upstream address.
     pub upstream: String,
+    /// Breakers: name, state name, times opened.
+    pub breakers: Vec<(&'static str, &'static str, u64)>,
+    /// Read-through counters as (field, value), and query latency.
+    pub fallback: Vec<(&'static str, u64)>,
+    /// PostgreSQL query latency in µs.
+    pub fallback_latency: super::Percentiles,
 }
 
 /// Builds the section text (lines end with CRLF, as Redis' do).
@@ -35,6 +41,17 @@ pub fn section(stats: &Stats, table: &TierTable, extra: &InfoExtra) -> String {
     line("strata_upstream_connections", &format!("{}/{}", extra.upstream_connected, extra.upstream_capacity));
     line("strata_upstream_errors", &stats.upstream_errors());
     line("strata_unclassified_commands", &stats.unclassified());
+    for (name, state, opens) in &extra.breakers {
+        line(&format!("strata_breaker_{name}_state"), state);
+        line(&format!("strata_breaker_{name}_opens"), opens);
+    }
+    for (field, value) in &extra.fallback {
+        line(&format!("strata_readthrough_{field}"), value);
+    }
+    let p = &extra.fallback_latency;
+    for (field, value) in [("p50", p.p50), ("p90", p.p90), ("p99", p.p99), ("p999", p.p999), ("max", p.max)] {
+        line(&format!("strata_readthrough_latency_{field}_us"), &value);
+    }
     let names: Vec<&str> = table.tiers().iter().map(|t| t.name.as_str()).collect();
     line("strata_tiers", &names.join(","));
     for (id, tier) in table.tiers().iter().enumerate() {

@@ -47,6 +47,20 @@ fn publish_globals(stats: &Stats, extra: &InfoExtra) {
     gauge!("strata_uptime_seconds").set(stats.uptime_secs() as f64);
     counter!("strata_unclassified_commands_total").absolute(stats.unclassified());
     counter!("strata_upstream_errors_total").absolute(stats.upstream_errors());
+    for (name, state, opens) in &extra.breakers {
+        for candidate in ["closed", "open", "half_open"] {
+            let value = if candidate == *state { 1.0 } else { 0.0 };
+            gauge!("strata_breaker_state", "breaker" => *name, "state" => candidate).set(value);
+        }
+        counter!("strata_breaker_opens_total", "breaker" => *name).absolute(*opens);
+    }
+    for (field, value) in &extra.fallback {
+        counter!(format!("strata_readthrough_{field}_total")).absolute(*value);
+    }
+    let p = &extra.fallback_latency;
+    for (quantile, us) in [("0.5", p.p50), ("0.9", p.p90), ("0.99", p.p99), ("0.999", p.p999), ("1", p.max)] {
+        gauge!("strata_readthrough_latency_seconds", "quantile" => quantile).set(us as f64 / 1e6);
+    }
 }
 
 fn publish_tiers(stats: &Stats, table: &TierTable) {

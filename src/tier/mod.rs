@@ -6,7 +6,7 @@ mod glob;
 pub mod plan;
 pub mod policy;
 
-use crate::config::TierConfig;
+use crate::config::{TierConfig, UpstreamDown};
 pub use plan::{Plan, ReplyFix};
 pub use policy::TtlPolicy;
 
@@ -22,6 +22,8 @@ pub struct Tier {
     pub name: String,
     /// The TTL rules.
     pub policy: TtlPolicy,
+    /// What its commands do while Redis is unavailable.
+    pub on_upstream_down: UpstreamDown,
 }
 
 /// A prefix or pattern, for per-prefix statistics.
@@ -62,7 +64,11 @@ impl TierTable {
         let mut table = TierTable { by_first_byte: vec![Vec::new(); 256], ..TierTable::default() };
         for (id, config) in configs.iter().enumerate() {
             let tier = id as TierId;
-            table.tiers.push(Tier { name: config.name.clone(), policy: TtlPolicy::from_config(config) });
+            table.tiers.push(Tier {
+                name: config.name.clone(),
+                policy: TtlPolicy::from_config(config),
+                on_upstream_down: config.on_upstream_down,
+            });
             for prefix in &config.prefixes {
                 let rule = table.push_rule(prefix, false, tier);
                 table.by_first_byte[prefix.as_bytes()[0] as usize].push(rule);

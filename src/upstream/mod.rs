@@ -6,6 +6,7 @@
 
 mod conn;
 mod connect;
+pub mod own;
 mod pool;
 mod probe;
 

@@ -12,6 +12,7 @@ use tokio::time::sleep;
 
 use super::conn::{Exit, Msg, drive};
 use super::connect::connect;
+use crate::breaker::Breaker;
 use crate::config::UpstreamConfig;
 use crate::resp::reply::Protocol;
 
@@ -28,6 +29,7 @@ pub struct SharedPool {
     next: AtomicUsize,
     connected: AtomicUsize,
     config: UpstreamConfig,
+    breaker: Arc<Breaker>,
 }
 
 /// Which shared connection a client uses.
@@ -41,7 +43,7 @@ pub struct SlotId {
 
 impl SharedPool {
     /// Creates the pool and starts one supervisor per slot.
-    pub fn start(config: &UpstreamConfig) -> Arc<SharedPool> {
+    pub fn start(config: &UpstreamConfig, breaker: Arc<Breaker>) -> Arc<SharedPool> {
         let slots = || (0..config.connections).map(|_| Slot::default()).collect();
         let pool = Arc::new(SharedPool {
             resp2: slots(),
@@ -49,6 +51,7 @@ impl SharedPool {
             next: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
             config: config.clone(),
+            breaker,
         });
         for protocol in [Protocol::Resp2, Protocol::Resp3] {
             for index in 0..config.connections {
@@ -72,6 +75,11 @@ impl SharedPool {
         };
         let guard = slots[slot.index].tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// The upstream breaker these connections feed.
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.breaker.clone()
     }
 
     /// Shared connections currently up, across both protocols.
@@ -99,8 +107,10 @@ async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
     let mut backoff = config.reconnect_min;
     let mut last_error = String::new();
     loop {
+        wait_for_turn(&pool.breaker).await;
         match connect(config, slot.protocol, false).await {
             Ok(conn) => {
+                pool.breaker.success();
                 backoff = config.reconnect_min;
                 tracing::info!(?slot, upstream = %config.url, "upstream connected");
                 // Bounded so a stalled Redis pushes back on clients instead of queueing without limit.
@@ -114,8 +124,10 @@ async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
                 if exit == Exit::Unused {
                     return;
                 }
+                pool.breaker.failure();
             }
             Err(e) => {
+                pool.breaker.failure();
                 let text = e.to_string();
                 if text != last_error {
                     tracing::warn!(?slot, error = %text, "upstream connect failed; retrying with backoff");
@@ -127,3 +139,14 @@ async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
         }
     }
 }
+
+/// While the breaker is open, connection attempts wait; after the cool-down one
+/// supervisor probes and the others wait for its verdict.
+async fn wait_for_turn(breaker: &Breaker) {
+    while !breaker.try_probe() {
+        sleep(PROBE_POLL).await;
+    }
+}
+
+/// How often a waiting supervisor looks at the breaker again.
+const PROBE_POLL: std::time::Duration = std::time::Duration::from_millis(20);

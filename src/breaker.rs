@@ -1,0 +1,177 @@
+//! A circuit breaker: Closed → Open after `threshold` consecutive failures; Open →
+//! HalfOpen once the cool-down has passed, letting exactly one probe through; the probe's
+//! success closes it, its failure opens it again. Callers report only server-side
+//! failures (connect errors, resets, timeouts), never error replies such as WRONGTYPE.
+//! Time is `tokio::time`, so tests can pause and advance it.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Requests flow.
+    Closed,
+    /// Requests fail fast until the cool-down ends.
+    Open,
+    /// One probe is in flight.
+    HalfOpen,
+}
+
+impl State {
+    /// Lower-case name for INFO and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Open,
+            2 => State::HalfOpen,
+            _ => State::Closed,
+        }
+    }
+}
+
+/// One breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    name: &'static str,
+    threshold: u32,
+    cooldown: Duration,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// Milliseconds after `epoch` at which the breaker last opened.
+    opened_at_ms: AtomicU64,
+    epoch: Instant,
+    /// Times it opened, for INFO and metrics.
+    opens: AtomicU64,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            name,
+            threshold: threshold.max(1),
+            cooldown,
+            state: AtomicU8::new(0),
+            failures: AtomicU32::new(0),
+            opened_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            opens: AtomicU64::new(0),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// True while requests should not be attempted (Open within cool-down, or HalfOpen
+    /// with its probe out). Does not claim the probe; see `try_probe`.
+    pub fn is_blocking(&self) -> bool {
+        match self.state() {
+            State::Closed => false,
+            State::HalfOpen => true,
+            State::Open => !self.cooldown_over(),
+        }
+    }
+
+    /// Whether the caller may try the server now. Closed: yes. Open past its cool-down:
+    /// yes for exactly one caller, which becomes the probe. Otherwise no.
+    pub fn try_probe(&self) -> bool {
+        match self.state() {
+            State::Closed => true,
+            State::HalfOpen => false,
+            State::Open if !self.cooldown_over() => false,
+            State::Open => {
+                let won = self.state.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Acquire).is_ok();
+                if won {
+                    tracing::info!(breaker = self.name, "circuit half-open: probing");
+                }
+                won
+            }
+        }
+    }
+
+    /// A request or probe succeeded.
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        let previous = State::from_u8(self.state.swap(0, Ordering::AcqRel));
+        if previous != State::Closed {
+            tracing::info!(breaker = self.name, "circuit closed: server reachable again");
+        }
+    }
+
+    /// A server-side failure.
+    pub fn failure(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let state = self.state();
+        if state == State::HalfOpen || (state == State::Closed && failures >= self.threshold) {
+            self.opened_at_ms.store(self.now_ms(), Ordering::Relaxed);
+            let previous = State::from_u8(self.state.swap(1, Ordering::AcqRel));
+            if previous == State::Closed {
+                self.opens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(breaker = self.name, failures, "circuit open: failing fast");
+            }
+        }
+    }
+
+    /// Times the breaker went from closed to open.
+    pub fn opens(&self) -> u64 {
+        self.opens.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn cooldown_over(&self) -> bool {
+        self.now_ms().saturating_sub(self.opened_at_ms.load(Ordering::Relaxed))
+            >= self.cooldown.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_probes_once_and_closes() {
+        let b = Breaker::new("test", 3, Duration::from_secs(1));
+        b.failure();
+        b.failure();
+        assert_eq!(b.state(), State::Closed);
+        b.failure();
+        assert_eq!(b.state(), State::Open);
+        assert!(b.is_blocking());
+        assert!(!b.try_probe());
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(b.try_probe(), "first caller after the cool-down probes");
+        assert!(!b.try_probe(), "only one probe");
+        assert_eq!(b.state(), State::HalfOpen);
+        b.failure();
+        assert_eq!(b.state(), State::Open, "a failed probe reopens");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(b.try_probe());
+        b.success();
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.opens(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_count() {
+        let b = Breaker::new("test", 2, Duration::from_secs(1));
+        b.failure();
+        b.success();
+        b.failure();
+        assert_eq!(b.state(), State::Closed);
+    }
+}

@@ -1,0 +1,167 @@
+//! Single flight and the negative cache. Concurrent misses for one key share one query:
+//! the first caller runs it, later callers wait for its outcome. A semaphore bounds the
+//! queries in flight across all keys. "No row" answers are remembered for the rule's
+//! negative TTL, in a map of bounded size.
+
+use std::future::Future;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+
+use super::{FallbackError, Loaded};
+
+type Outcome = Result<Option<Loaded>, FallbackError>;
+
+/// Queries in flight, by key.
+pub struct Flights {
+    /// Waiters per key. Each list is bounded by the clients that can miss the same key at
+    /// once (max_clients × pipeline depth).
+    waiting: DashMap<Vec<u8>, Vec<oneshot::Sender<Outcome>>>,
+    permits: Semaphore,
+}
+
+/// Removes the key's entry even if the leader is dropped mid-query, so waiters get an
+/// error instead of waiting forever.
+struct Leader<'a> {
+    flights: &'a Flights,
+    key: &'a [u8],
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.flights.waiting.remove(self.key);
+    }
+}
+
+impl Flights {
+    /// Allows `max_inflight` queries at once.
+    pub fn new(max_inflight: usize) -> Flights {
+        Flights { waiting: DashMap::new(), permits: Semaphore::new(max_inflight) }
+    }
+
+    /// Runs `query` unless one for `key` is already running, in which case its outcome
+    /// is shared.
+    pub async fn run(&self, key: &[u8], query: impl Future<Output = Outcome>) -> Outcome {
+        let rx = match self.waiting.entry(key.to_vec()) {
+            dashmap::Entry::Occupied(mut waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.get_mut().push(tx);
+                Some(rx)
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Vec::new());
+                None
+            }
+        };
+        if let Some(rx) = rx {
+            return rx
+                .await
+                .unwrap_or_else(|_| Err(FallbackError::Unavailable("shared query abandoned".into())));
+        }
+        let leader = Leader { flights: self, key };
+        let outcome = match self.permits.acquire().await {
+            Ok(_permit) => query.await,
+            Err(_) => Err(FallbackError::Unavailable("read-through closed".into())),
+        };
+        let waiters = self.waiting.remove(key).map(|(_, w)| w).unwrap_or_default();
+        drop(leader);
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+        outcome
+    }
+}
+
+/// Keys known to have no row, until their expiry.
+pub struct NegativeCache {
+    entries: DashMap<Vec<u8>, Instant>,
+    capacity: usize,
+}
+
+impl NegativeCache {
+    /// Holds at most `capacity` keys.
+    pub fn new(capacity: usize) -> NegativeCache {
+        NegativeCache { entries: DashMap::new(), capacity }
+    }
+
+    /// True when `key` is remembered as missing and not expired.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let expired = match self.entries.get(key) {
+            None => return false,
+            Some(until) => *until <= Instant::now(),
+        };
+        if expired {
+            self.entries.remove(key);
+        }
+        !expired
+    }
+
+    /// Remembers `key` as missing for `ttl`. When full, expired entries are dropped
+    /// first; if it is still full the key is simply not cached.
+    pub fn insert(&self, key: &[u8], ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            let now = Instant::now();
+            self.entries.retain(|_, until| *until > now);
+            if self.entries.len() >= self.capacity {
+                return;
+            }
+        }
+        self.entries.insert(key.to_vec(), Instant::now() + ttl);
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &[u8]) {
+        self.entries.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_query() {
+        let flights = Arc::new(Flights::new(4));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (flights, runs) = (flights.clone(), runs.clone());
+                tokio::spawn(async move {
+                    flights
+                        .run(b"k", async {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(Some(Loaded::String("v".into())))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), Some(Loaded::String("v".into())));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_entries_expire_and_stay_bounded() {
+        let cache = NegativeCache::new(2);
+        cache.insert(b"a", Duration::from_secs(1));
+        cache.insert(b"b", Duration::from_secs(5));
+        cache.insert(b"c", Duration::from_secs(5));
+        assert!(cache.contains(b"a") && !cache.contains(b"c"), "full: c not cached");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!cache.contains(b"a"));
+        cache.insert(b"c", Duration::from_secs(5));
+        assert!(cache.contains(b"c"));
+        cache.remove(b"c");
+        assert!(!cache.contains(b"c"));
+    }
+}

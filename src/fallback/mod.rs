@@ -1,0 +1,420 @@
+//! Read-through: when Redis misses (or is unavailable) for a key with a rule, load the
+//! row from PostgreSQL, write it back with the tier TTL without clobbering a newer write,
+//! and answer. One query per key however many clients miss at once (single flight),
+//! a bounded number of queries in flight, "no row" remembered for a while (negative
+//! cache), and a breaker so a dead database fails fast.
+
+mod flight;
+mod listen;
+mod pattern;
+mod postgres;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use flight::{Flights, NegativeCache};
+pub use pattern::KeyPattern;
+pub use postgres::{Database, ParamType, RuleSql};
+
+use crate::breaker::Breaker;
+use crate::config::{Config, OnDbError, Shape};
+use crate::stats::Latency;
+use crate::tier::{TierTable, TtlPolicy};
+use crate::upstream::own::OwnClient;
+
+/// A value loaded from PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// A string value.
+    String(Bytes),
+    /// Hash fields and values, in column order.
+    Hash(Vec<(Bytes, Bytes)>),
+}
+
+/// Why a load failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FallbackError {
+    /// The database cannot be reached (or its breaker is open, or it timed out).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The query failed (bad SQL, wrong types): a rule problem, not an outage.
+    #[error("read-through query failed: {0}")]
+    Query(String),
+    /// A rule or the URL is unusable.
+    #[error("read-through misconfigured: {0}")]
+    Config(String),
+}
+
+/// One compiled rule.
+pub struct Rule {
+    /// Name from the config.
+    pub name: String,
+    /// The key pattern.
+    pub pattern: KeyPattern,
+    /// The per-key statement.
+    pub sql: RuleSql,
+    /// The many-keys statement, if any.
+    pub batch: Option<RuleSql>,
+    /// String or hash.
+    pub shape: Shape,
+    /// How long "no row" is remembered.
+    pub negative_ttl: Duration,
+    /// Answer on database failure.
+    pub on_db_error: OnDbError,
+    /// TTL policy of the tier written-back values get.
+    pub policy: TtlPolicy,
+}
+
+/// Counters for INFO and /metrics.
+#[derive(Debug, Default)]
+pub struct FallbackCounters {
+    /// Queries run.
+    pub queries: AtomicU64,
+    /// Loads that found a row.
+    pub rows: AtomicU64,
+    /// Loads that found no row.
+    pub no_rows: AtomicU64,
+    /// Misses answered from the negative cache.
+    pub negative_hits: AtomicU64,
+    /// Loads that failed.
+    pub errors: AtomicU64,
+    /// Values written back to Redis.
+    pub write_backs: AtomicU64,
+    /// Keys deleted by database notifications.
+    pub invalidations: AtomicU64,
+}
+
+/// The read-through service.
+pub struct Fallback {
+    rules: Vec<Rule>,
+    db: Option<Database>,
+    flights: Flights,
+    negative: NegativeCache,
+    /// The database breaker.
+    pub breaker: Breaker,
+    redis: Option<Arc<OwnClient>>,
+    statement_timeout: Duration,
+    /// Counters.
+    pub counters: FallbackCounters,
+    /// Query latency.
+    pub latency: Latency,
+}
+
+impl Fallback {
+    /// Compiles the rules; the database pool connects lazily.
+    pub fn new(
+        config: &Config,
+        tiers: &TierTable,
+        redis: Option<Arc<OwnClient>>,
+    ) -> Result<Fallback, FallbackError> {
+        let rules = compile_rules(config, tiers)?;
+        let db = match (&config.postgres.url, rules.is_empty()) {
+            (Some(url), false) => Some(Database::connect_lazy(&config.postgres, url)?),
+            _ => None,
+        };
+        Ok(Fallback {
+            rules,
+            db,
+            flights: Flights::new(config.postgres.max_inflight),
+            negative: NegativeCache::new(config.postgres.negative_cache_size),
+            breaker: Breaker::new("postgres", config.breaker.failure_threshold, config.breaker.cooldown),
+            redis,
+            statement_timeout: config.postgres.statement_timeout,
+            counters: FallbackCounters::default(),
+            latency: Latency::new(1),
+        })
+    }
+
+    /// True when there is nothing to read through.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The database pool, when read-through is on.
+    pub fn database(&self) -> Option<&Database> {
+        self.db.as_ref()
+    }
+
+    /// The rule matching `key` and its shape.
+    pub fn rule_for(&self, key: &[u8]) -> Option<(usize, Shape)> {
+        self.rules
+            .iter()
+            .position(|r| key.starts_with(r.pattern.prefix()) && r.pattern.matches(key).is_some())
+            .map(|i| (i, self.rules[i].shape))
+    }
+
+    /// The rule by index.
+    pub fn rule(&self, id: usize) -> &Rule {
+        &self.rules[id]
+    }
+
+    /// All rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Loads `key` by rule `id`; writes it back to Redis when `write_back`.
+    pub async fn load(
+        &self,
+        id: usize,
+        key: Bytes,
+        write_back: bool,
+    ) -> Result<Option<Loaded>, FallbackError> {
+        if self.negative.contains(&key) {
+            self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let loaded = self.flights.run(&key, self.query(id, &key)).await;
+        self.after_load(id, &key, &loaded, write_back).await;
+        loaded
+    }
+
+    /// Loads several keys of one rule, with its batch query when it has one.
+    pub async fn load_many(
+        &self,
+        id: usize,
+        keys: &[Bytes],
+        write_back: bool,
+    ) -> Vec<Result<Option<Loaded>, FallbackError>> {
+        let rule = &self.rules[id];
+        let Some(batch) = rule.batch.as_ref().filter(|_| keys.len() > 1) else {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.load(id, key.clone(), write_back).await);
+            }
+            return out;
+        };
+        let captures: Vec<&[u8]> =
+            keys.iter().filter_map(|k| rule.pattern.matches(k)?.first().copied()).collect();
+        let rows = self.batch_query(batch, &captures).await;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, capture) in keys.iter().zip(&captures) {
+            let one = rows.as_ref().map(|rows| {
+                rows.iter().find(|(id, _)| id.as_ref() == *capture).map(|(_, v)| Loaded::String(v.clone()))
+            });
+            let one = one.map_err(Clone::clone);
+            self.after_load(id, key, &one, write_back).await;
+            out.push(one);
+        }
+        out
+    }
+
+    async fn batch_query(
+        &self,
+        batch: &RuleSql,
+        captures: &[&[u8]],
+    ) -> Result<Vec<(Bytes, Bytes)>, FallbackError> {
+        let db = self.db.as_ref().ok_or_else(|| FallbackError::Config("no postgres.url".into()))?;
+        if !self.breaker.try_probe() {
+            return Err(FallbackError::Unavailable("circuit open".into()));
+        }
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(self.statement_timeout, db.load_batch(&batch.sql, captures))
+            .await
+            .unwrap_or_else(|_| Err(FallbackError::Unavailable("statement timeout".into())));
+        self.latency.record(0, started.elapsed().as_micros() as u64);
+        self.judge(&result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// One query for one key, through the breaker and the statement timeout.
+    async fn query(&self, id: usize, key: &[u8]) -> Result<Option<Loaded>, FallbackError> {
+        let rule = &self.rules[id];
+        let db = self.db.as_ref().ok_or_else(|| FallbackError::Config("no postgres.url".into()))?;
+        if !self.breaker.try_probe() {
+            return Err(FallbackError::Unavailable("circuit open".into()));
+        }
+        let captures = rule.pattern.matches(key).unwrap_or_default();
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(self.statement_timeout, db.load(&rule.sql, rule.shape, &captures))
+            .await
+            .unwrap_or_else(|_| Err(FallbackError::Unavailable("statement timeout".into())));
+        self.latency.record(0, started.elapsed().as_micros() as u64);
+        self.judge(&result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Feeds the breaker: only outages count against it.
+    fn judge(&self, result: &Result<(), &FallbackError>) {
+        match result {
+            Err(FallbackError::Unavailable(_)) => self.breaker.failure(),
+            _ => self.breaker.success(),
+        }
+    }
+
+    async fn after_load(
+        &self,
+        id: usize,
+        key: &Bytes,
+        loaded: &Result<Option<Loaded>, FallbackError>,
+        write_back: bool,
+    ) {
+        let rule = &self.rules[id];
+        match loaded {
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(rule = %rule.name, error = %e, "read-through failed");
+            }
+            Ok(None) => {
+                self.counters.no_rows.fetch_add(1, Ordering::Relaxed);
+                self.negative.insert(key, rule.negative_ttl);
+            }
+            Ok(Some(value)) => {
+                self.counters.rows.fetch_add(1, Ordering::Relaxed);
+                if write_back {
+                    self.write_back(rule, key.clone(), value).await;
+                }
+            }
+        }
+    }
+
+    /// Stores a loaded value with the tier TTL unless a newer value is there already.
+    async fn write_back(&self, rule: &Rule, key: Bytes, value: &Loaded) {
+        let Some(redis) = &self.redis else { return };
+        let ttl = rule.policy.fresh_ms().unwrap_or(60_000);
+        let written = match value {
+            Loaded::String(v) => redis.set_absent(key, v.clone(), ttl).await,
+            Loaded::Hash(fields) if fields.is_empty() => return,
+            Loaded::Hash(fields) => redis.hash_absent(key, fields, ttl).await,
+        };
+        match written {
+            Ok(true) => {
+                self.counters.write_backs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(rule = %rule.name, error = %e, "write-back failed"),
+        }
+    }
+
+    /// True when `key` exists in Redis (false when that cannot be told).
+    pub async fn key_exists(&self, key: Bytes) -> bool {
+        match &self.redis {
+            Some(redis) => redis.exists(key).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// A write through strata or a database notification: forget "no row" for `key`.
+    pub fn forget(&self, key: &[u8]) {
+        self.negative.remove(key);
+    }
+
+    /// A database notification named `key`: delete it in Redis and forget "no row".
+    pub async fn invalidate(&self, key: Bytes) {
+        self.negative.remove(&key);
+        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.del(key).await
+        {
+            tracing::warn!(error = %e, "invalidation DEL failed");
+        }
+    }
+
+    /// The counters as (field, value) pairs for INFO and /metrics.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("queries", load(&c.queries)),
+            ("rows", load(&c.rows)),
+            ("no_rows", load(&c.no_rows)),
+            ("negative_hits", load(&c.negative_hits)),
+            ("errors", load(&c.errors)),
+            ("write_backs", load(&c.write_backs)),
+            ("invalidations", load(&c.invalidations)),
+        ]
+    }
+
+    /// Resets counters (CONFIG RESETSTAT).
+    pub fn reset(&self) {
+        let c = &self.counters;
+        for counter in
+            [&c.queries, &c.rows, &c.no_rows, &c.negative_hits, &c.errors, &c.write_backs, &c.invalidations]
+        {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.latency.reset();
+    }
+}
+
+/// Builds the read-through service for a running strata: its own Redis client when there
+/// are rules, and the LISTEN task for invalidations when a channel is configured.
+pub fn start(config: &Config, shutdown: tokio_util::sync::CancellationToken) -> Arc<Fallback> {
+    let tiers = TierTable::new(&config.tiers);
+    let wants_redis = !config.read_through.is_empty();
+    let redis = match wants_redis.then(|| OwnClient::start(&config.upstream)) {
+        Some(Ok(client)) => Some(Arc::new(client)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot build strata's own Redis client; write-backs are off");
+            None
+        }
+        None => None,
+    };
+    let fallback = Fallback::new(config, &tiers, redis).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "read-through disabled");
+        let mut off = config.clone();
+        off.read_through.clear();
+        Fallback::new(&off, &tiers, None).unwrap_or_else(|_| unreachable!("no rules cannot fail"))
+    });
+    let fallback = Arc::new(fallback);
+    if let (Some(channel), Some(_)) = (&config.postgres.listen_channel, fallback.database()) {
+        tokio::spawn(listen::run(fallback.clone(), channel.clone(), shutdown));
+    }
+    fallback
+}
+
+fn compile_rules(config: &Config, tiers: &TierTable) -> Result<Vec<Rule>, FallbackError> {
+    config
+        .read_through
+        .iter()
+        .map(|r| {
+            let pattern = KeyPattern::parse(&r.key).map_err(FallbackError::Config)?;
+            let tier = match &r.tier {
+                Some(name) => tiers.tiers().iter().position(|t| &t.name == name),
+                None => tiers.classify(pattern.prefix()).map(|c| c.tier as usize),
+            };
+            let policy = tier
+                .map(|t| tiers.tiers()[t].policy.clone())
+                .ok_or_else(|| FallbackError::Config(format!("rule '{}' has no tier", r.name)))?;
+            Ok(Rule {
+                name: r.name.clone(),
+                pattern,
+                sql: RuleSql::new(r.query.clone()),
+                batch: r.batch_query.clone().map(RuleSql::new),
+                shape: r.shape,
+                negative_ttl: r.negative_ttl,
+                on_db_error: r.on_db_error,
+                policy,
+            })
+        })
+        .collect()
+}
+
+/// `strata check-config --db`: prepares every rule's statements on the live database.
+pub async fn check_rules(config: &Config) -> Vec<String> {
+    let tiers = TierTable::new(&config.tiers);
+    let fallback = match Fallback::new(config, &tiers, None) {
+        Ok(f) => f,
+        Err(e) => return vec![e.to_string()],
+    };
+    let Some(db) = fallback.database() else {
+        return vec!["postgres.url: not set (nothing to check against)".to_string()];
+    };
+    let mut problems = Vec::new();
+    for (i, rule) in fallback.rules().iter().enumerate() {
+        if let Err(e) = db.param_types(&rule.sql).await {
+            problems.push(format!("read_through[{i}].query: {e}"));
+        }
+        if let Some(batch) = &rule.batch
+            && let Err(e) = db.check_batch(&batch.sql).await
+        {
+            problems.push(format!("read_through[{i}].batch_query: {e}"));
+        }
+    }
+    problems
+}

@@ -1,0 +1,189 @@
+//! Read-through on the data path: which reads can be answered from PostgreSQL, when a
+//! reply calls for it (a miss, or strata's own upstream-unavailable error), and the
+//! reply built from the loaded value in the client's protocol.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{OnDbError, Shape};
+use crate::fallback::{Fallback, FallbackError, Loaded};
+use crate::resp::Reply;
+use crate::resp::reply::Protocol;
+
+/// Error replies strata itself makes when Redis cannot answer; only these (never an
+/// error Redis sent) may be replaced by an answer from PostgreSQL.
+pub const UPSTREAM_ERRORS: [&[u8]; 2] = [b"-ERR upstream ", b"-TRYAGAIN strata: upstream"];
+
+/// The read, as far as read-through needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadKind {
+    /// GET / GETEX k.
+    Get,
+    /// MGET k1 k2 …
+    MGet,
+    /// HGET k field.
+    HGet(Bytes),
+    /// HMGET k f1 f2 …
+    HMGet(Vec<Bytes>),
+    /// HGETALL k.
+    HGetAll,
+    /// HEXISTS k field.
+    HExists(Bytes),
+}
+
+/// A read that has read-through rules for (some of) its keys.
+#[derive(Debug, Clone)]
+pub struct ReadThrough {
+    /// The read.
+    pub kind: ReadKind,
+    /// Per key position: the key and its rule, if any.
+    pub keys: Vec<(Bytes, Option<usize>)>,
+    /// The client's protocol, for replies strata builds.
+    pub protocol: Protocol,
+    /// Every key's tier answers from PostgreSQL while Redis is down.
+    pub when_down: bool,
+}
+
+/// Recognises a read-through read; `None` for anything else.
+pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protocol) -> Option<ReadThrough> {
+    let (kind, keys, shape): (ReadKind, &[&[u8]], Shape) = match (name, argv.len()) {
+        ("get", 2) | ("getex", 2) => (ReadKind::Get, &argv[1..2], Shape::String),
+        ("mget", n) if n >= 2 => (ReadKind::MGet, &argv[1..], Shape::String),
+        ("hget", 3) => (ReadKind::HGet(Bytes::copy_from_slice(argv[2])), &argv[1..2], Shape::Hash),
+        ("hexists", 3) => (ReadKind::HExists(Bytes::copy_from_slice(argv[2])), &argv[1..2], Shape::Hash),
+        ("hgetall", 2) => (ReadKind::HGetAll, &argv[1..2], Shape::Hash),
+        ("hmget", n) if n >= 3 => {
+            let fields = argv[2..].iter().map(|f| Bytes::copy_from_slice(f)).collect();
+            (ReadKind::HMGet(fields), &argv[1..2], Shape::Hash)
+        }
+        _ => return None,
+    };
+    let keys: Vec<(Bytes, Option<usize>)> = keys
+        .iter()
+        .map(|k| {
+            let rule = fallback.rule_for(k).filter(|(_, s)| *s == shape).map(|(id, _)| id);
+            (Bytes::copy_from_slice(k), rule)
+        })
+        .collect();
+    keys.iter().any(|(_, r)| r.is_some()).then_some(ReadThrough { kind, keys, protocol, when_down: false })
+}
+
+/// True when Redis' reply is a miss that PostgreSQL may fill.
+pub fn is_miss(reply: &[u8], rt: &ReadThrough) -> bool {
+    match rt.kind {
+        ReadKind::Get | ReadKind::HGet(_) => matches!(reply, b"$-1\r\n" | b"_\r\n"),
+        ReadKind::HGetAll => matches!(reply, b"*0\r\n" | b"%0\r\n"),
+        ReadKind::HExists(_) => reply == b":0\r\n",
+        ReadKind::HMGet(_) | ReadKind::MGet => {
+            reply.windows(5).any(|w| w == b"$-1\r\n") || reply.windows(3).any(|w| w == b"_\r\n")
+        }
+    }
+}
+
+/// True when the reply is strata's own upstream-unavailable error.
+pub fn is_upstream_error(reply: &[u8]) -> bool {
+    UPSTREAM_ERRORS.iter().any(|p| reply.starts_with(p))
+}
+
+/// Answers `rt` from PostgreSQL. `original` is Redis' reply (a miss) or `None` when Redis
+/// is unavailable; only in the first case is the value written back.
+pub async fn answer(fallback: &Fallback, rt: &ReadThrough, original: Option<&[u8]>) -> Bytes {
+    let write_back = original.is_some();
+    if rt.kind == ReadKind::MGet {
+        return mget(fallback, rt, original, write_back).await;
+    }
+    let (key, Some(rule)) = rt.keys[0].clone() else {
+        return original.map(Bytes::copy_from_slice).unwrap_or_default();
+    };
+    // A missing field of a hash that exists is a real miss, not a missing row.
+    let field_read = matches!(rt.kind, ReadKind::HGet(_) | ReadKind::HMGet(_) | ReadKind::HExists(_));
+    if let Some(original) = original.filter(|_| field_read)
+        && fallback.key_exists(key.clone()).await
+    {
+        return Bytes::copy_from_slice(original);
+    }
+    let loaded = fallback.load(rule, key, write_back).await;
+    let on_error = fallback.rule(rule).on_db_error;
+    let reply = match loaded {
+        Ok(value) => single(&rt.kind, value),
+        Err(e) => db_error(&e, on_error).unwrap_or_else(|| single(&rt.kind, None)),
+    };
+    reply.to_bytes(rt.protocol)
+}
+
+/// The reply for a single-key read from the loaded value.
+fn single(kind: &ReadKind, value: Option<Loaded>) -> Reply {
+    let field_of =
+        |fields: &[(Bytes, Bytes)], f: &Bytes| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone());
+    match (kind, value) {
+        (ReadKind::Get, Some(Loaded::String(v))) => Reply::Bulk(v),
+        (ReadKind::HGetAll, Some(Loaded::Hash(fields))) => {
+            Reply::Map(fields.into_iter().map(|(k, v)| (Reply::Bulk(k), Reply::Bulk(v))).collect())
+        }
+        (ReadKind::HGetAll, _) => Reply::Map(Vec::new()),
+        (ReadKind::HGet(f), Some(Loaded::Hash(fields))) => {
+            field_of(&fields, f).map_or(Reply::Null, Reply::Bulk)
+        }
+        (ReadKind::HExists(f), Some(Loaded::Hash(fields))) => {
+            Reply::Int(field_of(&fields, f).is_some().into())
+        }
+        (ReadKind::HExists(_), _) => Reply::Int(0),
+        (ReadKind::HMGet(fs), value) => {
+            let fields = match value {
+                Some(Loaded::Hash(fields)) => fields,
+                _ => Vec::new(),
+            };
+            Reply::Array(fs.iter().map(|f| field_of(&fields, f).map_or(Reply::Null, Reply::Bulk)).collect())
+        }
+        _ => Reply::Null,
+    }
+}
+
+/// `None` when the rule says a database failure reads as "no value".
+fn db_error(e: &FallbackError, on_error: OnDbError) -> Option<Reply> {
+    match (e, on_error) {
+        (_, OnDbError::Nil) => None,
+        (FallbackError::Unavailable(_), _) => Some(Reply::Error(format!("TRYAGAIN strata: {e}"))),
+        _ => Some(Reply::err(format!("strata: {e}"))),
+    }
+}
+
+/// MGET: keep what Redis had, fill the misses from PostgreSQL (one batch per rule).
+async fn mget(fallback: &Fallback, rt: &ReadThrough, original: Option<&[u8]>, write_back: bool) -> Bytes {
+    let mut elements = original.and_then(split_array).unwrap_or_else(|| vec![None; rt.keys.len()]);
+    elements.resize(rt.keys.len(), None);
+    let mut by_rule: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (pos, (_, rule)) in rt.keys.iter().enumerate() {
+        let (Some(rule), None) = (rule, &elements[pos]) else { continue };
+        match by_rule.iter_mut().find(|(r, _)| r == rule) {
+            Some((_, positions)) => positions.push(pos),
+            None => by_rule.push((*rule, vec![pos])),
+        }
+    }
+    for (rule, positions) in by_rule {
+        let keys: Vec<Bytes> = positions.iter().map(|&p| rt.keys[p].0.clone()).collect();
+        let results = fallback.load_many(rule, &keys, write_back).await;
+        for (pos, result) in positions.into_iter().zip(results) {
+            let reply = match result {
+                Ok(Some(Loaded::String(v))) => Reply::Bulk(v),
+                Ok(_) => Reply::Null,
+                Err(e) => match db_error(&e, fallback.rule(rule).on_db_error) {
+                    Some(error) => return error.to_bytes(rt.protocol),
+                    None => Reply::Null,
+                },
+            };
+            elements[pos] = Some(reply.to_bytes(rt.protocol));
+        }
+    }
+    let mut out = BytesMut::new();
+    out.extend_from_slice(format!("*{}\r\n", elements.len()).as_bytes());
+    let null = Reply::Null.to_bytes(rt.protocol);
+    elements.iter().for_each(|e| out.extend_from_slice(e.as_ref().unwrap_or(&null)));
+    out.freeze()
+}
+
+/// MGET's reply as elements, `None` for the nil ones.
+fn split_array(reply: &[u8]) -> Option<Vec<Option<Bytes>>> {
+    let bytes = Bytes::copy_from_slice(reply);
+    let elements = super::reply::array_elements(&bytes)?;
+    Some(elements.into_iter().map(|e| (!matches!(&e[..], b"$-1\r\n" | b"_\r\n")).then_some(e)).collect())
+}
