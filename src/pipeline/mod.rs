@@ -47,12 +47,14 @@ pub struct Note {
     pub account: Option<Account>,
     /// A read PostgreSQL can answer on a miss or while Redis is down.
     pub through: Option<Box<ReadThrough>>,
+    /// For the client's EXEC: the accounting of each queued command, in order.
+    pub queued: Vec<Option<Account>>,
 }
 
 impl Note {
     /// Frames passed through untouched and uncounted.
     pub fn plain(frames: usize) -> Note {
-        Note { frames, fix: ReplyFix::None, account: None, through: None }
+        Note { frames, fix: ReplyFix::None, account: None, through: None, queued: Vec::new() }
     }
 
     /// Replies the client gets for this note.
@@ -106,12 +108,23 @@ pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit 
 pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]]) -> Prepared {
     let Some(info) = env.commands.lookup(argv) else { return Prepared::Untouched };
     match info.name.as_str() {
-        // `decide` has already entered or left the transaction.
-        "multi" | "discard" => {
-            session.tx_mask.clear();
+        // `decide` has already entered or left the transaction. A nested MULTI is refused
+        // by Redis and the transaction goes on, so it must not reset the bookkeeping.
+        "multi" => {
+            if !session.tx_open {
+                session.tx_open = true;
+                session.tx_mask.clear();
+                session.tx_accounts.clear();
+            }
+            return Prepared::Untouched;
+        }
+        "discard" => {
+            session.close_tx();
             return Prepared::Untouched;
         }
         "exec" => return exec_request(session),
+        // Redis refuses WATCH inside MULTI without queueing it.
+        "watch" if session.in_multi => return Prepared::Untouched,
         "info" if !session.in_multi => return info_request(env, argv),
         "config|resetstat" => {
             env.stats.reset();
@@ -120,11 +133,24 @@ pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]]) -> Prepared {
         _ => {}
     }
     let (prepared, extra) = tiered(env, session, info, argv);
-    let prepared = if env.upstream_down { when_down(prepared) } else { prepared };
+    let mut prepared = if env.upstream_down { when_down(prepared) } else { prepared };
     if session.in_multi {
-        session.tx_mask.push(extra);
+        queue_in_transaction(session, &mut prepared, extra);
     }
     prepared
+}
+
+/// Inside MULTI a command's reply is `+QUEUED`; its result arrives in EXEC's array. So
+/// remember how many commands strata queued after it, and count its outcome at EXEC.
+/// A request strata answered itself never reached Redis and has no place in the array.
+fn queue_in_transaction(session: &mut Session, prepared: &mut Prepared, extra: u16) {
+    let account = match prepared {
+        Prepared::Answer(_) | Prepared::FromDatabase(_) => return,
+        Prepared::Untouched => None,
+        Prepared::Forward { note, .. } => note.account.take(),
+    };
+    session.tx_mask.push(extra);
+    session.tx_accounts.push(account);
 }
 
 /// With the breaker open nothing is sent: reads of fallback tiers with a rule go to
@@ -181,7 +207,8 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         }
     }
     let through = read_through(env, session, info, argv, &account.keys);
-    let note = Note { frames: plan.frames, fix: plan.fix, account: Some(account), through };
+    let note =
+        Note { frames: plan.frames, fix: plan.fix, account: Some(account), through, queued: Vec::new() };
     (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
 }
 
@@ -206,7 +233,9 @@ fn read_through(
 fn mode(session: &Session, info: &CommandInfo) -> Mode {
     if session.in_multi {
         Mode::InMulti
-    } else if session.watching || info.has(cmd_flag::BLOCKING) {
+    } else if session.watching {
+        Mode::Watching
+    } else if info.has(cmd_flag::BLOCKING) {
         Mode::NoWrap
     } else {
         Mode::Plain
@@ -215,11 +244,17 @@ fn mode(session: &Session, info: &CommandInfo) -> Mode {
 
 /// The client's EXEC: strata's queued commands must leave the reply array.
 fn exec_request(session: &mut Session) -> Prepared {
-    let mask = std::mem::take(&mut session.tx_mask);
-    if mask.iter().all(|&n| n == 0) {
+    let (mask, accounts) = session.close_tx();
+    if mask.iter().all(|&n| n == 0) && accounts.iter().all(Option::is_none) {
         return Prepared::Untouched;
     }
-    let note = Note { frames: 1, fix: ReplyFix::FilterExec { mask }, account: None, through: None };
+    let note = Note {
+        frames: 1,
+        fix: ReplyFix::FilterExec { mask },
+        account: None,
+        through: None,
+        queued: accounts,
+    };
     Prepared::Forward { rewrite: None, note }
 }
 
@@ -242,7 +277,7 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
     let rewrite = (others.len() != argv.len()).then(|| crate::resp::reply::encode_command(&others));
     Prepared::Forward {
         rewrite,
-        note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None, through: None },
+        note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None, through: None, queued: Vec::new() },
     }
 }
 

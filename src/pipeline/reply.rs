@@ -48,6 +48,9 @@ pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
         if let Some(account) = &note.account {
             record(env.stats, &reply, account);
         }
+        if !note.queued.is_empty() {
+            record_exec(env.stats, &reply, &note.queued);
+        }
         match note.through.take() {
             Some(through) if through::is_miss(&reply, &through) => {
                 pieces.push(Piece::Ready(out.split().freeze()));
@@ -257,6 +260,20 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account) {
         if seen & bit == 0 {
             seen |= bit;
             stats.record_latency(class.tier, micros);
+        }
+    }
+}
+
+/// Counts each queued command of a transaction by its element of EXEC's array (an
+/// aborted transaction, nil or EXECABORT, executed nothing and counts nothing).
+fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>]) {
+    let Some(elements) = array_elements(exec) else { return };
+    if elements.len() != queued.len() {
+        return;
+    }
+    for (element, account) in elements.iter().zip(queued) {
+        if let Some(account) = account {
+            record(stats, element, account);
         }
     }
 }

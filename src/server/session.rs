@@ -27,6 +27,10 @@ pub struct Session {
     /// after it (tier TTLs), so EXEC's reply can be cut back. Two bytes per queued
     /// command, the same growth Redis itself allows for the transaction.
     pub tx_mask: Vec<u16>,
+    /// Inside MULTI: what to count for each queued command once EXEC's array arrives.
+    pub tx_accounts: Vec<Option<crate::pipeline::Account>>,
+    /// strata's transaction bookkeeping is running (a nested MULTI leaves it alone).
+    pub tx_open: bool,
 }
 
 impl Session {
@@ -41,12 +45,20 @@ impl Session {
             watching: false,
             sticky: false,
             tx_mask: Vec::new(),
+            tx_accounts: Vec::new(),
+            tx_open: false,
         }
     }
 
     /// True while the client's commands must run on its own upstream connection.
     pub fn needs_pinned(&self) -> bool {
         self.in_multi || self.watching || self.sticky
+    }
+
+    /// Ends strata's transaction bookkeeping, returning the mask and accounts gathered.
+    pub fn close_tx(&mut self) -> (Vec<u16>, Vec<Option<crate::pipeline::Account>>) {
+        self.tx_open = false;
+        (std::mem::take(&mut self.tx_mask), std::mem::take(&mut self.tx_accounts))
     }
 
     /// Back to the state of a new connection, as RESET does (the id stays).

@@ -45,6 +45,9 @@ pub struct Counters {
     pub ttl_clamps: AtomicU64,
     /// PERSISTs refused.
     pub persist_denied: AtomicU64,
+    /// What the counters held when `CONFIG RESETSTAT` zeroed them, so `/metrics` can keep
+    /// Prometheus counters monotonic (lifetime = carried + current).
+    carried: [AtomicU64; 7],
 }
 
 /// A plain copy of `Counters` at one moment.
@@ -64,6 +67,13 @@ pub struct Snapshot {
     pub ttl_clamps: u64,
     /// See `Counters`.
     pub persist_denied: u64,
+}
+
+impl From<[u64; 7]> for Snapshot {
+    fn from(v: [u64; 7]) -> Snapshot {
+        let [hits, misses, writes, errors, ttl_rewrites, ttl_clamps, persist_denied] = v;
+        Snapshot { hits, misses, writes, errors, ttl_rewrites, ttl_clamps, persist_denied }
+    }
 }
 
 impl Snapshot {
@@ -97,16 +107,20 @@ impl Counters {
         ]
     }
 
-    /// The current values.
+    /// The values since start or the last `CONFIG RESETSTAT` (what INFO shows).
     pub fn snapshot(&self) -> Snapshot {
-        let [hits, misses, writes, errors, ttl_rewrites, ttl_clamps, persist_denied] =
-            self.all().map(|c| c.load(Ordering::Relaxed));
-        Snapshot { hits, misses, writes, errors, ttl_rewrites, ttl_clamps, persist_denied }
+        Snapshot::from(self.all().map(|c| c.load(Ordering::Relaxed)))
+    }
+
+    /// The values since start, unaffected by `CONFIG RESETSTAT` (what /metrics shows).
+    pub fn lifetime(&self) -> Snapshot {
+        let current = self.all().map(|c| c.load(Ordering::Relaxed));
+        Snapshot::from(std::array::from_fn(|i| current[i] + self.carried[i].load(Ordering::Relaxed)))
     }
 
     fn reset(&self) {
-        for counter in self.all() {
-            counter.store(0, Ordering::Relaxed);
+        for (counter, carried) in self.all().iter().zip(&self.carried) {
+            carried.fetch_add(counter.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 }
@@ -182,6 +196,16 @@ impl Stats {
     /// One tier's counters.
     pub fn tier(&self, tier: TierId) -> Snapshot {
         self.tiers[tier as usize].snapshot()
+    }
+
+    /// One tier's counters since start (ignoring `CONFIG RESETSTAT`).
+    pub fn tier_lifetime(&self, tier: TierId) -> Snapshot {
+        self.tiers[tier as usize].lifetime()
+    }
+
+    /// One prefix's or pattern's counters since start.
+    pub fn rule_lifetime(&self, rule: usize) -> Snapshot {
+        self.rules[rule].lifetime()
     }
 
     /// One prefix's or pattern's counters.

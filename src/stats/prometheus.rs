@@ -1,6 +1,8 @@
 //! `/metrics` in Prometheus text format through the `metrics` crate's Prometheus
 //! exporter. Values are copied from strata's own counters at scrape time, so the data
-//! path pays nothing for it. Labels are tier and rule names, never keys.
+//! path pays nothing for it. Labels are tier and rule names, never keys. Counters are
+//! lifetime totals: `CONFIG RESETSTAT` resets INFO, but a Prometheus counter must never
+//! go down (rate() would read the drop as a restart).
 
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -66,7 +68,7 @@ fn publish_globals(stats: &Stats, extra: &InfoExtra) {
 fn publish_tiers(stats: &Stats, table: &TierTable) {
     for (id, tier) in table.tiers().iter().enumerate() {
         let name = tier.name.clone();
-        let s = stats.tier(id as u16);
+        let s = stats.tier_lifetime(id as u16);
         for (outcome, value) in
             [("hit", s.hits), ("miss", s.misses), ("write", s.writes), ("error", s.errors)]
         {
@@ -86,7 +88,7 @@ fn publish_tiers(stats: &Stats, table: &TierTable) {
         }
     }
     for (id, rule) in table.rules().iter().enumerate() {
-        let s = stats.rule(id);
+        let s = stats.rule_lifetime(id);
         let tier = table.tier(rule.tier).name.clone();
         for (outcome, value) in [("hit", s.hits), ("miss", s.misses), ("write", s.writes)] {
             counter!("strata_prefix_requests_total", "tier" => tier.clone(), "prefix" => rule.text.clone(), "outcome" => outcome)

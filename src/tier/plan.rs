@@ -23,9 +23,12 @@ pub enum Mode {
     /// Inside the client's own MULTI: extra commands are queued after the request and
     /// removed from the EXEC reply later.
     InMulti,
-    /// WATCH is active or the command blocks: a MULTI of strata's would end the WATCH or
-    /// stop the command from blocking, so extra commands follow it in the same write.
+    /// The command blocks: a MULTI of strata's would stop it from blocking, so extra
+    /// commands follow it in the same write.
     NoWrap,
+    /// WATCH is active: as `NoWrap`, and reads do not refresh sliding TTLs, because a TTL
+    /// change counts as a modification of a watched key and would abort the client's EXEC.
+    Watching,
 }
 
 /// What a tiered key is used for by this request.
@@ -187,7 +190,9 @@ impl Builder<'_> {
             let key = self.input.argv[index].to_vec();
             match role {
                 Role::Write => self.enforce_after_write(&policy, key),
-                Role::Read if policy.sliding => self.refresh(&policy, key),
+                Role::Read if policy.sliding && self.input.mode != Mode::Watching => {
+                    self.refresh(&policy, key)
+                }
                 _ => {}
             }
         }
@@ -272,8 +277,13 @@ impl Builder<'_> {
     /// A positive TTL in ms from a client's number, or `None` when Redis will reject it
     /// or delete the key (zero, negative, in the past, not a number).
     fn relative_ms(&self, value: &[u8], unit: u64, absolute: bool) -> Option<u64> {
-        let n: i64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+        let n = redis_integer(value)?;
         let ms = u64::try_from(n).ok()?.checked_mul(unit)?;
+        // Redis rejects expiry times that overflow once made absolute; leave those to it.
+        let absolute_ms = if absolute { ms } else { ms.checked_add(self.input.now_ms)? };
+        if absolute_ms > i64::MAX as u64 {
+            return None;
+        }
         let ms = if absolute { ms.checked_sub(self.input.now_ms)? } else { ms };
         (ms > 0).then_some(ms)
     }
@@ -377,6 +387,9 @@ impl Builder<'_> {
     /// extra round trip.
     fn sliding_get(&mut self) -> bool {
         let Some(policy) = self.first_ttl_policy().filter(|p| p.sliding).cloned() else { return true };
+        if self.input.mode == Mode::Watching {
+            return true;
+        }
         if self.input.argv.len() == 2 {
             let fresh = policy.fresh_ms().unwrap_or(0);
             let args = self.args_mut();
@@ -461,4 +474,19 @@ fn encode(args: &[Vec<u8>]) -> Bytes {
 
 fn lower(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).to_ascii_lowercase()
+}
+
+/// Parses an integer the way Redis' `string2ll` does: no sign but `-`, no leading zeros,
+/// no spaces. Anything else is left for Redis to reject with its own error.
+fn redis_integer(value: &[u8]) -> Option<i64> {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let canonical = match digits {
+        [b'0'] => value.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }

@@ -236,3 +236,51 @@ pub fn cmd(words: &[&str]) -> Vec<u8> {
     let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
     encode(&args)
 }
+
+impl Strata {
+    /// Starts strata like `start`, also serving `/healthz`, `/readyz` and `/metrics` on an
+    /// admin listener bound to `127.0.0.1:0`; returns strata and the admin address.
+    pub async fn start_with_admin(upstream: &str, extra_toml: &str) -> (Strata, SocketAddr) {
+        let overrides = Overrides { upstream: Some(upstream.to_string()), ..Overrides::default() };
+        let config = Config::parse(extra_toml, &overrides).expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let addr = listener.local_addr().expect("local addr");
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(strata::run_with_admin(config, listener, Some(admin), shutdown.clone()));
+        let strata = Strata { addr, shutdown, task };
+        strata.wait_ready().await;
+        (strata, admin_addr)
+    }
+}
+
+/// One `GET path` on an HTTP port (the admin endpoints): the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to the admin port");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read response");
+        response
+    };
+    let response = tokio::time::timeout(READ_TIMEOUT, exchange).await.expect("HTTP response in time");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head ends with a blank line");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line HTTP/1.1 CODE REASON");
+    (status, body.to_string())
+}
+
+/// The integer of a `:N\r\n` reply (panics on anything else).
+pub fn int_reply(reply: &[u8]) -> i64 {
+    std::str::from_utf8(reply)
+        .ok()
+        .and_then(|s| s.strip_prefix(':'))
+        .and_then(|s| s.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("expected an integer reply, got {:?}", String::from_utf8_lossy(reply)))
+}
