@@ -8,7 +8,11 @@
 mod keyspec;
 mod special;
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// Command names are looked up for every request; foldhash is several times faster than
+/// SipHash here, and the table is fixed, so there is no flooding to defend against.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use redis_protocol::resp2::types::OwnedFrame;
@@ -93,7 +97,7 @@ impl CommandTable {
             .map_err(|e| TableError::Decode(e.to_string()))?
             .ok_or_else(|| TableError::Decode("incomplete reply".into()))?;
         let OwnedFrame::Array(entries) = frame else { return Err(TableError::Shape("top level")) };
-        let mut commands = HashMap::with_capacity(entries.len());
+        let mut commands = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         for entry in &entries {
             let info = parse_command(entry)?;
             commands.insert(info.name.clone().into_bytes(), Arc::new(info));
@@ -184,7 +188,7 @@ fn parse_command(frame: &OwnedFrame) -> Result<CommandInfo, TableError> {
         Some(OwnedFrame::Array(specs)) => specs.iter().map(KeySpec::parse).collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
-    let mut subcommands = HashMap::new();
+    let mut subcommands = HashMap::default();
     if let Some(OwnedFrame::Array(subs)) = fields.get(9) {
         for sub in subs {
             let info = parse_command(sub)?;

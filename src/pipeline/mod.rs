@@ -34,6 +34,8 @@ pub struct Env<'a> {
     /// The upstream breaker is open and the request would use a shared connection:
     /// answer without sending (from PostgreSQL where the tier allows, else TRYAGAIN).
     pub upstream_down: bool,
+    /// When the batch of requests being prepared was read (one clock read per batch).
+    pub now: Instant,
 }
 
 /// How to treat the reply frames of one request (or of a run of plain requests).
@@ -177,8 +179,14 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
             return (Prepared::Untouched, 0);
         }
     };
-    let input =
-        Input { table: env.tiers, info, argv, keys: &keys, mode: mode(session, info), now_ms: unix_ms() };
+    let input = Input {
+        table: env.tiers,
+        info,
+        argv,
+        keys: &keys,
+        mode: mode(session, info),
+        now_ms: Default::default(),
+    };
     let Some(plan) = plan::plan(&input) else { return (Prepared::Untouched, 0) };
     let counts = crate::stats::PolicyCounts {
         ttl_rewrites: plan.ttl_rewrites,
@@ -197,7 +205,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         },
         zero_is_miss: matches!(info.name.as_str(), "exists" | "hexists" | "sismember"),
         keys: plan.keys,
-        started: Instant::now(),
+        started: env.now,
     };
     if !env.fallback.is_empty() {
         for &(_, role, index) in &account.keys {
@@ -279,8 +287,4 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
         rewrite,
         note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None, through: None, queued: Vec::new() },
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -3,6 +3,7 @@
 //! count each outcome. Frames are sliced, never decoded and re-encoded.
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::{Account, Elements, Env, Note, ReadThrough, through};
 use crate::resp::{FrameScanner, Limits};
@@ -32,7 +33,7 @@ pub enum Settled {
 /// Turns the replies of a batch (in note order) into the client's replies.
 pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
     if notes.iter().all(|n| n.fix == ReplyFix::None && n.through.is_none()) {
-        account_in_place(env.stats, &bytes, notes);
+        account_in_place(env.stats, &bytes, notes, env.now);
         return Settled::Ready(bytes);
     }
     let mut pieces = Vec::new();
@@ -46,10 +47,10 @@ pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
         };
         let reply = fix(env, frames, &note.fix);
         if let Some(account) = &note.account {
-            record(env.stats, &reply, account);
+            record(env.stats, &reply, account, env.now);
         }
         if !note.queued.is_empty() {
-            record_exec(env.stats, &reply, &note.queued);
+            record_exec(env.stats, &reply, &note.queued, env.now);
         }
         match note.through.take() {
             Some(through) if through::is_miss(&reply, &through) => {
@@ -84,13 +85,13 @@ pub async fn resolve(fallback: &crate::fallback::Fallback, pieces: Vec<Piece>) -
     out.freeze()
 }
 
-fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note]) {
+fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant) {
     let mut rest = bytes.clone();
     for note in notes {
         let Some(len) = frames_len(&rest, note.frames) else { return };
         let reply = rest.split_to(len);
         if let Some(account) = &note.account {
-            record(stats, &reply, account);
+            record(stats, &reply, account, now);
         }
     }
 }
@@ -220,7 +221,7 @@ fn is_missing(frame: &[u8]) -> bool {
 }
 
 /// Counts one request's outcome per key, and its latency once per tier.
-fn record(stats: &Stats, reply: &Bytes, account: &Account) {
+fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant) {
     let error = is_error(reply);
     let elements = match account.elements {
         Elements::Whole => None,
@@ -252,7 +253,7 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account) {
             (Role::Other, false) => {}
         }
     }
-    let micros = account.started.elapsed().as_micros() as u64;
+    let micros = now.saturating_duration_since(account.started).as_micros() as u64;
     let mut seen = 0u64;
     for &(class, _, _) in &account.keys {
         // Tier ids beyond 63 share a bit; an extra latency sample is harmless.
@@ -266,14 +267,14 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account) {
 
 /// Counts each queued command of a transaction by its element of EXEC's array (an
 /// aborted transaction, nil or EXECABORT, executed nothing and counts nothing).
-fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>]) {
+fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], now: Instant) {
     let Some(elements) = array_elements(exec) else { return };
     if elements.len() != queued.len() {
         return;
     }
     for (element, account) in elements.iter().zip(queued) {
         if let Some(account) = account {
-            record(stats, element, account);
+            record(stats, element, account, now);
         }
     }
 }

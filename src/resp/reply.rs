@@ -83,10 +83,19 @@ impl Reply {
 
 /// Encodes a request (a multibulk of bulk strings), for commands strata rewrites.
 pub fn encode_command(args: &[&[u8]]) -> Bytes {
-    let mut out = BytesMut::new();
-    line(&mut out, b'*', args.len().to_string().as_bytes());
-    for arg in args {
-        line(&mut out, b'$', arg.len().to_string().as_bytes());
+    encode_command_parts(args, &[])
+}
+
+/// Encodes `args` followed by `extra` as one request, in one exactly sized buffer (this
+/// runs for every rewritten request).
+pub fn encode_command_parts(args: &[&[u8]], extra: &[&[u8]]) -> Bytes {
+    let all = || args.iter().chain(extra);
+    let size: usize = 16 + all().map(|a| a.len() + 16).sum::<usize>();
+    let mut out = BytesMut::with_capacity(size);
+    let mut digits = itoa::Buffer::new();
+    line(&mut out, b'*', digits.format(args.len() + extra.len()).as_bytes());
+    for arg in all() {
+        line(&mut out, b'$', digits.format(arg.len()).as_bytes());
         out.put_slice(arg);
         out.put_slice(b"\r\n");
     }

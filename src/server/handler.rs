@@ -133,6 +133,8 @@ impl Handler {
         let depth = self.ctx.config.limits.max_pipeline_depth;
         let server = self.ctx.server.load_full();
         let mut run = Run::default();
+        // One clock read per batch of requests: latency is accounted per batch anyway.
+        let batch_start = Instant::now();
         while !self.closing && self.queue.len() + run.frames < depth {
             let parsed = self.parser.next(&self.rbuf[run.len..], &mut self.ranges);
             let frame = match parsed {
@@ -166,7 +168,7 @@ impl Handler {
                 let prepared = match action {
                     Action::Forward(route) => {
                         let info = || self.ctx.info_extra();
-                        let mut env = env(&self.ctx, &server.commands, &info);
+                        let mut env = env(&self.ctx, &server.commands, &info, batch_start);
                         env.upstream_down = route == Route::Shared && self.ctx.breaker.is_blocking();
                         pipeline::prepare(&env, &mut self.session, &argv)
                     }
@@ -209,7 +211,7 @@ impl Handler {
             let raw = self.rbuf.split_to(len).freeze();
             if let (Action::Forward(route), Some(note)) = (&action, note) {
                 let frames = note.frames;
-                self.forward(*route, rewrite.or(encoded).unwrap_or(raw), frames, vec![note]).await;
+                self.forward(*route, vec![rewrite.or(encoded).unwrap_or(raw)], frames, vec![note]).await;
                 continue;
             }
             self.act(action, encoded.unwrap_or(raw)).await?;
@@ -238,8 +240,8 @@ impl Handler {
 
     async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
         match action {
-            Action::Forward(route) => self.forward(route, raw, 1, Vec::new()).await,
-            Action::ForwardBytes(route, bytes) => self.forward(route, bytes, 1, Vec::new()).await,
+            Action::Forward(route) => self.forward(route, vec![raw], 1, Vec::new()).await,
+            Action::ForwardBytes(route, bytes) => self.forward(route, vec![bytes], 1, Vec::new()).await,
             Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
             Action::Local(reply) => self.local(reply),
             Action::Quit => {
@@ -295,7 +297,7 @@ impl Handler {
     }
 
     /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
-    async fn forward(&mut self, route: Route, payload: Bytes, frames: usize, notes: Vec<Note>) {
+    async fn forward(&mut self, route: Route, payload: Vec<Bytes>, frames: usize, notes: Vec<Note>) {
         if route != self.last_route {
             if let Err(e) = self.drain().await {
                 tracing::debug!(error = %e, "client gone during route change");
@@ -365,7 +367,7 @@ impl Handler {
 
     /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
     async fn forward_hello(&mut self, proto: u8, raw: Bytes) -> std::io::Result<()> {
-        self.forward(Route::Pinned, raw, 1, Vec::new()).await;
+        self.forward(Route::Pinned, vec![raw], 1, Vec::new()).await;
         self.last_route = Route::Pinned;
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
@@ -517,17 +519,11 @@ impl Run {
     }
 
     /// The run's payload, frame count and notes; leaves the run empty.
-    fn take(&mut self, rbuf: &mut BytesMut) -> (Bytes, usize, Vec<Note>) {
-        let tail = rbuf.split_to(std::mem::take(&mut self.len)).freeze();
-        let payload = if self.parts.is_empty() {
-            tail
-        } else {
-            let mut joined =
-                BytesMut::with_capacity(self.parts.iter().map(Bytes::len).sum::<usize>() + tail.len());
-            self.parts.drain(..).for_each(|p| joined.extend_from_slice(&p));
-            joined.extend_from_slice(&tail);
-            joined.freeze()
-        };
+    fn take(&mut self, rbuf: &mut BytesMut) -> (Vec<Bytes>, usize, Vec<Note>) {
+        let mut payload = std::mem::take(&mut self.parts);
+        if self.len > 0 {
+            payload.push(rbuf.split_to(std::mem::take(&mut self.len)).freeze());
+        }
         (payload, std::mem::take(&mut self.frames), std::mem::take(&mut self.notes))
     }
 }
@@ -537,6 +533,7 @@ fn env<'a>(
     ctx: &'a Context,
     commands: &'a crate::command::CommandTable,
     info: &'a dyn Fn() -> crate::stats::InfoExtra,
+    now: Instant,
 ) -> Env<'a> {
     Env {
         commands,
@@ -545,6 +542,7 @@ fn env<'a>(
         info,
         fallback: &ctx.fallback,
         upstream_down: false,
+        now,
     }
 }
 
@@ -556,7 +554,7 @@ fn settle(ctx: &Arc<Context>, bytes: Bytes, mut notes: Vec<Note>, pinned: bool) 
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
-    match pipeline::reply::finish(&env(ctx, &server.commands, &info), bytes, &mut notes) {
+    match pipeline::reply::finish(&env(ctx, &server.commands, &info, Instant::now()), bytes, &mut notes) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {
             let frames = notes.iter().map(Note::client_frames).sum();

@@ -13,7 +13,7 @@ use super::{Class, TierTable, TtlPolicy};
 use crate::command::{CommandInfo, KeyRef, cmd_flag, flag};
 use crate::config::PersistPolicy;
 use crate::resp::Reply;
-use crate::resp::reply::encode_command;
+use crate::resp::reply::{encode_command, encode_command_parts};
 
 /// How a request may be sent, given its client's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +94,9 @@ pub struct Input<'a> {
     pub keys: &'a [KeyRef],
     /// The client's connection state.
     pub mode: Mode,
-    /// Wall-clock now in Unix ms, for EXPIREAT-style absolute times.
-    pub now_ms: u64,
+    /// Wall-clock now in Unix ms, for EXPIREAT-style absolute times; read only when a
+    /// TTL argument needs it.
+    pub now_ms: std::cell::OnceCell<u64>,
 }
 
 /// Plans a request; `None` when none of its keys is tiered.
@@ -104,8 +105,15 @@ pub fn plan(input: &Input) -> Option<Plan> {
     if keys.is_empty() {
         return None;
     }
-    let mut b =
-        Builder { input, args: None, extra: Vec::new(), keys, counts: Counts::default(), refuse: None };
+    let mut b = Builder {
+        input,
+        args: None,
+        append: Vec::new(),
+        extra: Vec::new(),
+        keys,
+        counts: Counts::default(),
+        refuse: None,
+    };
     b.apply_policy();
     Some(b.finish())
 }
@@ -141,6 +149,9 @@ struct Builder<'a> {
     input: &'a Input<'a>,
     /// The request's arguments once one of them changes.
     args: Option<Vec<Vec<u8>>>,
+    /// Arguments added at the end (`PX ttl`), kept apart so the common rewrite does not
+    /// copy the request's own arguments twice.
+    append: Vec<Vec<u8>>,
     /// Commands to run after the request (PEXPIRE …).
     extra: Vec<Vec<Vec<u8>>>,
     keys: Vec<(Class, Role, usize, u16)>,
@@ -248,9 +259,8 @@ impl Builder<'_> {
             }
             (None, false) => {
                 let fresh = policy.fresh_ms().unwrap_or(0);
-                let args = self.args_mut();
-                args.push(b"PX".to_vec());
-                args.push(fresh.to_string().into_bytes());
+                self.append.push(b"PX".to_vec());
+                self.append.push(itoa::Buffer::new().format(fresh).as_bytes().to_vec());
                 self.counts.ttl_rewrites += 1;
             }
         }
@@ -280,11 +290,11 @@ impl Builder<'_> {
         let n = redis_integer(value)?;
         let ms = u64::try_from(n).ok()?.checked_mul(unit)?;
         // Redis rejects expiry times that overflow once made absolute; leave those to it.
-        let absolute_ms = if absolute { ms } else { ms.checked_add(self.input.now_ms)? };
+        let absolute_ms = if absolute { ms } else { ms.checked_add(self.input.now_ms())? };
         if absolute_ms > i64::MAX as u64 {
             return None;
         }
-        let ms = if absolute { ms.checked_sub(self.input.now_ms)? } else { ms };
+        let ms = if absolute { ms.checked_sub(self.input.now_ms())? } else { ms };
         (ms > 0).then_some(ms)
     }
 
@@ -368,7 +378,7 @@ impl Builder<'_> {
         let Some(policy) = self.first_ttl_policy().cloned() else { return true };
         let argv = self.input.argv;
         let absolute = argv.iter().skip(4).any(|a| a.eq_ignore_ascii_case(b"absttl"));
-        let base = if absolute { self.input.now_ms } else { 0 };
+        let base = if absolute { self.input.now_ms() } else { 0 };
         let new_ttl = if argv[2] == b"0" {
             self.counts.ttl_rewrites += 1;
             policy.fresh_ms()
@@ -421,7 +431,15 @@ impl Builder<'_> {
         if plan.refuse.is_some() {
             return plan;
         }
-        let request = self.args.map(|args| encode(&args));
+        let appended: Vec<&[u8]> = self.append.iter().map(Vec::as_slice).collect();
+        let request = match self.args {
+            Some(args) => {
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                Some(encode_command_parts(&refs, &appended))
+            }
+            None if !appended.is_empty() => Some(encode_command_parts(self.input.argv, &appended)),
+            None => None,
+        };
         if self.extra.is_empty() {
             plan.rewrite = request;
             return plan;
@@ -489,4 +507,13 @@ fn redis_integer(value: &[u8]) -> Option<i64> {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+impl Input<'_> {
+    fn now_ms(&self) -> u64 {
+        *self.now_ms.get_or_init(|| {
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            since_epoch.map_or(0, |d| d.as_millis() as u64)
+        })
+    }
 }

@@ -27,8 +27,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Requests to write and the sender for their replies.
 #[derive(Debug)]
 pub struct Job {
-    /// Exact bytes to write: one or more complete requests.
-    pub payload: Bytes,
+    /// Exact bytes to write: one or more complete requests, possibly in several chunks
+    /// (a client's raw bytes around the requests strata rewrote), written in order.
+    pub payload: Vec<Bytes>,
     /// Number of reply frames the payload produces.
     pub frames: usize,
     /// Receives the reply frames, concatenated as Redis sent them.
@@ -170,7 +171,9 @@ impl Driver {
     }
 
     fn accept(&mut self, job: Job) {
-        self.wbuf.extend_from_slice(&job.payload);
+        for chunk in &job.payload {
+            self.wbuf.extend_from_slice(chunk);
+        }
         self.inflight.push_back(InFlight { frames: job.frames, reply: job.reply, sent_at: Instant::now() });
     }
 
