@@ -29,3 +29,18 @@ wait_port() {
   done
   log "nothing listening on port $port"; return 1
 }
+
+# need_package PACKAGE: install a Debian package (for files that are not on PATH).
+need_package() {
+  log "installing $1"
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+# as_postgres CMD…: PostgreSQL refuses to run as root; run its binaries as postgres then.
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
