@@ -111,6 +111,8 @@ pub struct UpstreamConfig {
     pub reconnect_max: Duration,
     /// Requests queued for one shared connection before senders wait.
     pub queue_depth: usize,
+    /// Ready dedicated connections kept per protocol for clients that become stateful.
+    pub spare_connections: usize,
 }
 
 /// `[limits]`
@@ -252,6 +254,13 @@ fn read_upstream(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError
         errors.push(ConfigError::new("upstream.reconnect_min_ms", "is larger than reconnect_max_ms".into()));
     }
     let queue_depth = positive(&mut s, "queue_depth", 4_096, errors) as usize;
+    let spare_connections: u64 = s.get("spare_connections", 2, errors);
+    if spare_connections > 64 {
+        errors.push(ConfigError::new(
+            "upstream.spare_connections",
+            format!("{spare_connections} is more than 64"),
+        ));
+    }
     s.finish(errors);
     UpstreamConfig {
         url,
@@ -261,6 +270,7 @@ fn read_upstream(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError
         reconnect_min,
         reconnect_max,
         queue_depth,
+        spare_connections: spare_connections as usize,
     }
 }
 

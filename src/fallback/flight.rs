@@ -22,16 +22,20 @@ pub struct Flights {
     permits: Semaphore,
 }
 
-/// Removes the key's entry even if the leader is dropped mid-query, so waiters get an
-/// error instead of waiting forever.
+/// Removes the key's entry if the leader is dropped mid-query, so waiters get an error
+/// instead of waiting forever. Once the leader has finished (`done`), the entry may
+/// already belong to a newer flight and is left alone.
 struct Leader<'a> {
     flights: &'a Flights,
     key: &'a [u8],
+    done: bool,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        self.flights.waiting.remove(self.key);
+        if !self.done {
+            self.flights.waiting.remove(self.key);
+        }
     }
 }
 
@@ -60,13 +64,13 @@ impl Flights {
                 .await
                 .unwrap_or_else(|_| Err(FallbackError::Unavailable("shared query abandoned".into())));
         }
-        let leader = Leader { flights: self, key };
+        let mut leader = Leader { flights: self, key, done: false };
         let outcome = match self.permits.acquire().await {
             Ok(_permit) => query.await,
             Err(_) => Err(FallbackError::Unavailable("read-through closed".into())),
         };
         let waiters = self.waiting.remove(key).map(|(_, w)| w).unwrap_or_default();
-        drop(leader);
+        leader.done = true;
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -74,44 +78,52 @@ impl Flights {
     }
 }
 
-/// Keys known to have no row, until their expiry.
-pub struct NegativeCache {
-    entries: DashMap<Vec<u8>, Instant>,
+/// Values remembered per key until their expiry, in a map of bounded size: "no row"
+/// answers (the negative cache) and just-loaded rows (so misses that Redis answered
+/// before the write-back landed share the load instead of querying again).
+pub struct Expiring<V> {
+    entries: DashMap<Vec<u8>, (Instant, V)>,
     capacity: usize,
 }
 
-impl NegativeCache {
+/// Keys known to have no row.
+pub type NegativeCache = Expiring<()>;
+
+impl<V: Clone> Expiring<V> {
     /// Holds at most `capacity` keys.
-    pub fn new(capacity: usize) -> NegativeCache {
-        NegativeCache { entries: DashMap::new(), capacity }
+    pub fn new(capacity: usize) -> Expiring<V> {
+        Expiring { entries: DashMap::new(), capacity }
     }
 
-    /// True when `key` is remembered as missing and not expired.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let expired = match self.entries.get(key) {
-            None => return false,
-            Some(until) => *until <= Instant::now(),
-        };
-        if expired {
+    /// The value remembered for `key`, if not expired.
+    pub fn get(&self, key: &[u8]) -> Option<V> {
+        let (until, value) = self.entries.get(key).map(|e| e.value().clone())?;
+        if until <= Instant::now() {
             self.entries.remove(key);
+            return None;
         }
-        !expired
+        Some(value)
     }
 
-    /// Remembers `key` as missing for `ttl`. When full, expired entries are dropped
-    /// first; if it is still full the key is simply not cached.
-    pub fn insert(&self, key: &[u8], ttl: Duration) {
+    /// True when `key` has an unexpired entry.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Remembers `value` for `key` for `ttl`. When full, expired entries are dropped
+    /// first; if it is still full the key is simply not remembered.
+    pub fn insert(&self, key: &[u8], value: V, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
         if self.entries.len() >= self.capacity {
             let now = Instant::now();
-            self.entries.retain(|_, until| *until > now);
+            self.entries.retain(|_, (until, _)| *until > now);
             if self.entries.len() >= self.capacity {
                 return;
             }
         }
-        self.entries.insert(key.to_vec(), Instant::now() + ttl);
+        self.entries.insert(key.to_vec(), (Instant::now() + ttl, value));
     }
 
     /// Forgets `key`.
@@ -153,13 +165,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn negative_entries_expire_and_stay_bounded() {
         let cache = NegativeCache::new(2);
-        cache.insert(b"a", Duration::from_secs(1));
-        cache.insert(b"b", Duration::from_secs(5));
-        cache.insert(b"c", Duration::from_secs(5));
+        cache.insert(b"a", (), Duration::from_secs(1));
+        cache.insert(b"b", (), Duration::from_secs(5));
+        cache.insert(b"c", (), Duration::from_secs(5));
         assert!(cache.contains(b"a") && !cache.contains(b"c"), "full: c not cached");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!cache.contains(b"a"));
-        cache.insert(b"c", Duration::from_secs(5));
+        cache.insert(b"c", (), Duration::from_secs(5));
         assert!(cache.contains(b"c"));
         cache.remove(b"c");
         assert!(!cache.contains(b"c"));

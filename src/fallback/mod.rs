@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use flight::{Flights, NegativeCache};
+pub use flight::{Expiring, Flights, NegativeCache};
 pub use pattern::KeyPattern;
 pub use postgres::{Database, ParamType, RuleSql};
 
@@ -24,6 +24,12 @@ use crate::config::{Config, OnDbError, Shape};
 use crate::stats::Latency;
 use crate::tier::{TierTable, TtlPolicy};
 use crate::upstream::own::OwnClient;
+
+/// How long a loaded row is shared with misses that arrive after its query finished:
+/// long enough to cover misses Redis answered before the write-back landed (and reads
+/// while Redis is down), short enough that a row change is seen within a second even
+/// without a NOTIFY.
+const RECENT_TTL: Duration = Duration::from_secs(1);
 
 /// A value loaded from PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +99,8 @@ pub struct Fallback {
     db: Option<Database>,
     flights: Flights,
     negative: NegativeCache,
+    /// Rows loaded in the last `RECENT_TTL`: see `Expiring`.
+    recent: Expiring<Loaded>,
     /// The database breaker.
     pub breaker: Breaker,
     redis: Option<Arc<OwnClient>>,
@@ -120,6 +128,7 @@ impl Fallback {
             db,
             flights: Flights::new(config.postgres.max_inflight),
             negative: NegativeCache::new(config.postgres.negative_cache_size),
+            recent: Expiring::new(config.postgres.negative_cache_size),
             breaker: Breaker::new("postgres", config.breaker.failure_threshold, config.breaker.cooldown),
             redis,
             statement_timeout: config.postgres.statement_timeout,
@@ -167,9 +176,17 @@ impl Fallback {
             self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        let loaded = self.flights.run(&key, self.query(id, &key)).await;
-        self.after_load(id, &key, &loaded, write_back).await;
-        loaded
+        if let Some(value) = self.recent.get(&key) {
+            return Ok(Some(value));
+        }
+        // The write-back happens inside the flight: until it is done, later misses for the
+        // key join this flight instead of starting another query.
+        let flight = async {
+            let loaded = self.query(id, &key).await;
+            self.after_load(id, &key, &loaded, write_back).await;
+            loaded
+        };
+        self.flights.run(&key, flight).await
     }
 
     /// Loads several keys of one rule, with its batch query when it has one.
@@ -187,19 +204,29 @@ impl Fallback {
             }
             return out;
         };
-        let captures: Vec<&[u8]> =
-            keys.iter().filter_map(|k| rule.pattern.matches(k)?.first().copied()).collect();
-        let rows = self.batch_query(batch, &captures).await;
-        let mut out = Vec::with_capacity(keys.len());
-        for (key, capture) in keys.iter().zip(&captures) {
-            let one = rows.as_ref().map(|rows| {
-                rows.iter().find(|(id, _)| id.as_ref() == *capture).map(|(_, v)| Loaded::String(v.clone()))
-            });
-            let one = one.map_err(Clone::clone);
-            self.after_load(id, key, &one, write_back).await;
-            out.push(one);
+        let mut out: Vec<Option<Result<Option<Loaded>, FallbackError>>> =
+            keys.iter().map(|k| self.negative.contains(k).then_some(Ok(None))).collect();
+        let pending: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+        let negative_hits = (keys.len() - pending.len()) as u64;
+        self.counters.negative_hits.fetch_add(negative_hits, Ordering::Relaxed);
+        let captures: Vec<&[u8]> = pending
+            .iter()
+            .map(|&i| rule.pattern.matches(&keys[i]).and_then(|c| c.first().copied()).unwrap_or(b""))
+            .collect();
+        let rows =
+            if captures.is_empty() { Ok(Vec::new()) } else { self.batch_query(batch, &captures).await };
+        for (&i, capture) in pending.iter().zip(&captures) {
+            let one = match &rows {
+                Ok(rows) => Ok(rows
+                    .iter()
+                    .find(|(id, _)| id.as_ref() == *capture)
+                    .map(|(_, v)| Loaded::String(v.clone()))),
+                Err(e) => Err(e.clone()),
+            };
+            self.after_load(id, &keys[i], &one, write_back).await;
+            out[i] = Some(one);
         }
-        out
+        out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     async fn batch_query(
@@ -262,10 +289,11 @@ impl Fallback {
             }
             Ok(None) => {
                 self.counters.no_rows.fetch_add(1, Ordering::Relaxed);
-                self.negative.insert(key, rule.negative_ttl);
+                self.negative.insert(key, (), rule.negative_ttl);
             }
             Ok(Some(value)) => {
                 self.counters.rows.fetch_add(1, Ordering::Relaxed);
+                self.recent.insert(key, value.clone(), RECENT_TTL);
                 if write_back {
                     self.write_back(rule, key.clone(), value).await;
                 }
@@ -302,11 +330,13 @@ impl Fallback {
     /// A write through strata or a database notification: forget "no row" for `key`.
     pub fn forget(&self, key: &[u8]) {
         self.negative.remove(key);
+        self.recent.remove(key);
     }
 
     /// A database notification named `key`: delete it in Redis and forget "no row".
     pub async fn invalidate(&self, key: Bytes) {
         self.negative.remove(&key);
+        self.recent.remove(&key);
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         if let Some(redis) = &self.redis
             && let Err(e) = redis.del(key).await
@@ -408,6 +438,8 @@ pub async fn check_rules(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, rule) in fallback.rules().iter().enumerate() {
         if let Err(e) = db.param_types(&rule.sql).await {
+            problems.push(format!("read_through[{i}].query: {e}"));
+        } else if let Err(e) = db.check_columns(&rule.sql).await {
             problems.push(format!("read_through[{i}].query: {e}"));
         }
         if let Some(batch) = &rule.batch

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::{FallbackError, Loaded};
 use crate::config::{PostgresConfig, Shape};
@@ -113,6 +113,22 @@ impl Database {
         Ok(types)
     }
 
+    /// Prepares a rule's statement and checks that strata can read every result column.
+    pub async fn check_columns(&self, rule: &RuleSql) -> Result<(), FallbackError> {
+        let statement =
+            (&self.pool).prepare(AssertSqlSafe(rule.sql.clone()).into_sql_str()).await.map_err(classify)?;
+        if statement.columns().is_empty() {
+            return Err(FallbackError::Config(format!("'{}' returns no columns", rule.sql)));
+        }
+        for column in statement.columns() {
+            let name = column.type_info().name();
+            if !READABLE_TYPES.contains(&name) && name != "JSONB" {
+                return Err(unreadable(column.name(), name));
+            }
+        }
+        Ok(())
+    }
+
     /// Prepares a batch statement: `$1` must be `text[]` and rows need two columns.
     pub async fn check_batch(&self, sql: &str) -> Result<(), FallbackError> {
         let statement =
@@ -150,7 +166,7 @@ impl Database {
             };
         }
         let row = query.fetch_optional(&self.pool).await.map_err(classify)?;
-        Ok(row.and_then(|r| row_value(&r, shape)))
+        row.map_or(Ok(None), |r| row_value(&r, shape))
     }
 
     /// Runs a batch query with `$1` = the captures as `text[]`; rows are `(capture, value)`.
@@ -172,8 +188,8 @@ impl Database {
         Ok(rows
             .iter()
             .filter_map(|r| {
-                let id = text_of(r, 0)?;
-                let value = text_of(r, 1)?;
+                let id = text_of(r, 0).ok()??;
+                let value = text_of(r, 1).ok()??;
                 Some((id, value))
             })
             .collect())
@@ -202,46 +218,72 @@ fn bind_one<'q>(query: PgQuery<'q>, ty: ParamType, capture: &[u8]) -> Option<PgQ
 }
 
 /// The cache value of a row: its first column (string rules) or every non-NULL column
-/// by name (hash rules).
-fn row_value(row: &PgRow, shape: Shape) -> Option<Loaded> {
+/// by name (hash rules). A NULL value column (string rules) reads as no row.
+fn row_value(row: &PgRow, shape: Shape) -> Result<Option<Loaded>, FallbackError> {
     match shape {
-        Shape::String => text_of(row, 0).map(Loaded::String),
+        Shape::String => Ok(text_of(row, 0)?.map(Loaded::String)),
         Shape::Hash => {
-            let fields: Vec<(Bytes, Bytes)> = row
-                .columns()
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| Some((Bytes::from(c.name().to_string()), text_of(row, i)?)))
-                .collect();
-            Some(Loaded::Hash(fields))
+            let mut fields = Vec::with_capacity(row.columns().len());
+            for (i, column) in row.columns().iter().enumerate() {
+                if let Some(value) = text_of(row, i)? {
+                    fields.push((Bytes::from(column.name().to_string()), value));
+                }
+            }
+            Ok(Some(Loaded::Hash(fields)))
         }
     }
 }
 
-/// A column as bytes, whatever its common type; `None` for NULL or an unsupported type.
-fn text_of(row: &PgRow, i: usize) -> Option<Bytes> {
-    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-        return v.map(Bytes::from);
+/// Column types strata turns into cache values; others must be cast in the SQL.
+pub const READABLE_TYPES: [&str; 12] = [
+    "TEXT", "VARCHAR", "BPCHAR", "NAME", "BYTEA", "INT2", "INT4", "INT8", "FLOAT4", "FLOAT8", "BOOL", "JSON",
+];
+
+/// A column as bytes; `None` for NULL; an error naming the type when strata cannot read
+/// it (rather than mistaking the row for a missing one).
+fn text_of(row: &PgRow, i: usize) -> Result<Option<Bytes>, FallbackError> {
+    let raw = row.try_get_raw(i).map_err(|e| FallbackError::Query(e.to_string()))?;
+    if raw.is_null() {
+        return Ok(None);
     }
-    if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(i) {
-        return v.map(Bytes::from);
+    let type_name = raw.type_info().name().to_string();
+    let number = |v: String| Ok(Some(Bytes::from(v)));
+    let bad = |e: sqlx::Error| FallbackError::Query(e.to_string());
+    match type_name.as_str() {
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+            Ok(Some(Bytes::from(row.try_get::<String, _>(i).map_err(bad)?)))
+        }
+        "BYTEA" => Ok(Some(Bytes::from(row.try_get::<Vec<u8>, _>(i).map_err(bad)?))),
+        "INT2" => number(row.try_get::<i16, _>(i).map_err(bad)?.to_string()),
+        "INT4" => number(row.try_get::<i32, _>(i).map_err(bad)?.to_string()),
+        "INT8" => number(row.try_get::<i64, _>(i).map_err(bad)?.to_string()),
+        "FLOAT4" => number(row.try_get::<f32, _>(i).map_err(bad)?.to_string()),
+        "FLOAT8" => number(row.try_get::<f64, _>(i).map_err(bad)?.to_string()),
+        "BOOL" => {
+            Ok(Some(Bytes::from_static(if row.try_get::<bool, _>(i).map_err(bad)? { b"1" } else { b"0" })))
+        }
+        "JSON" | "JSONB" => {
+            json_text(raw.as_bytes().map_err(|e| FallbackError::Query(e.to_string()))?, &type_name)
+        }
+        other => Err(unreadable(row.columns()[i].name(), other)),
     }
-    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-        return v.map(|n| Bytes::from(n.to_string()));
-    }
-    if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
-        return v.map(|n| Bytes::from(n.to_string()));
-    }
-    if let Ok(v) = row.try_get::<Option<i16>, _>(i) {
-        return v.map(|n| Bytes::from(n.to_string()));
-    }
-    if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-        return v.map(|n| Bytes::from(n.to_string()));
-    }
-    if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
-        return v.map(|b| Bytes::from_static(if b { b"1" } else { b"0" }));
-    }
-    None
+}
+
+/// json arrives as its text; jsonb's binary form is a version byte (1) and the text.
+fn json_text(bytes: &[u8], type_name: &str) -> Result<Option<Bytes>, FallbackError> {
+    let text = match (type_name, bytes.split_first()) {
+        ("JSONB", Some((1, rest))) => rest,
+        ("JSONB", _) => return Err(FallbackError::Query("unknown jsonb format".into())),
+        _ => bytes,
+    };
+    Ok(Some(Bytes::copy_from_slice(text)))
+}
+
+/// The error for a column strata cannot turn into a value.
+pub fn unreadable(column: &str, type_name: &str) -> FallbackError {
+    FallbackError::Query(format!(
+        "column '{column}' has type {type_name}, which strata does not read; cast it in the SQL, e.g. {column}::text"
+    ))
 }
 
 /// Connection trouble counts against the database breaker; SQL errors do not.

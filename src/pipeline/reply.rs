@@ -71,18 +71,38 @@ pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
     Settled::Deferred(pieces)
 }
 
-/// Resolves deferred pieces, in order.
-pub async fn resolve(fallback: &crate::fallback::Fallback, pieces: Vec<Piece>) -> Bytes {
-    let mut out = BytesMut::new();
+/// Resolves deferred pieces. Loads run concurrently (misses for one key in one batch
+/// then share one query); replies keep their order.
+pub async fn resolve(fallback: std::sync::Arc<crate::fallback::Fallback>, pieces: Vec<Piece>) -> Bytes {
+    let mut parts = Vec::with_capacity(pieces.len());
     for piece in pieces {
-        match piece {
-            Piece::Ready(bytes) => out.extend_from_slice(&bytes),
+        parts.push(match piece {
+            Piece::Ready(bytes) => Part::Ready(bytes),
             Piece::Load { through, original } => {
-                out.extend_from_slice(&through::answer(fallback, &through, original.as_deref()).await);
+                let fallback = fallback.clone();
+                Part::Loading(tokio::spawn(async move {
+                    through::answer(&fallback, &through, original.as_deref()).await
+                }))
             }
+        });
+    }
+    let mut out = BytesMut::new();
+    for part in parts {
+        match part {
+            Part::Ready(bytes) => out.extend_from_slice(&bytes),
+            Part::Loading(task) => match task.await {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                // A load task cannot panic short of a bug; the client still gets one reply.
+                Err(_) => out.extend_from_slice(b"-ERR strata: read-through failed\r\n"),
+            },
         }
     }
     out.freeze()
+}
+
+enum Part {
+    Ready(Bytes),
+    Loading(tokio::task::JoinHandle<Bytes>),
 }
 
 fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant) {

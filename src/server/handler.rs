@@ -356,9 +356,12 @@ impl Handler {
     async fn send_pinned(&mut self, job: Job) -> Result<(), String> {
         let protocol = self.session.protocol;
         if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
-            let dedicated = Dedicated::open(&self.ctx.config.upstream, protocol)
-                .await
-                .map_err(|e| format!("ERR upstream unavailable: {e}"))?;
+            let dedicated = match self.ctx.spares.take(protocol) {
+                Some(spare) => spare,
+                None => Dedicated::open(&self.ctx.config.upstream, protocol)
+                    .await
+                    .map_err(|e| format!("ERR upstream unavailable: {e}"))?,
+            };
             self.set_pinned(Some((dedicated, protocol)));
         }
         let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
@@ -465,6 +468,12 @@ impl Handler {
         if let Some((dedicated, _)) = self.pinned.take() {
             return dedicated.detach().await.map(|d| (d.stream, d.leftover));
         }
+        if let Some(spare) = self.ctx.spares.take(self.session.protocol) {
+            self.registration.handle.set_upstream_id(spare.upstream_id.unwrap_or(-1));
+            if let Some(detached) = spare.detach().await {
+                return Some((detached.stream, detached.leftover));
+            }
+        }
         let conn =
             crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol, true).await.ok()?;
         self.registration.handle.set_upstream_id(conn.client_id.unwrap_or(-1));
@@ -569,7 +578,7 @@ fn defer(ctx: &Arc<Context>, pieces: Vec<pipeline::reply::Piece>, frames: usize,
     let (tx, rx) = oneshot::channel();
     let fallback = ctx.fallback.clone();
     tokio::spawn(async move {
-        let _ = tx.send(pipeline::reply::resolve(&fallback, pieces).await);
+        let _ = tx.send(pipeline::reply::resolve(fallback, pieces).await);
     });
     Pending::Waiting { rx, frames, pinned, notes: Vec::new() }
 }

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::fallback::Fallback;
 use crate::stats::{Exporter, InfoExtra, Stats};
 use crate::tier::TierTable;
-use crate::upstream::{ServerInfo, SharedPool};
+use crate::upstream::{ServerInfo, SharedPool, Spares};
 
 /// State shared by every client handler.
 pub struct Context {
@@ -49,6 +49,8 @@ pub struct Context {
     pub fallback: Arc<Fallback>,
     /// The upstream Redis breaker (fed by the shared connections' supervisors).
     pub breaker: Arc<Breaker>,
+    /// Ready dedicated connections for clients that become stateful.
+    pub spares: Arc<Spares>,
     next_client_id: AtomicU64,
     clients: AtomicUsize,
 }
@@ -65,7 +67,9 @@ impl Context {
         let tiers = Arc::new(TierTable::new(&config.tiers));
         let stats = Arc::new(Stats::new(&tiers));
         let breaker = pool.breaker();
+        let spares = Spares::start(&config.upstream, config.upstream.spare_connections, breaker.clone());
         Context {
+            spares,
             tiers,
             stats,
             fallback,

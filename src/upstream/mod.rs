@@ -9,6 +9,7 @@ mod connect;
 pub mod own;
 mod pool;
 mod probe;
+mod spare;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub use conn::{Detached, Exit, Job, Msg};
 pub use connect::{Connected, connect, push_command};
 pub use pool::{SharedPool, SlotId};
 pub use probe::{ServerInfo, probe_loop};
+pub use spare::Spares;
 
 use crate::config::UpstreamConfig;
 use crate::resp::reply::Protocol;

@@ -46,7 +46,9 @@ impl PgServer {
     pub fn start() -> PgServer {
         let dir = tempfile::Builder::new().prefix("strata-pg").tempdir().expect("tempdir");
         if is_root() {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()), "chown");
+            let mut chown = Command::new("chown");
+            chown.args(["-R", "postgres:postgres"]).arg(dir.path());
+            run(chown, "chown");
         }
         let server = PgServer { port: super::free_port(), dir };
         let mut initdb = pg_command("initdb");
