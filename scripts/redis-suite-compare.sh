@@ -11,12 +11,11 @@ cd "$ROOT"
 
 SUITE=${REDIS_SUITE:-$ROOT/../shared/tools/redis-suite.sh}
 [ -x "$SUITE" ] || SUITE="bash $SUITE"
-# The CI set: data types, expire, multi, pub/sub, scripting and protocol units.
-# unit/type/list* and unit/type/stream-cgroups are left to --full: some of their tests race several clients' blocking
-# commands against each other, and a pinned connection being opened can reorder them
-# (see the open issue notes); a hung unit would cost CI its whole unit timeout.
-CI_UNITS=(unit/type/string unit/type/incr
-  unit/type/hash unit/type/set unit/type/zset unit/type/stream
+# The CI set: data types (lists and stream consumer groups included: ready spare
+# connections keep several clients' blocking commands in the order they were sent),
+# expire, multi, pub/sub, scripting and protocol units.
+CI_UNITS=(unit/type/string unit/type/incr unit/type/list unit/type/list-2 unit/type/list-3
+  unit/type/hash unit/type/set unit/type/zset unit/type/stream unit/type/stream-cgroups
   unit/expire unit/multi unit/pubsub unit/pubsubshard unit/scripting unit/protocol
   unit/keyspace unit/bitops unit/hyperloglog unit/geo unit/functions)
 UNITS=()

@@ -126,10 +126,19 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.threads > 0 {
-        builder.worker_threads(config.server.threads);
-    }
+    // One thread: the current-thread scheduler runs woken tasks first in, first out. The
+    // multi-thread one puts the most recently woken task first (its LIFO slot), so two
+    // clients' requests arriving in one event-loop turn would reach Redis in reverse order.
+    let mut builder = match config.server.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.server.listen)

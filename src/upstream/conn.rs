@@ -88,12 +88,17 @@ struct Driver {
 }
 
 /// Runs a connection until it fails, times out, is detached or is no longer used.
+/// `gather` (shared connections) yields to collect other clients' requests into one
+/// write; a dedicated connection serves one client and writes at once, so its request
+/// is not overtaken by another client's on a connection that did not wait.
 pub async fn drive(
     mut stream: TcpStream,
     leftover: BytesMut,
     mut rx: mpsc::Receiver<Msg>,
     timeout: Option<Duration>,
+    gather: bool,
 ) -> Exit {
+    let max_yields = if gather { MAX_YIELDS } else { 0 };
     let mut d = Driver {
         rbuf: leftover,
         wbuf: BytesMut::new(),
@@ -143,7 +148,7 @@ pub async fn drive(
                             Ok(next) => msg = next,
                             // Keep yielding while each yield brought more requests: the
                                 // event loop still has clients with requests to hand over.
-                            Err(_) if yields < MAX_YIELDS => {
+                            Err(_) if yields < max_yields => {
                                 yields += 1;
                                 tokio::task::yield_now().await;
                                 match rx.try_recv() {

@@ -66,7 +66,7 @@ impl Dedicated {
         upstream_id: Option<i64>,
     ) -> Dedicated {
         let (tx, rx) = mpsc::channel(DEDICATED_QUEUE);
-        let task = tokio::spawn(conn::drive(stream, leftover, rx, timeout));
+        let task = tokio::spawn(conn::drive(stream, leftover, rx, timeout, false));
         Dedicated { tx, upstream_id, task }
     }
 

@@ -117,7 +117,7 @@ async fn supervise(pool: Arc<SharedPool>, slot: SlotId) {
                 let (tx, rx) = mpsc::channel(config.queue_depth);
                 pool.publish(slot, Some(tx));
                 pool.connected.fetch_add(1, Ordering::Relaxed);
-                let exit = drive(conn.stream, conn.leftover, rx, config.command_timeout).await;
+                let exit = drive(conn.stream, conn.leftover, rx, config.command_timeout, true).await;
                 pool.connected.fetch_sub(1, Ordering::Relaxed);
                 pool.publish(slot, None);
                 tracing::warn!(?slot, ?exit, "upstream connection ended; in-flight requests failed");
