@@ -107,8 +107,8 @@ pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit 
 
 /// Prepares one forwarded request. Runs for every request, so the untiered path is a
 /// table lookup and an early return.
-pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]]) -> Prepared {
-    let Some(info) = env.commands.lookup(argv) else { return Prepared::Untouched };
+pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&CommandInfo>) -> Prepared {
+    let Some(info) = info else { return Prepared::Untouched };
     match info.name.as_str() {
         // `decide` has already entered or left the transaction. A nested MULTI is refused
         // by Redis and the transaction goes on, so it must not reset the bookkeeping.

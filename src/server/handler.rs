@@ -156,8 +156,12 @@ impl Handler {
             };
             let (action, prepared) = {
                 let source: &[u8] = encoded.as_deref().unwrap_or(&self.rbuf[run.len..run.len + len]);
-                let argv: Vec<&[u8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
+                // On the stack for the usual few arguments: this runs for every request.
+                let argv: smallvec::SmallVec<[&[u8]; 8]> =
+                    self.ranges.iter().map(|r| &source[r.clone()]).collect();
+                let command = server.commands.lookup(&argv).map(|i| &**i);
                 let route_ctx = RouteContext {
+                    info: command,
                     commands: &server.commands,
                     version: &server.version,
                     upstream: &self.ctx.config.upstream.url,
@@ -170,7 +174,7 @@ impl Handler {
                         let info = || self.ctx.info_extra();
                         let mut env = env(&self.ctx, &server.commands, &info, batch_start);
                         env.upstream_down = route == Route::Shared && self.ctx.breaker.is_blocking();
-                        pipeline::prepare(&env, &mut self.session, &argv)
+                        pipeline::prepare(&env, &mut self.session, &argv, command)
                     }
                     _ => Prepared::Untouched,
                 };

@@ -52,6 +52,8 @@ pub struct RouteContext<'a> {
     pub registry: &'a super::registry::Registry,
     /// The tiers, for STRATA TIER / TIERS.
     pub tiers: &'a crate::tier::TierTable,
+    /// The request's entry in the command table, looked up once per request.
+    pub info: Option<&'a crate::command::CommandInfo>,
 }
 
 /// Longest command name strata treats specially.
@@ -106,14 +108,14 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
         b"reset" => Action::Reset,
         b"wait" | b"waitaof" => Action::Forward(Route::Pinned),
         _ if current == Route::Pinned => Action::Forward(Route::Pinned),
-        _ if blocks(ctx.commands, name, argv) => Action::Forward(Route::Pinned),
+        _ if blocks(ctx.info, name, argv) => Action::Forward(Route::Pinned),
         _ => Action::Forward(Route::Shared),
     }
 }
 
 /// Blocking commands would stall every client sharing the connection.
-fn blocks(commands: &CommandTable, name: &[u8], argv: &[&[u8]]) -> bool {
-    let Some(info) = commands.lookup(argv) else { return false };
+fn blocks(info: Option<&crate::command::CommandInfo>, name: &[u8], argv: &[&[u8]]) -> bool {
+    let Some(info) = info else { return false };
     if !info.has(cmd_flag::BLOCKING) {
         return false;
     }
