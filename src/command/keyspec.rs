@@ -65,6 +65,9 @@ pub struct KeySpec {
     pub find: FindKeys,
 }
 
+/// A request's keys; on the stack for the usual few (found for every tiered request).
+pub type Keys = smallvec::SmallVec<[KeyRef; 4]>;
+
 /// One key found in a request: its argument index and its spec's flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyRef {
@@ -87,7 +90,7 @@ pub enum KeyError {
 
 impl KeySpec {
     /// Appends the keys this spec finds in `args` to `out`.
-    pub fn find(&self, args: &[&[u8]], out: &mut Vec<KeyRef>) -> Result<(), KeyError> {
+    pub fn find(&self, args: &[&[u8]], out: &mut Keys) -> Result<(), KeyError> {
         let argc = args.len();
         let Some(mut first) = self.begin_index(args) else {
             return match self.begin {

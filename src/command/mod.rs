@@ -18,7 +18,7 @@ use std::sync::Arc;
 use redis_protocol::resp2::types::OwnedFrame;
 
 use keyspec::text;
-pub use keyspec::{BeginSearch, FindKeys, KeyError, KeyRef, KeySpec, flag};
+pub use keyspec::{BeginSearch, FindKeys, KeyError, KeyRef, KeySpec, Keys, flag};
 
 /// Raw `COMMAND` reply captured from redis-server 7.0.15, the fallback table.
 const BUILTIN_COMMAND_REPLY: &[u8] = include_bytes!("redis-7.0-command.resp");
@@ -141,19 +141,21 @@ impl CommandTable {
     }
 
     /// The keys of a request, as Redis would find them.
-    pub fn keys(&self, args: &[&[u8]]) -> Result<Vec<KeyRef>, KeyError> {
-        let Some(info) = self.lookup(args) else { return Ok(Vec::new()) };
+    pub fn keys(&self, args: &[&[u8]]) -> Result<Keys, KeyError> {
+        let Some(info) = self.lookup(args) else { return Ok(Keys::new()) };
         keys_of(info, args)
     }
 }
 
 /// The keys of a request for an already looked-up command.
-pub fn keys_of(info: &CommandInfo, args: &[&[u8]]) -> Result<Vec<KeyRef>, KeyError> {
-    let mut keys = Vec::new();
+pub fn keys_of(info: &CommandInfo, args: &[&[u8]]) -> Result<Keys, KeyError> {
+    let mut keys = Keys::new();
     for spec in &info.key_specs {
         match spec.find(args, &mut keys) {
             Err(KeyError::Undescribed) => {
-                return special::keys(&info.name, args, &info.key_specs).ok_or(KeyError::Undescribed);
+                return special::keys(&info.name, args, &info.key_specs)
+                    .map(Keys::from_vec)
+                    .ok_or(KeyError::Undescribed);
             }
             other => other?,
         }

@@ -69,7 +69,7 @@ impl Note {
 #[derive(Debug)]
 pub struct Account {
     /// Tiered keys, what the request does with them, and their argument index.
-    pub keys: Vec<(Class, Role, usize)>,
+    pub keys: crate::tier::plan::KeyRoles,
     /// How a reply array maps to keys.
     pub elements: Elements,
     /// An integer 0 reply means "missing" (EXISTS, HEXISTS, SISMEMBER).
@@ -193,7 +193,9 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         clamps: plan.clamps,
         persist_denied: plan.persist_denied,
     };
-    env.stats.record_policy(plan.keys[0].0, counts);
+    if plan.ttl_rewrites + plan.clamps + plan.persist_denied > 0 {
+        env.stats.record_policy(plan.keys[0].0, counts);
+    }
     if let Some(reply) = plan.refuse {
         return (Prepared::Answer(reply), 0);
     }

@@ -31,11 +31,29 @@ pub enum Settled {
 }
 
 /// Turns the replies of a batch (in note order) into the client's replies.
-pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
-    if notes.iter().all(|n| n.fix == ReplyFix::None && n.through.is_none()) {
-        account_in_place(env.stats, &bytes, notes, env.now);
-        return Settled::Ready(bytes);
+pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note]) -> Settled {
+    let mut samples = Samples::new();
+    let settled = if notes.iter().all(|n| n.fix == ReplyFix::None && n.through.is_none()) {
+        account_in_place(env.stats, &bytes, notes, env.now, &mut samples);
+        Settled::Ready(bytes)
+    } else {
+        finish_cutting(env, bytes, notes, &mut samples)
+    };
+    env.stats.record_latencies(&samples);
+    settled
+}
+
+/// Latency samples of one batch: `(tier, micros, count)`.
+type Samples = smallvec::SmallVec<[(u16, u64, u64); 4]>;
+
+fn add_sample(samples: &mut Samples, tier: u16, micros: u64) {
+    match samples.iter_mut().find(|(t, m, _)| *t == tier && *m == micros) {
+        Some((_, _, count)) => *count += 1,
+        None => samples.push((tier, micros, 1)),
     }
+}
+
+fn finish_cutting(env: &Env, mut bytes: Bytes, notes: &mut [Note], samples: &mut Samples) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
     for note in notes.iter_mut() {
@@ -47,10 +65,10 @@ pub fn finish(env: &Env, mut bytes: Bytes, notes: &mut [Note]) -> Settled {
         };
         let reply = fix(env, frames, &note.fix);
         if let Some(account) = &note.account {
-            record(env.stats, &reply, account, env.now);
+            record(env.stats, &reply, account, env.now, samples);
         }
         if !note.queued.is_empty() {
-            record_exec(env.stats, &reply, &note.queued, env.now);
+            record_exec(env.stats, &reply, &note.queued, env.now, samples);
         }
         match note.through.take() {
             Some(through) if through::is_miss(&reply, &through) => {
@@ -105,13 +123,13 @@ enum Part {
     Loading(tokio::task::JoinHandle<Bytes>),
 }
 
-fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant) {
+fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant, samples: &mut Samples) {
     let mut rest = bytes.clone();
     for note in notes {
         let Some(len) = frames_len(&rest, note.frames) else { return };
         let reply = rest.split_to(len);
         if let Some(account) = &note.account {
-            record(stats, &reply, account, now);
+            record(stats, &reply, account, now, samples);
         }
     }
 }
@@ -241,7 +259,7 @@ fn is_missing(frame: &[u8]) -> bool {
 }
 
 /// Counts one request's outcome per key, and its latency once per tier.
-fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant) {
+fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant, samples: &mut Samples) {
     let error = is_error(reply);
     let elements = match account.elements {
         Elements::Whole => None,
@@ -280,21 +298,21 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant) {
         let bit = 1u64 << (class.tier % 64);
         if seen & bit == 0 {
             seen |= bit;
-            stats.record_latency(class.tier, micros);
+            add_sample(samples, class.tier, micros);
         }
     }
 }
 
 /// Counts each queued command of a transaction by its element of EXEC's array (an
 /// aborted transaction, nil or EXECABORT, executed nothing and counts nothing).
-fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], now: Instant) {
+fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], now: Instant, samples: &mut Samples) {
     let Some(elements) = array_elements(exec) else { return };
     if elements.len() != queued.len() {
         return;
     }
     for (element, account) in elements.iter().zip(queued) {
         if let Some(account) = account {
-            record(stats, element, account, now);
+            record(stats, element, account, now, samples);
         }
     }
 }

@@ -66,6 +66,21 @@ impl Latency {
         }
     }
 
+    /// Records `(tier, micros, count)` samples under one lock: a batch of replies settled
+    /// together shares its latency, so this is one lock per batch, not per request.
+    pub fn record_many(&self, samples: &[(TierId, u64, u64)]) {
+        if samples.is_empty() {
+            return;
+        }
+        let shard = SHARD.with(|s| *s);
+        let mut histograms = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        for &(tier, micros, count) in samples {
+            if let Some(h) = histograms.get_mut(tier as usize) {
+                let _ = h.record_n(micros.clamp(1, HIGHEST_US), count);
+            }
+        }
+    }
+
     /// Merged percentiles of one tier.
     pub fn percentiles(&self, tier: TierId) -> Percentiles {
         let mut merged = empty_histogram();

@@ -171,16 +171,26 @@ impl Stats {
 
     /// Counts the TTL-policy actions of one request against the class of its first key.
     pub fn record_policy(&self, class: Class, counts: PolicyCounts) {
+        let add = |counter: &AtomicU64, n: u32| {
+            if n > 0 {
+                counter.fetch_add(n.into(), Ordering::Relaxed);
+            }
+        };
         for c in [&self.tiers[class.tier as usize], &self.rules[class.rule as usize]] {
-            c.ttl_rewrites.fetch_add(counts.ttl_rewrites.into(), Ordering::Relaxed);
-            c.ttl_clamps.fetch_add(counts.clamps.into(), Ordering::Relaxed);
-            c.persist_denied.fetch_add(counts.persist_denied.into(), Ordering::Relaxed);
+            add(&c.ttl_rewrites, counts.ttl_rewrites);
+            add(&c.ttl_clamps, counts.clamps);
+            add(&c.persist_denied, counts.persist_denied);
         }
     }
 
     /// Records one request's latency for a tier.
     pub fn record_latency(&self, tier: TierId, micros: u64) {
         self.latency.record(tier, micros);
+    }
+
+    /// Records latency samples `(tier, micros, count)` gathered over a batch.
+    pub fn record_latencies(&self, samples: &[(TierId, u64, u64)]) {
+        self.latency.record_many(samples);
     }
 
     /// Counts a command passed through because its keys could not be found.

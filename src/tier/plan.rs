@@ -15,6 +15,10 @@ use crate::config::PersistPolicy;
 use crate::resp::Reply;
 use crate::resp::reply::{encode_command, encode_command_parts};
 
+/// Tiered keys of a request with their role and argument index; on the stack for the
+/// usual few.
+pub type KeyRoles = smallvec::SmallVec<[(Class, Role, usize); 4]>;
+
 /// How a request may be sent, given its client's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -71,7 +75,7 @@ pub struct Plan {
     /// Answer locally with this instead of sending anything (a refused PERSIST).
     pub refuse: Option<Reply>,
     /// Tiered keys with their role and argument index, for accounting.
-    pub keys: Vec<(Class, Role, usize)>,
+    pub keys: KeyRoles,
     /// Commands strata added inside the client's MULTI (for `FilterExec`).
     pub queued_extra: u16,
     /// Keys given the tier's default TTL.
@@ -108,7 +112,7 @@ pub fn plan(input: &Input) -> Option<Plan> {
     let mut b = Builder {
         input,
         args: None,
-        append: Vec::new(),
+        append_px: None,
         extra: Vec::new(),
         keys,
         counts: Counts::default(),
@@ -119,7 +123,7 @@ pub fn plan(input: &Input) -> Option<Plan> {
 }
 
 /// Classifies every key and decides its role.
-fn classify(input: &Input) -> Vec<(Class, Role, usize, u16)> {
+fn classify(input: &Input) -> smallvec::SmallVec<[(Class, Role, usize, u16); 4]> {
     let readonly = input.info.has(cmd_flag::READONLY);
     input
         .keys
@@ -149,12 +153,12 @@ struct Builder<'a> {
     input: &'a Input<'a>,
     /// The request's arguments once one of them changes.
     args: Option<Vec<Vec<u8>>>,
-    /// Arguments added at the end (`PX ttl`), kept apart so the common rewrite does not
-    /// copy the request's own arguments twice.
-    append: Vec<Vec<u8>>,
+    /// `PX <ms>` added at the end, kept apart so the most common rewrite (`SET k v` on a
+    /// TTL tier) copies the request's arguments once and allocates nothing else.
+    append_px: Option<u64>,
     /// Commands to run after the request (PEXPIRE …).
     extra: Vec<Vec<Vec<u8>>>,
-    keys: Vec<(Class, Role, usize, u16)>,
+    keys: smallvec::SmallVec<[(Class, Role, usize, u16); 4]>,
     counts: Counts,
     refuse: Option<Reply>,
 }
@@ -258,9 +262,7 @@ impl Builder<'_> {
                 self.enforce_after_write(&policy, key);
             }
             (None, false) => {
-                let fresh = policy.fresh_ms().unwrap_or(0);
-                self.append.push(b"PX".to_vec());
-                self.append.push(itoa::Buffer::new().format(fresh).as_bytes().to_vec());
+                self.append_px = Some(policy.fresh_ms().unwrap_or(0));
                 self.counts.ttl_rewrites += 1;
             }
         }
@@ -431,13 +433,15 @@ impl Builder<'_> {
         if plan.refuse.is_some() {
             return plan;
         }
-        let appended: Vec<&[u8]> = self.append.iter().map(Vec::as_slice).collect();
+        let mut digits = itoa::Buffer::new();
+        let px = self.append_px.map(|ms| [&b"PX"[..], digits.format(ms).as_bytes()]);
+        let appended: &[&[u8]] = px.as_ref().map_or(&[], |p| &p[..]);
         let request = match self.args {
             Some(args) => {
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                Some(encode_command_parts(&refs, &appended))
+                Some(encode_command_parts(&refs, appended))
             }
-            None if !appended.is_empty() => Some(encode_command_parts(self.input.argv, &appended)),
+            None if !appended.is_empty() => Some(encode_command_parts(self.input.argv, appended)),
             None => None,
         };
         if self.extra.is_empty() {
