@@ -3,6 +3,7 @@
 
 mod handler;
 mod local;
+mod pending;
 mod registry;
 mod route;
 mod session;

@@ -1,0 +1,157 @@
+//! What a client is owed, in order: the queue entries (`Pending`), the run of
+//! consecutive shared-route requests being gathered into one upstream job (`Run`), and
+//! settling a batch's reply bytes through `pipeline` (cutting, counting, and handing
+//! reads that PostgreSQL must fill to a task of their own).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Context;
+use crate::pipeline::reply::Settled;
+use crate::pipeline::{self, Env, Note};
+
+/// A reply owed to the client, in request order.
+pub(super) enum Pending {
+    /// Bytes ready to write.
+    Ready(Bytes),
+    /// Waiting for Redis: `frames` replies, on the pinned connection or not; `notes` say
+    /// how to cut and count them when strata changed or must account for the requests.
+    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool, notes: Vec<Note> },
+}
+
+/// Consecutive shared-route requests not yet sent: `len` bytes still at the front of the
+/// read buffer, after `parts` already cut from it (requests before a rewritten one, and
+/// the rewritten bytes).
+#[derive(Default)]
+pub(super) struct Run {
+    pub(super) len: usize,
+    pub(super) frames: usize,
+    pub(super) parts: Vec<Bytes>,
+    /// One note per prepared request (plain runs merged); empty while no request in the
+    /// run needs its reply cut or counted.
+    pub(super) notes: Vec<Note>,
+}
+
+impl Run {
+    /// Adds the request of `len` bytes at `rbuf[self.len..]`, sent as `replacement` if given.
+    pub(super) fn add(
+        &mut self,
+        rbuf: &mut BytesMut,
+        len: usize,
+        replacement: Option<Bytes>,
+        note: Option<Note>,
+    ) {
+        let frames = note.as_ref().map_or(1, |n| n.frames);
+        match note {
+            Some(note) => {
+                if self.notes.is_empty() && self.frames > 0 {
+                    self.notes.push(Note::plain(self.frames));
+                }
+                self.notes.push(note);
+            }
+            None if self.notes.is_empty() => {}
+            None => match self.notes.last_mut() {
+                Some(last) if last.account.is_none() && last.fix == crate::tier::ReplyFix::None => {
+                    last.frames += 1
+                }
+                _ => self.notes.push(Note::plain(1)),
+            },
+        }
+        match replacement {
+            Some(bytes) => {
+                if self.len > 0 {
+                    self.parts.push(rbuf.split_to(self.len).freeze());
+                    self.len = 0;
+                }
+                rbuf.advance(len);
+                self.parts.push(bytes);
+            }
+            None => self.len += len,
+        }
+        self.frames += frames;
+    }
+
+    /// The run's payload, frame count and notes; leaves the run empty.
+    pub(super) fn take(&mut self, rbuf: &mut BytesMut) -> (Vec<Bytes>, usize, Vec<Note>) {
+        let mut payload = std::mem::take(&mut self.parts);
+        if self.len > 0 {
+            payload.push(rbuf.split_to(std::mem::take(&mut self.len)).freeze());
+        }
+        (payload, std::mem::take(&mut self.frames), std::mem::take(&mut self.notes))
+    }
+}
+
+/// The data-path view of the context, for `pipeline`.
+pub(super) fn env<'a>(
+    ctx: &'a Context,
+    commands: &'a crate::command::CommandTable,
+    info: &'a dyn Fn() -> crate::stats::InfoExtra,
+    now: Instant,
+) -> Env<'a> {
+    Env {
+        commands,
+        tiers: &ctx.tiers,
+        stats: &ctx.stats,
+        info,
+        fallback: &ctx.fallback,
+        upstream_down: false,
+        now,
+    }
+}
+
+/// Cuts and counts replies that have notes; reads that PostgreSQL must fill become a
+/// new wait in the same queue position.
+pub(super) fn settle(ctx: &Arc<Context>, bytes: Bytes, mut notes: Vec<Note>, pinned: bool) -> Pending {
+    if notes.is_empty() {
+        return Pending::Ready(bytes);
+    }
+    let server = ctx.server.load();
+    let info = || ctx.info_extra();
+    match pipeline::reply::finish(&env(ctx, &server.commands, &info, Instant::now()), bytes, &mut notes) {
+        Settled::Ready(bytes) => Pending::Ready(bytes),
+        Settled::Deferred(pieces) => {
+            let frames = notes.iter().map(Note::client_frames).sum();
+            defer(ctx, pieces, frames, pinned)
+        }
+    }
+}
+
+/// Resolves pieces that wait for PostgreSQL in a task of their own, so the client's
+/// other replies keep flowing; the reply keeps its place in the queue.
+pub(super) fn defer(
+    ctx: &Arc<Context>,
+    pieces: Vec<pipeline::reply::Piece>,
+    frames: usize,
+    pinned: bool,
+) -> Pending {
+    let (tx, rx) = oneshot::channel();
+    let fallback = ctx.fallback.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(pipeline::reply::resolve(fallback, pieces).await);
+    });
+    Pending::Waiting { rx, frames, pinned, notes: Vec::new() }
+}
+
+/// Waits until the front entry's reply has arrived (or its connection is gone).
+pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Context>) {
+    let Some(front) = queue.front_mut() else { return };
+    if let Pending::Waiting { rx, frames, pinned, notes } = front {
+        let bytes = match rx.await {
+            Ok(bytes) => bytes,
+            Err(_) if *pinned => return,
+            Err(_) => repeat_error("ERR upstream connection lost", *frames),
+        };
+        let pinned = *pinned;
+        *front = settle(ctx, bytes, std::mem::take(notes), pinned);
+    }
+}
+
+/// One error line per expected reply, so the client's reply count stays right.
+pub(super) fn repeat_error(message: &str, frames: usize) -> Bytes {
+    let line = format!("-{}\r\n", message.replace(['\r', '\n'], " "));
+    Bytes::from(line.repeat(frames))
+}
