@@ -109,6 +109,9 @@ pub fn plan(input: &Input) -> Option<Plan> {
     if keys.is_empty() {
         return None;
     }
+    if let Some(plan) = plain_read(input, &keys) {
+        return Some(plan);
+    }
     let mut b = Builder {
         input,
         args: None,
@@ -120,6 +123,26 @@ pub fn plan(input: &Input) -> Option<Plan> {
     };
     b.apply_policy();
     Some(b.finish())
+}
+
+/// The common case on the hot path: a read-only command whose keys' tiers do not slide
+/// needs no policy, only accounting.
+fn plain_read(input: &Input, keys: &[(Class, Role, usize, u16)]) -> Option<Plan> {
+    let sliding = keys.iter().any(|(class, ..)| input.table.tier(class.tier).policy.sliding);
+    if !input.info.has(cmd_flag::READONLY) || sliding {
+        return None;
+    }
+    Some(Plan {
+        rewrite: None,
+        frames: 1,
+        fix: ReplyFix::None,
+        refuse: None,
+        keys: keys.iter().map(|(class, role, index, _)| (*class, *role, *index)).collect(),
+        queued_extra: 0,
+        ttl_rewrites: 0,
+        clamps: 0,
+        persist_denied: 0,
+    })
 }
 
 /// Classifies every key and decides its role.
