@@ -5,29 +5,38 @@
 //! 1. `server::serve` accepts a client (bounded by `server.max_clients`) and spawns a
 //!    `server::handler::Handler`.
 //! 2. The handler reads into its buffer; `resp::RequestParser` finds each complete request
-//!    (multibulk or inline) without copying, and `server::route::decide` looks at the command
-//!    (with `command::CommandTable`, built from the upstream's `COMMAND`) to choose:
-//!    answer locally (HELLO, CLIENT ID/SETNAME…, AUTH with strata's own credentials),
-//!    forward on the client's shared connection, forward on its pinned connection (MULTI,
-//!    WATCH, blocking commands, SELECT, AUTH as another user), or hand the socket to Redis
-//!    verbatim (pub/sub, MONITOR, CLIENT TRACKING/REPLY).
-//! 3. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: a slice
-//!    of the read buffer plus the number of replies expected. The connection task writes it,
-//!    cuts the replies from its read buffer with `resp::FrameScanner`, and returns them as
-//!    the exact bytes Redis sent.
-//! 4. The handler writes replies strictly in request order, batching what is ready into
-//!    one write. A route change waits for earlier replies, so Redis sees the client's
-//!    order. A lost upstream connection turns each in-flight request into an error reply.
+//!    (multibulk or inline) without copying. The command is looked up once in
+//!    `command::CommandTable` (built from the upstream's `COMMAND`), and
+//!    `server::route::decide` chooses: answer locally (HELLO, CLIENT ID/SETNAME…, AUTH with
+//!    strata's own credentials, STRATA), forward on the client's shared connection, forward
+//!    on its pinned connection (MULTI, WATCH, blocking commands, SELECT, AUTH as another
+//!    user; taken from `upstream::Spares`), or hand the socket to Redis verbatim (pub/sub,
+//!    MONITOR, CLIENT TRACKING/REPLY).
+//! 3. `pipeline::prepare` finds the request's keys, classifies them (`tier`), applies the
+//!    tier's TTL policy (`tier::plan`: a rewrite such as `SET … PX`, or the write wrapped in
+//!    `MULTI … PEXPIRE … NX … EXEC`), and leaves a `pipeline::Note` saying how to cut the
+//!    reply back, what to count (`stats`) and whether PostgreSQL may answer a miss
+//!    (`pipeline::through`). While the Redis `breaker` is open nothing is sent: reads of
+//!    fallback tiers with a rule are answered from PostgreSQL, the rest get `-TRYAGAIN`.
+//! 4. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
+//!    slices of the read buffer (and rewritten requests) plus the number of replies
+//!    expected. The connection task writes the jobs of many clients together, cuts the
+//!    replies from its read buffer with `resp::FrameScanner`, and returns them as the exact
+//!    bytes Redis sent. Its supervisor feeds the breaker (connect errors, resets, timeouts).
+//! 5. The handler keeps one `server::pending::Pending` per request or run, in request order.
+//!    When a reply arrives, `pipeline::reply::finish` applies the notes: strata's extra
+//!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`
+//!    section, hits and misses are counted. A miss (or strata's own upstream error) for a
+//!    read-through key becomes a deferred entry: `fallback` loads the row (single flight,
+//!    negative cache, database breaker), writes it back with the tier TTL and the reply
+//!    takes the entry's place in the queue.
+//! 6. Replies are written strictly in request order, batched into one write. A route
+//!    change waits for earlier replies, so Redis sees the client's order. A lost upstream
+//!    connection turns each in-flight request into an error reply; nothing is re-sent.
 //!
-//! 3a. Between routing and sending, `pipeline::prepare` finds the request's keys,
-//!    classifies them (`tier`), applies the tier's TTL policy (a rewrite such as
-//!    `SET … PX`, or the write wrapped in `MULTI … PEXPIRE … NX … EXEC`), and leaves a
-//!    `pipeline::Note` saying how to cut the reply back and what to count (`stats`).
-//! 5. On the way back `pipeline::reply::finish` applies the notes before the handler
-//!    writes the replies. `INFO` gets strata's section appended; `/metrics` and the
-//!    health endpoints live in `admin`.
-//!
-//! Read-through and the breaker (a later issue) hook into steps 3a and 5.
+//! Beside the data path: `fallback::listen` deletes keys named by PostgreSQL NOTIFYs,
+//! `upstream::own` (fred) carries strata's own commands (write-backs, DEL, loading
+//! `lua/strata.lua`), and `admin` serves `/metrics`, `/healthz` and `/readyz`.
 
 pub mod admin;
 pub mod breaker;

@@ -74,6 +74,20 @@ async fn a_value_already_in_redis_is_served_without_a_query() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_another_database_is_not_read_through() {
+    within(20, async {
+        let rig = Rig::start("", PRODUCT_RULE).await;
+        let mut c = rig.client().await;
+        assert_eq!(show(&c.command(&["SELECT", "3"]).await), "+OK\r\n");
+        assert_eq!(show(&c.command(&["GET", "product:details:4"]).await), "$-1\r\n");
+        assert_eq!(rig.calls(), 0, "the rules describe the URL's database, not database 3");
+        let mut direct = rig.direct().await;
+        assert_eq!(show(&direct.command(&["EXISTS", "product:details:4"]).await), ":0\r\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_back_never_clobbers_a_write_made_while_the_query_ran() {
     within(20, async {
         let slow = PRODUCT_RULE.replace("fetch_product(", "fetch_product_slow(");

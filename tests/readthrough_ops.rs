@@ -217,3 +217,25 @@ async fn info_strata_reports_read_through_counters_and_both_breakers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_may_name_a_rule_and_its_captures() {
+    within(20, async {
+        // PRODUCT_RULE is named product_details.
+        let rig = Rig::start("listen_channel = \"strata_invalidate\"\n", PRODUCT_RULE).await;
+        let mut c = rig.client().await;
+        let mut direct = rig.direct().await;
+        assert_eq!(
+            show(&c.command(&["GET", "product:details:42"]).await),
+            show(&bulk(&rig.product_json(42)))
+        );
+        wait_for_listener(&rig.pg).await;
+        rig.pg.psql("SELECT pg_notify('strata_invalidate', '@product_details 42')");
+        eventually!(
+            Duration::from_secs(1),
+            "the rule's key for capture 42 is deleted",
+            direct.command(&["EXISTS", "product:details:42"]).await.as_ref() == b":0\r\n"
+        );
+    })
+    .await;
+}

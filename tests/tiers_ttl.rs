@@ -420,3 +420,35 @@ async fn without_tiers_everything_passes_through_untouched() {
     let stats = fields(&info(&mut con, &["strata"]).await);
     assert_eq!(field(&stats, "strata_tiers"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_arity_on_tiered_keys_gets_redis_own_error_and_the_connection_lives() {
+    let rig = Rig::start(TIERS).await;
+    let (mut via, mut plain, _) = rig.clients().await;
+    for words in [
+        &["SETEX", "op:arity"][..],
+        &["PSETEX", "op:arity"],
+        &["EXPIRE", "op:arity"],
+        &["PEXPIREAT", "op:arity"],
+        &["RESTORE", "op:arity"],
+        &["SET", "op:arity"],
+        &["GETEX"],
+        &["PERSIST"],
+    ] {
+        same(&mut via, &mut plain, words).await;
+    }
+    same(&mut via, &mut plain, &["SET", "op:arity", "still-here"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persist_refused_inside_multi_aborts_the_transaction_like_redis_would() {
+    let rig = Rig::start(TIERS).await;
+    let (mut via, _, mut direct) = rig.clients().await;
+    assert_eq!(show(&via.command(&["MULTI"]).await), "+OK\r\n");
+    assert_eq!(show(&via.command(&["SET", "op:tx:a", "1"]).await), "+QUEUED\r\n");
+    let refused = via.command(&["PERSIST", "op:tx:a"]).await;
+    assert!(show(&refused).starts_with("-ERR strata: PERSIST refused"), "{}", show(&refused));
+    let exec = via.command(&["EXEC"]).await;
+    assert!(show(&exec).starts_with("-EXECABORT"), "{}", show(&exec));
+    assert_eq!(show(&direct.command(&["EXISTS", "op:tx:a"]).await), ":0\r\n", "nothing of it ran");
+}

@@ -341,5 +341,8 @@ mod tests {
             assert!(has(&e, field), "missing {field} in {e:?}");
         }
         assert!(has(&errors_of("tiers = 3"), "tiers: expected an array"));
+        // An empty prefix is reported, not a panic while the rest of the file is checked.
+        let e = errors_of("[[tiers]]\nname = \"a\"\nprefixes = [\"\"]\ndefault_ttl = \"1h\"\n");
+        assert!(has(&e, "tiers[0].prefixes: an empty prefix"), "{e:?}");
     }
 }

@@ -20,6 +20,8 @@ pub struct Flights {
     /// once (max_clients × pipeline depth).
     waiting: DashMap<Vec<u8>, Vec<oneshot::Sender<Outcome>>>,
     permits: Semaphore,
+    /// Longest wait for a query slot; past it the miss fails instead of queueing on.
+    slot_wait: Duration,
 }
 
 /// Removes the key's entry if the leader is dropped mid-query, so waiters get an error
@@ -41,8 +43,17 @@ impl Drop for Leader<'_> {
 
 impl Flights {
     /// Allows `max_inflight` queries at once.
-    pub fn new(max_inflight: usize) -> Flights {
-        Flights { waiting: DashMap::new(), permits: Semaphore::new(max_inflight) }
+    pub fn new(max_inflight: usize, slot_wait: Duration) -> Flights {
+        Flights { waiting: DashMap::new(), permits: Semaphore::new(max_inflight), slot_wait }
+    }
+
+    /// A query slot, waiting at most `slot_wait` (also for batch queries).
+    pub async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, FallbackError> {
+        match tokio::time::timeout(self.slot_wait, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(FallbackError::Unavailable("read-through closed".into())),
+            Err(_) => Err(FallbackError::Unavailable("all read-through query slots busy".into())),
+        }
     }
 
     /// Runs `query` unless one for `key` is already running, in which case its outcome
@@ -65,9 +76,9 @@ impl Flights {
                 .unwrap_or_else(|_| Err(FallbackError::Unavailable("shared query abandoned".into())));
         }
         let mut leader = Leader { flights: self, key, done: false };
-        let outcome = match self.permits.acquire().await {
+        let outcome = match self.slot().await {
             Ok(_permit) => query.await,
-            Err(_) => Err(FallbackError::Unavailable("read-through closed".into())),
+            Err(e) => Err(e),
         };
         let waiters = self.waiting.remove(key).map(|(_, w)| w).unwrap_or_default();
         leader.done = true;
@@ -84,7 +95,12 @@ impl Flights {
 pub struct Expiring<V> {
     entries: DashMap<Vec<u8>, (Instant, V)>,
     capacity: usize,
+    /// When a full map was last swept for expired entries: at most one sweep per
+    /// `SWEEP_EVERY`, so a map full of live entries costs a lookup per insert, not a scan.
+    last_sweep: std::sync::Mutex<Option<Instant>>,
 }
+
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys known to have no row.
 pub type NegativeCache = Expiring<()>;
@@ -92,7 +108,7 @@ pub type NegativeCache = Expiring<()>;
 impl<V: Clone> Expiring<V> {
     /// Holds at most `capacity` keys.
     pub fn new(capacity: usize) -> Expiring<V> {
-        Expiring { entries: DashMap::new(), capacity }
+        Expiring { entries: DashMap::new(), capacity, last_sweep: std::sync::Mutex::new(None) }
     }
 
     /// The value remembered for `key`, if not expired.
@@ -118,7 +134,17 @@ impl<V: Clone> Expiring<V> {
         }
         if self.entries.len() >= self.capacity {
             let now = Instant::now();
-            self.entries.retain(|_, (until, _)| *until > now);
+            let due = {
+                let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+                let due = last.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            };
+            if due {
+                self.entries.retain(|_, (until, _)| *until > now);
+            }
             if self.entries.len() >= self.capacity {
                 return;
             }
@@ -140,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_query() {
-        let flights = Arc::new(Flights::new(4));
+        let flights = Arc::new(Flights::new(4, Duration::from_secs(5)));
         let runs = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..100)
             .map(|_| {

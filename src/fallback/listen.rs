@@ -1,5 +1,6 @@
-//! Invalidation from the database: LISTEN on a channel; each NOTIFY payload names keys
-//! (one a line) that strata deletes in Redis, so a row change reaches the cache at once.
+//! Invalidation from the database: LISTEN on a channel; each NOTIFY payload line names a
+//! key (`product:details:42`) or a rule and its captures (`@product_details 42`), which
+//! strata deletes in Redis, so a row change reaches the cache at once.
 //! The connection is re-established with backoff; notifications sent while it is down
 //! are lost, which the write-back TTL bounds.
 
@@ -47,8 +48,20 @@ async fn listen_once(
             () = shutdown.cancelled() => return Ok(()),
             n = listener.recv() => n?,
         };
-        for key in notification.payload().lines().map(str::trim).filter(|k| !k.is_empty()) {
-            fallback.invalidate(Bytes::copy_from_slice(key.as_bytes())).await;
+        for line in notification.payload().lines().map(str::trim).filter(|k| !k.is_empty()) {
+            match key_of(fallback, line) {
+                Some(key) => fallback.invalidate(key).await,
+                None => tracing::warn!(payload = line, "NOTIFY names an unknown rule or the wrong captures"),
+            }
         }
     }
+}
+
+/// `@rule capture …` renders the rule's key; any other line is the key itself.
+fn key_of(fallback: &Fallback, line: &str) -> Option<Bytes> {
+    let Some(spec) = line.strip_prefix('@') else { return Some(Bytes::copy_from_slice(line.as_bytes())) };
+    let mut words = spec.split_whitespace();
+    let rule = words.next()?;
+    let captures: Vec<&[u8]> = words.map(str::as_bytes).collect();
+    fallback.key_for(rule, &captures)
 }

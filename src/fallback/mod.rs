@@ -31,6 +31,9 @@ use crate::upstream::own::OwnClient;
 /// without a NOTIFY.
 const RECENT_TTL: Duration = Duration::from_secs(1);
 
+/// Slots of the change-count array (8 bytes each).
+const EPOCH_SLOTS: usize = 4096;
+
 /// A value loaded from PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
@@ -105,6 +108,10 @@ pub struct Fallback {
     pub breaker: Breaker,
     redis: Option<Arc<OwnClient>>,
     statement_timeout: Duration,
+    /// Change counts by key hash (see `epoch`); a fixed array, so memory stays bounded
+    /// and two keys sharing a slot only cost a skipped write-back.
+    epochs: Vec<AtomicU64>,
+    epoch_hasher: foldhash::fast::RandomState,
     /// Counters.
     pub counters: FallbackCounters,
     /// Query latency.
@@ -126,12 +133,14 @@ impl Fallback {
         Ok(Fallback {
             rules,
             db,
-            flights: Flights::new(config.postgres.max_inflight),
+            flights: Flights::new(config.postgres.max_inflight, config.postgres.statement_timeout),
             negative: NegativeCache::new(config.postgres.negative_cache_size),
             recent: Expiring::new(config.postgres.negative_cache_size),
             breaker: Breaker::new("postgres", config.breaker.failure_threshold, config.breaker.cooldown),
             redis,
             statement_timeout: config.postgres.statement_timeout,
+            epochs: (0..EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch_hasher: foldhash::fast::RandomState::default(),
             counters: FallbackCounters::default(),
             latency: Latency::new(1),
         })
@@ -182,8 +191,9 @@ impl Fallback {
         // The write-back happens inside the flight: until it is done, later misses for the
         // key join this flight instead of starting another query.
         let flight = async {
+            let epoch = self.epoch(&key);
             let loaded = self.query(id, &key).await;
-            self.after_load(id, &key, &loaded, write_back).await;
+            self.after_load(id, &key, &loaded, write_back, epoch).await;
             loaded
         };
         self.flights.run(&key, flight).await
@@ -204,8 +214,13 @@ impl Fallback {
             }
             return out;
         };
-        let mut out: Vec<Option<Result<Option<Loaded>, FallbackError>>> =
-            keys.iter().map(|k| self.negative.contains(k).then_some(Ok(None))).collect();
+        let mut out: Vec<Option<Result<Option<Loaded>, FallbackError>>> = keys
+            .iter()
+            .map(|k| match self.recent.get(k) {
+                Some(value) => Some(Ok(Some(value))),
+                None => self.negative.contains(k).then_some(Ok(None)),
+            })
+            .collect();
         let pending: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
         let negative_hits = (keys.len() - pending.len()) as u64;
         self.counters.negative_hits.fetch_add(negative_hits, Ordering::Relaxed);
@@ -213,9 +228,10 @@ impl Fallback {
             .iter()
             .map(|&i| rule.pattern.matches(&keys[i]).and_then(|c| c.first().copied()).unwrap_or(b""))
             .collect();
+        let epochs: Vec<u64> = pending.iter().map(|&i| self.epoch(&keys[i])).collect();
         let rows =
             if captures.is_empty() { Ok(Vec::new()) } else { self.batch_query(batch, &captures).await };
-        for (&i, capture) in pending.iter().zip(&captures) {
+        for ((&i, capture), epoch) in pending.iter().zip(&captures).zip(epochs) {
             let one = match &rows {
                 Ok(rows) => Ok(rows
                     .iter()
@@ -223,7 +239,7 @@ impl Fallback {
                     .map(|(_, v)| Loaded::String(v.clone()))),
                 Err(e) => Err(e.clone()),
             };
-            self.after_load(id, &keys[i], &one, write_back).await;
+            self.after_load(id, &keys[i], &one, write_back, epoch).await;
             out[i] = Some(one);
         }
         out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
@@ -238,6 +254,7 @@ impl Fallback {
         if !self.breaker.try_probe() {
             return Err(FallbackError::Unavailable("circuit open".into()));
         }
+        let _slot = self.flights.slot().await?;
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(self.statement_timeout, db.load_batch(&batch.sql, captures))
@@ -280,6 +297,7 @@ impl Fallback {
         key: &Bytes,
         loaded: &Result<Option<Loaded>, FallbackError>,
         write_back: bool,
+        epoch: u64,
     ) {
         let rule = &self.rules[id];
         match loaded {
@@ -293,6 +311,11 @@ impl Fallback {
             }
             Ok(Some(value)) => {
                 self.counters.rows.fetch_add(1, Ordering::Relaxed);
+                // Invalidated or written while the query ran: the row read may already be
+                // stale, so it is answered once but neither cached nor remembered.
+                if self.epoch(key) != epoch {
+                    return;
+                }
                 self.recent.insert(key, value.clone(), RECENT_TTL);
                 if write_back {
                     self.write_back(rule, key.clone(), value).await;
@@ -329,12 +352,21 @@ impl Fallback {
 
     /// A write through strata or a database notification: forget "no row" for `key`.
     pub fn forget(&self, key: &[u8]) {
+        self.bump_epoch(key);
         self.negative.remove(key);
         self.recent.remove(key);
     }
 
+    /// The key a rule renders for captures, for notifications naming a rule
+    /// (`@rule capture …`).
+    pub fn key_for(&self, rule_name: &str, captures: &[&[u8]]) -> Option<Bytes> {
+        let rule = self.rules.iter().find(|r| r.name == rule_name)?;
+        rule.pattern.render(captures).map(Bytes::from)
+    }
+
     /// A database notification named `key`: delete it in Redis and forget "no row".
     pub async fn invalidate(&self, key: Bytes) {
+        self.bump_epoch(&key);
         self.negative.remove(&key);
         self.recent.remove(&key);
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +390,21 @@ impl Fallback {
             ("write_backs", load(&c.write_backs)),
             ("invalidations", load(&c.invalidations)),
         ]
+    }
+
+    /// The change count of `key`'s slot: bumped by every invalidation and write, so a
+    /// load can tell whether its row may be stale by the time it arrives.
+    fn epoch(&self, key: &[u8]) -> u64 {
+        self.epochs[self.epoch_slot(key)].load(Ordering::Acquire)
+    }
+
+    fn bump_epoch(&self, key: &[u8]) {
+        self.epochs[self.epoch_slot(key)].fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn epoch_slot(&self, key: &[u8]) -> usize {
+        use std::hash::BuildHasher;
+        (self.epoch_hasher.hash_one(key) as usize) % self.epochs.len()
     }
 
     /// Resets counters (CONFIG RESETSTAT).

@@ -155,6 +155,30 @@ fn queue_in_transaction(session: &mut Session, prepared: &mut Prepared, extra: u
     session.tx_accounts.push(account);
 }
 
+/// Refuses a request. Inside MULTI, Redis must learn of the failure too, so that EXEC
+/// aborts as it would for a command refused while queueing: a bare `PERSIST` (wrong
+/// arity, refused by Redis at once) goes in its place and its error is replaced by
+/// strata's.
+fn refuse(session: &Session, reply: Reply) -> Prepared {
+    if !session.in_multi {
+        return Prepared::Answer(reply);
+    }
+    let note = Note {
+        frames: 1,
+        fix: ReplyFix::Replace(reply.to_bytes(session.protocol)),
+        account: None,
+        through: None,
+        queued: Vec::new(),
+    };
+    Prepared::Forward { rewrite: Some(Bytes::from_static(b"*1\r\n$7\r\nPERSIST\r\n")), note }
+}
+
+/// Redis' arity: exactly `n` arguments (command name included), or at least `-n`.
+fn arity_ok(arity: i64, argc: usize) -> bool {
+    let argc = argc as i64;
+    if arity >= 0 { argc == arity } else { argc >= -arity }
+}
+
 /// With the breaker open nothing is sent: reads of fallback tiers with a rule go to
 /// PostgreSQL, everything else fails at once.
 fn when_down(prepared: Prepared) -> Prepared {
@@ -169,7 +193,9 @@ fn when_down(prepared: Prepared) -> Prepared {
 
 /// Applies the tier policy; also returns how many commands strata queued after this one.
 fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (Prepared, u16) {
-    if env.tiers.is_empty() || info.key_specs.is_empty() {
+    // A request with the wrong number of arguments gets Redis' own arity error; strata
+    // neither plans nor rewrites it.
+    if env.tiers.is_empty() || info.key_specs.is_empty() || !arity_ok(info.arity, argv.len()) {
         return (Prepared::Untouched, 0);
     }
     let keys = match crate::command::keys_of(info, argv) {
@@ -197,7 +223,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         env.stats.record_policy(plan.keys[0].0, counts);
     }
     if let Some(reply) = plan.refuse {
-        return (Prepared::Answer(reply), 0);
+        return (refuse(session, reply), 0);
     }
     let account = Account {
         elements: match info.name.as_str() {
@@ -209,11 +235,11 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         keys: plan.keys,
         started: env.now,
     };
-    if !env.fallback.is_empty() {
-        for &(_, role, index) in &account.keys {
-            if role == Role::Write {
-                env.fallback.forget(argv[index]);
-            }
+    // Any command that may change a key (writes, DEL, RENAME …) makes a loaded row for
+    // it possibly stale and a remembered "no row" possibly wrong.
+    if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
+        for &(_, _, index) in &account.keys {
+            env.fallback.forget(argv[index]);
         }
     }
     let through = read_through(env, session, info, argv, &account.keys);
@@ -222,7 +248,8 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
 }
 
-/// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched).
+/// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched)
+/// and only on the database the rules describe.
 fn read_through(
     env: &Env,
     session: &Session,
@@ -230,7 +257,7 @@ fn read_through(
     argv: &[&[u8]],
     keys: &[(Class, Role, usize)],
 ) -> Option<Box<ReadThrough>> {
-    if env.fallback.is_empty() || session.in_multi {
+    if env.fallback.is_empty() || session.in_multi || session.other_db {
         return None;
     }
     let mut through = through::detect(env.fallback, &info.name, argv, session.protocol)?;

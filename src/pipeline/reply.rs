@@ -179,6 +179,7 @@ fn fix(env: &Env, mut frames: Vec<Bytes>, fix: &ReplyFix) -> Bytes {
         ReplyFix::Exec { .. } => unwrap_exec(frames),
         ReplyFix::FilterExec { mask } => filter_exec(frames.swap_remove(0), mask),
         ReplyFix::AppendInfo => append_info(env, frames.swap_remove(0)),
+        ReplyFix::Replace(bytes) => bytes.clone(),
     }
 }
 

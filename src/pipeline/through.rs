@@ -39,8 +39,10 @@ pub struct ReadThrough {
     pub keys: Vec<(Bytes, Option<usize>)>,
     /// The client's protocol, for replies strata builds.
     pub protocol: Protocol,
-    /// Every key's tier answers from PostgreSQL while Redis is down.
+    /// Every key has a rule and a tier that answers from PostgreSQL while Redis is down.
     pub when_down: bool,
+    /// A value loaded on a miss may be written back (not while the client WATCHes).
+    pub write_back: bool,
 }
 
 /// Recognises a read-through read; `None` for anything else.
@@ -64,7 +66,13 @@ pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protoco
             (Bytes::copy_from_slice(k), rule)
         })
         .collect();
-    keys.iter().any(|(_, r)| r.is_some()).then_some(ReadThrough { kind, keys, protocol, when_down: false })
+    keys.iter().any(|(_, r)| r.is_some()).then_some(ReadThrough {
+        kind,
+        keys,
+        protocol,
+        when_down: false,
+        write_back: true,
+    })
 }
 
 /// True when Redis' reply is a miss that PostgreSQL may fill.
@@ -87,7 +95,7 @@ pub fn is_upstream_error(reply: &[u8]) -> bool {
 /// Answers `rt` from PostgreSQL. `original` is Redis' reply (a miss) or `None` when Redis
 /// is unavailable; only in the first case is the value written back.
 pub async fn answer(fallback: &Fallback, rt: &ReadThrough, original: Option<&[u8]>) -> Bytes {
-    let write_back = original.is_some();
+    let write_back = original.is_some() && rt.write_back;
     if rt.kind == ReadKind::MGet {
         return mget(fallback, rt, original, write_back).await;
     }

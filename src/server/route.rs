@@ -133,5 +133,8 @@ fn select(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current: Ro
         return Action::Forward(Route::Shared);
     }
     session.sticky = true;
+    // Until Redis answers we cannot know the SELECT succeeded; assuming the other
+    // database only switches read-through off for the client, which is the safe side.
+    session.other_db = !same_db;
     Action::Forward(Route::Pinned)
 }

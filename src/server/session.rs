@@ -31,6 +31,9 @@ pub struct Session {
     pub tx_accounts: Vec<Option<crate::pipeline::Account>>,
     /// strata's transaction bookkeeping is running (a nested MULTI leaves it alone).
     pub tx_open: bool,
+    /// SELECT moved the client off the upstream URL's database: read-through rules
+    /// describe that database (and write back to it), so they do not apply.
+    pub other_db: bool,
 }
 
 impl Session {
@@ -47,6 +50,7 @@ impl Session {
             tx_mask: Vec::new(),
             tx_accounts: Vec::new(),
             tx_open: false,
+            other_db: false,
         }
     }
 

@@ -70,8 +70,11 @@ impl TierTable {
                 on_upstream_down: config.on_upstream_down,
             });
             for prefix in &config.prefixes {
+                // Validation rejects empty prefixes; a table is also built while reporting
+                // problems, so skip them rather than index an empty string.
+                let Some(&first) = prefix.as_bytes().first() else { continue };
                 let rule = table.push_rule(prefix, false, tier);
-                table.by_first_byte[prefix.as_bytes()[0] as usize].push(rule);
+                table.by_first_byte[first as usize].push(rule);
             }
             for pattern in &config.patterns {
                 let rule = table.push_rule(pattern, true, tier);

@@ -61,6 +61,9 @@ pub enum ReplyFix {
     FilterExec { mask: Vec<u16> },
     /// An INFO reply: append the `# Strata` section to Redis' text.
     AppendInfo,
+    /// Answer with these bytes instead of Redis' reply (strata's own refusal, sent as a
+    /// request Redis refuses so that a surrounding MULTI aborts).
+    Replace(Bytes),
 }
 
 /// The outcome of planning one request.
@@ -209,7 +212,9 @@ impl Builder<'_> {
             "pexpireat" => self.expire(1, true),
             "persist" => self.persist(),
             "restore" => self.restore(),
-            "get" => self.sliding_get(),
+            // COPY … DB n writes into another database, where strata's PEXPIRE (sent in
+            // the current one) would not reach the copy; left as the client sent it.
+            "copy" => self.input.argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")),
             _ => false,
         };
         if !handled {
@@ -274,8 +279,10 @@ impl Builder<'_> {
                     i += 1;
                 }
                 "nx" | "xx" | "get" => i += 1,
-                // Not a valid SET: Redis answers the syntax error and writes nothing.
-                _ => return true,
+                // An option this table does not know (newer Redis/Valkey: IFEQ …) or a
+                // syntax error: wrap it like any write, so the key still gets its TTL; a
+                // syntax error comes back from MULTI's queueing untouched.
+                _ => return false,
             }
         }
         match (ttl_at, keepttl) {
@@ -341,11 +348,9 @@ impl Builder<'_> {
         let Some(policy) = self.first_ttl_policy().cloned() else { return true };
         let argv = self.input.argv;
         match argv.get(2).map(|a| lower(a)).as_deref() {
-            None if policy.sliding => {
-                let fresh = policy.fresh_ms().unwrap_or(0);
-                let args = self.args_mut();
-                args.push(b"PX".to_vec());
-                args.push(fresh.to_string().into_bytes());
+            None if policy.sliding && self.input.mode != Mode::Watching => {
+                let key = argv[1].to_vec();
+                self.refresh(&policy, key);
             }
             None => {}
             Some("persist") if argv.len() == 3 => {
@@ -414,23 +419,6 @@ impl Builder<'_> {
         };
         if let Some(ms) = new_ttl {
             self.args_mut()[2] = (base + ms).to_string().into_bytes();
-        }
-        true
-    }
-
-    /// Plain GET on a sliding tier becomes GETEX with the fresh TTL: same reply, no
-    /// extra round trip.
-    fn sliding_get(&mut self) -> bool {
-        let Some(policy) = self.first_ttl_policy().filter(|p| p.sliding).cloned() else { return true };
-        if self.input.mode == Mode::Watching {
-            return true;
-        }
-        if self.input.argv.len() == 2 {
-            let fresh = policy.fresh_ms().unwrap_or(0);
-            let args = self.args_mut();
-            args[0] = b"GETEX".to_vec();
-            args.push(b"PX".to_vec());
-            args.push(fresh.to_string().into_bytes());
         }
         true
     }
