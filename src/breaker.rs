@@ -1,4 +1,5 @@
-//! A circuit breaker: Closed → Open after `threshold` consecutive failures; Open →
+//! A circuit breaker: Closed → Open after `threshold` consecutive failures, or when the
+//! error rate over a window passes its limit (with enough calls to judge); Open →
 //! HalfOpen once the cool-down has passed, letting exactly one probe through; the probe's
 //! success closes it, its failure opens it again. Callers report only server-side
 //! failures (connect errors, resets, timeouts), never error replies such as WRONGTYPE.
@@ -39,9 +40,26 @@ impl State {
     }
 }
 
+/// The error-rate trigger: open when at least `min_calls` outcomes in the current
+/// `window` were seen and the share of failures among them reaches `max_rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorRate {
+    /// Failure share that opens the breaker, 0 < rate ≤ 1.
+    pub max_rate: f64,
+    /// Length of a counting window.
+    pub window: Duration,
+    /// Outcomes needed in a window before the rate counts.
+    pub min_calls: u32,
+}
+
 /// One breaker.
 #[derive(Debug)]
 pub struct Breaker {
+    rate: Option<ErrorRate>,
+    /// Start of the current counting window, in ms after `epoch`.
+    window_start_ms: AtomicU64,
+    window_ok: AtomicU32,
+    window_failed: AtomicU32,
     name: &'static str,
     threshold: u32,
     cooldown: Duration,
@@ -57,7 +75,21 @@ pub struct Breaker {
 impl Breaker {
     /// A closed breaker.
     pub fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Breaker {
+        Self::with_rate(name, threshold, cooldown, None)
+    }
+
+    /// A closed breaker that also opens on an error rate.
+    pub fn with_rate(
+        name: &'static str,
+        threshold: u32,
+        cooldown: Duration,
+        rate: Option<ErrorRate>,
+    ) -> Breaker {
         Breaker {
+            rate,
+            window_start_ms: AtomicU64::new(0),
+            window_ok: AtomicU32::new(0),
+            window_failed: AtomicU32::new(0),
             name,
             threshold: threshold.max(1),
             cooldown,
@@ -103,6 +135,8 @@ impl Breaker {
 
     /// A request or probe succeeded.
     pub fn success(&self) {
+        self.roll_window();
+        self.window_ok.fetch_add(1, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         let previous = State::from_u8(self.state.swap(0, Ordering::AcqRel));
         if previous != State::Closed {
@@ -112,9 +146,12 @@ impl Breaker {
 
     /// A server-side failure.
     pub fn failure(&self) {
+        self.roll_window();
+        self.window_failed.fetch_add(1, Ordering::Relaxed);
         let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let state = self.state();
-        if state == State::HalfOpen || (state == State::Closed && failures >= self.threshold) {
+        let tripped = failures >= self.threshold || self.rate_exceeded();
+        if state == State::HalfOpen || (state == State::Closed && tripped) {
             self.opened_at_ms.store(self.now_ms(), Ordering::Relaxed);
             let previous = State::from_u8(self.state.swap(1, Ordering::AcqRel));
             if previous == State::Closed {
@@ -127,6 +164,26 @@ impl Breaker {
     /// Times the breaker went from closed to open.
     pub fn opens(&self) -> u64 {
         self.opens.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new counting window once the current one is over.
+    fn roll_window(&self) {
+        let Some(rate) = self.rate else { return };
+        let now = self.now_ms();
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= rate.window.as_millis() as u64
+            && self.window_start_ms.compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.window_ok.store(0, Ordering::Relaxed);
+            self.window_failed.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn rate_exceeded(&self) -> bool {
+        let Some(rate) = self.rate else { return false };
+        let failed = self.window_failed.load(Ordering::Relaxed);
+        let total = failed + self.window_ok.load(Ordering::Relaxed);
+        total >= rate.min_calls && f64::from(failed) >= rate.max_rate * f64::from(total)
     }
 
     fn now_ms(&self) -> u64 {
@@ -164,6 +221,30 @@ mod tests {
         b.success();
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.opens(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_rate_over_the_window_opens_it() {
+        let rate = ErrorRate { max_rate: 0.5, window: Duration::from_secs(10), min_calls: 10 };
+        let b = Breaker::with_rate("test", 100, Duration::from_secs(1), Some(rate));
+        for _ in 0..4 {
+            b.success();
+            b.failure();
+        }
+        assert_eq!(b.state(), State::Closed, "8 calls: too few to judge");
+        b.success();
+        b.failure();
+        assert_eq!(b.state(), State::Open, "5 of 10 failed, never 100 in a row");
+        let fresh = Breaker::with_rate("test", 100, Duration::from_secs(1), Some(rate));
+        for _ in 0..9 {
+            fresh.success();
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for _ in 0..4 {
+            fresh.failure();
+            fresh.success();
+        }
+        assert_eq!(fresh.state(), State::Closed, "old successes left with their window");
     }
 
     #[tokio::test(start_paused = true)]

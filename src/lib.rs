@@ -75,8 +75,12 @@ pub async fn run_with_admin(
 ) {
     let server_info = Arc::new(ArcSwap::from_pointee(ServerInfo::builtin()));
     tokio::spawn(upstream::probe_loop(config.upstream.clone(), server_info.clone()));
-    let breaker =
-        Arc::new(breaker::Breaker::new("redis", config.breaker.failure_threshold, config.breaker.cooldown));
+    let breaker = Arc::new(breaker::Breaker::with_rate(
+        "redis",
+        config.breaker.failure_threshold,
+        config.breaker.cooldown,
+        config.breaker.rate(),
+    ));
     let pool = SharedPool::start(&config.upstream, breaker);
     let fallback = fallback::start(&config, shutdown.clone());
     let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone(), fallback));

@@ -344,3 +344,17 @@ async fn killing_strata_mid_load_never_leaves_a_tiered_key_without_ttl() {
     eprintln!("{at_kill} replies before SIGKILL; {tiered} tiered and {untiered} untiered keys checked");
     assert!(tiered > 10_000, "too few keys written for the kill to land mid-stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_rewrites_of_a_multi_tier_write_are_booked_on_each_keys_tier() {
+    let rig = Rig::start(TIERS).await;
+    let mut via = RawClient::connect(rig.strata.addr).await;
+    assert_eq!(
+        &via.command(&["MSET", "op:mt:a", "1", "jit:mt:b", "2", "jit:mt:c", "3"]).await[..],
+        b"+OK\r\n"
+    );
+    let mut con = connect(&rig.strata.url()).await;
+    let stats = fields(&info(&mut con, &["strata"]).await);
+    assert_eq!(field(&stats, "tier_op_ttl_rewrites"), "1");
+    assert_eq!(field(&stats, "tier_jit_ttl_rewrites"), "2");
+}

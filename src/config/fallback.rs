@@ -75,6 +75,23 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// Open for this long before one probe is allowed.
     pub cooldown: Duration,
+    /// Failure share over a window that opens the breaker; `None` turns the rule off.
+    pub error_rate: Option<f64>,
+    /// Length of the error-rate window.
+    pub window: Duration,
+    /// Outcomes needed in a window before the rate counts.
+    pub min_calls: u32,
+}
+
+impl BreakerConfig {
+    /// The error-rate rule for `crate::breaker`, if on.
+    pub fn rate(&self) -> Option<crate::breaker::ErrorRate> {
+        self.error_rate.map(|max_rate| crate::breaker::ErrorRate {
+            max_rate,
+            window: self.window,
+            min_calls: self.min_calls,
+        })
+    }
 }
 
 pub(super) fn read_postgres(
@@ -126,13 +143,25 @@ pub(super) fn read_breaker(root: &mut Section, errors: &mut Vec<ConfigError>) ->
     let mut s = root.section("breaker", errors);
     let failure_threshold: u32 = s.get("failure_threshold", 3, errors);
     let cooldown_ms: u64 = s.get("cooldown_ms", 1_000, errors);
+    let error_rate: f64 = s.get("error_rate", 0.5, errors);
+    let window_ms: u64 = s.get("window_ms", 10_000, errors);
+    let min_calls: u32 = s.get("min_calls", 20, errors);
     if failure_threshold == 0 {
         errors.push(ConfigError::new("breaker.failure_threshold", "must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&error_rate) {
+        errors.push(ConfigError::new("breaker.error_rate", format!("{error_rate} is not between 0 and 1")));
+    }
+    if window_ms == 0 {
+        errors.push(ConfigError::new("breaker.window_ms", "must be at least 1".into()));
     }
     s.finish(errors);
     BreakerConfig {
         failure_threshold: failure_threshold.max(1),
         cooldown: Duration::from_millis(cooldown_ms),
+        error_rate: (error_rate > 0.0).then_some(error_rate),
+        window: Duration::from_millis(window_ms.max(1)),
+        min_calls: min_calls.max(1),
     }
 }
 
@@ -325,9 +354,16 @@ mod tests {
 
     #[test]
     fn breaker_and_postgres_bounds() {
-        let e =
-            errors_of("[breaker]\nfailure_threshold = 0\n[postgres]\nurl = \"mysql://x\"\npool_size = 0\n");
-        for field in ["breaker.failure_threshold", "postgres.url: 'mysql://x'", "postgres.pool_size"] {
+        let e = errors_of(
+            "[breaker]\nfailure_threshold = 0\nerror_rate = 1.5\nwindow_ms = 0\n[postgres]\nurl = \"mysql://x\"\npool_size = 0\n",
+        );
+        for field in [
+            "breaker.failure_threshold",
+            "breaker.error_rate",
+            "breaker.window_ms",
+            "postgres.url: 'mysql://x'",
+            "postgres.pool_size",
+        ] {
             assert!(e.iter().any(|x| x.starts_with(field)), "missing {field} in {e:?}");
         }
     }

@@ -136,7 +136,12 @@ impl Fallback {
             flights: Flights::new(config.postgres.max_inflight, config.postgres.statement_timeout),
             negative: NegativeCache::new(config.postgres.negative_cache_size),
             recent: Expiring::new(config.postgres.negative_cache_size),
-            breaker: Breaker::new("postgres", config.breaker.failure_threshold, config.breaker.cooldown),
+            breaker: Breaker::with_rate(
+                "postgres",
+                config.breaker.failure_threshold,
+                config.breaker.cooldown,
+                config.breaker.rate(),
+            ),
             redis,
             statement_timeout: config.postgres.statement_timeout,
             epochs: (0..EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),

@@ -222,6 +222,9 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     if plan.ttl_rewrites + plan.clamps + plan.persist_denied > 0 {
         env.stats.record_policy(plan.keys[0].0, counts);
     }
+    for &class in &plan.rewritten {
+        env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
+    }
     if let Some(reply) = plan.refuse {
         return (refuse(session, reply), 0);
     }

@@ -81,8 +81,11 @@ pub struct Plan {
     pub keys: KeyRoles,
     /// Commands strata added inside the client's MULTI (for `FilterExec`).
     pub queued_extra: u16,
-    /// Keys given the tier's default TTL.
+    /// Keys given the tier's default TTL by a rewrite of the first key's command (SET,
+    /// RESTORE); booked on the first key's tier.
     pub ttl_rewrites: u32,
+    /// Keys given the default TTL after a write, each booked on its own tier.
+    pub rewritten: smallvec::SmallVec<[Class; 4]>,
     /// Explicit TTLs moved into the tier's bounds.
     pub clamps: u32,
     /// PERSISTs refused.
@@ -122,6 +125,7 @@ pub fn plan(input: &Input) -> Option<Plan> {
         extra: Vec::new(),
         keys,
         counts: Counts::default(),
+        rewritten: smallvec::SmallVec::new(),
         refuse: None,
     };
     b.apply_policy();
@@ -143,6 +147,7 @@ fn plain_read(input: &Input, keys: &[(Class, Role, usize, u16)]) -> Option<Plan>
         keys: keys.iter().map(|(class, role, index, _)| (*class, *role, *index)).collect(),
         queued_extra: 0,
         ttl_rewrites: 0,
+        rewritten: smallvec::SmallVec::new(),
         clamps: 0,
         persist_denied: 0,
     })
@@ -186,6 +191,8 @@ struct Builder<'a> {
     extra: Vec<Vec<Vec<u8>>>,
     keys: smallvec::SmallVec<[(Class, Role, usize, u16); 4]>,
     counts: Counts,
+    /// Keys given a default TTL by `enforce_after_write`, by class.
+    rewritten: smallvec::SmallVec<[Class; 4]>,
     refuse: Option<Reply>,
 }
 
@@ -232,7 +239,7 @@ impl Builder<'_> {
             }
             let key = self.input.argv[index].to_vec();
             match role {
-                Role::Write => self.enforce_after_write(&policy, key),
+                Role::Write => self.enforce_after_write(pos, &policy, key),
                 Role::Read if policy.sliding && self.input.mode != Mode::Watching => {
                     self.refresh(&policy, key)
                 }
@@ -241,7 +248,7 @@ impl Builder<'_> {
         }
     }
 
-    fn enforce_after_write(&mut self, policy: &TtlPolicy, key: Vec<u8>) {
+    fn enforce_after_write(&mut self, pos: usize, policy: &TtlPolicy, key: Vec<u8>) {
         let fresh = policy.fresh_ms().unwrap_or(0);
         self.extra.push(pexpire(&key, fresh, Some("NX")));
         if let Some(max) = policy.max_ms {
@@ -253,7 +260,8 @@ impl Builder<'_> {
         if policy.sliding {
             self.extra.push(pexpire(&key, fresh, Some("GT")));
         }
-        self.counts.ttl_rewrites += 1;
+        // Booked on the key's own tier: one command may write keys of several tiers.
+        self.rewritten.push(self.keys[pos].0);
     }
 
     fn refresh(&mut self, policy: &TtlPolicy, key: Vec<u8>) {
@@ -289,7 +297,7 @@ impl Builder<'_> {
             (Some(at), _) => self.clamp_option(&policy, at),
             (None, true) => {
                 let key = argv[1].to_vec();
-                self.enforce_after_write(&policy, key);
+                self.enforce_after_write(0, &policy, key);
             }
             (None, false) => {
                 self.append_px = Some(policy.fresh_ms().unwrap_or(0));
@@ -438,6 +446,7 @@ impl Builder<'_> {
             keys,
             queued_extra: 0,
             ttl_rewrites: self.counts.ttl_rewrites,
+            rewritten: self.rewritten,
             clamps: self.counts.clamps,
             persist_denied: self.counts.persist_denied,
         };
