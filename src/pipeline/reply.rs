@@ -139,28 +139,10 @@ fn frames_len(buf: &[u8], n: usize) -> Option<usize> {
     let mut len = 0;
     for _ in 0..n {
         let rest = &buf[len..];
-        len += match simple_frame_len(rest) {
-            Some(frame) => frame,
-            None => FrameScanner::reply().scan(rest, &Limits::UNBOUNDED).ok()??,
-        };
+        // `scan` measures scalar replies without its general walk.
+        len += FrameScanner::reply().scan(rest, &Limits::UNBOUNDED).ok()??;
     }
     Some(len)
-}
-
-/// The length of a complete scalar frame (`+ - : _ , #` lines and `$n` bulks), the
-/// usual reply, without the general scanner; `None` for anything else (aggregates,
-/// streamed or malformed frames), which the scanner then handles.
-fn simple_frame_len(buf: &[u8]) -> Option<usize> {
-    let line_end = memchr::memchr(b'\n', buf)? + 1;
-    match buf.first()? {
-        b'+' | b'-' | b':' | b'_' | b',' | b'#' => Some(line_end),
-        b'$' => {
-            let len: i64 = std::str::from_utf8(buf.get(1..line_end.checked_sub(2)?)?).ok()?.parse().ok()?;
-            let total = if len < 0 { line_end } else { line_end + usize::try_from(len).ok()? + 2 };
-            (total <= buf.len()).then_some(total)
-        }
-        _ => None,
-    }
 }
 
 fn take_frames(bytes: &mut Bytes, n: usize) -> Option<Vec<Bytes>> {
@@ -380,11 +362,11 @@ mod tests {
             b"$0\r\n\r\n",
             b"_\r\n",
         ] {
-            assert_eq!(simple_frame_len(frame), Some(frame.len()), "{frame:?}");
+            assert_eq!(crate::resp::scan::scalar_len(frame), Some(frame.len()), "{frame:?}");
             assert_eq!(frames_len(frame, 1), Some(frame.len()));
         }
-        assert_eq!(simple_frame_len(b"$5\r\nab"), None, "incomplete bulk");
-        assert_eq!(simple_frame_len(b"*1\r\n:1\r\n"), None, "aggregates go to the scanner");
+        assert_eq!(crate::resp::scan::scalar_len(b"$5\r\nab"), None, "incomplete bulk");
+        assert_eq!(crate::resp::scan::scalar_len(b"*1\r\n:1\r\n"), None, "aggregates go to the scanner");
         assert_eq!(frames_len(b"*1\r\n:1\r\n+OK\r\n", 2), Some(13));
     }
 

@@ -66,6 +66,34 @@ pub struct FrameScanner {
     request: bool,
 }
 
+/// The length of a complete scalar reply frame (`+ - : _ , #` lines and `$n` bulks) at
+/// the start of `buf`; `None` for anything else, incomplete or unusual (aggregates,
+/// streamed strings, oversized lines), which the general scanner then handles and
+/// validates.
+pub fn scalar_len(buf: &[u8]) -> Option<usize> {
+    let line_end = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE)])? + 1;
+    if line_end < 3 || buf[line_end - 2] != b'\r' {
+        return None;
+    }
+    match buf[0] {
+        b'+' | b'-' | b':' => Some(line_end),
+        b'_' if line_end == 3 => Some(line_end),
+        b'$' => {
+            let digits = &buf[1..line_end - 2];
+            if digits == b"-1" {
+                return Some(line_end);
+            }
+            if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            let total = line_end + len + 2;
+            (buf.len() >= total && &buf[total - 2..total] == b"\r\n").then_some(total)
+        }
+        _ => None,
+    }
+}
+
 /// One parsed element header.
 enum Header {
     /// The element is complete after `len` bytes.
@@ -88,6 +116,14 @@ impl FrameScanner {
     /// Returns the length of the complete frame at the start of `buf`, or `None` if more
     /// bytes are needed. After `Some`, the scanner is reset for the next frame.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+        // Most replies are one complete scalar; measure those without the general walk.
+        if !self.request
+            && self.pos == 0
+            && self.pending.is_empty()
+            && let Some(len) = scalar_len(buf)
+        {
+            return Ok(Some(len));
+        }
         loop {
             let header = match self.header(buf, limits)? {
                 Some(h) => h,
