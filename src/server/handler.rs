@@ -23,7 +23,7 @@ use super::session::Session;
 use crate::pipeline::{self, Note, Prepared};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
-use crate::upstream::{Dedicated, Job, Msg, SlotId};
+use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 
 /// Replies larger than this are written straight from their buffer instead of being
 /// copied into the batch buffer.
@@ -145,71 +145,10 @@ impl Handler {
                 Frame::Multibulk { len } => (len, None),
                 Frame::Inline { consumed, encoded } => (consumed, Some(encoded)),
             };
-            let (action, prepared) = {
-                let source: &[u8] = encoded.as_deref().unwrap_or(&self.rbuf[run.len..run.len + len]);
-                // On the stack for the usual few arguments: this runs for every request.
-                let argv: smallvec::SmallVec<[&[u8]; 8]> =
-                    self.ranges.iter().map(|r| &source[r.clone()]).collect();
-                let command = server.commands.lookup(&argv).map(|i| &**i);
-                let route_ctx = RouteContext {
-                    info: command,
-                    commands: &server.commands,
-                    version: &server.version,
-                    upstream: &self.ctx.config.upstream.url,
-                    registry: &self.ctx.registry,
-                    tiers: &self.ctx.tiers,
-                };
-                let action = decide(&mut self.session, &route_ctx, &argv);
-                let prepared = match action {
-                    Action::Forward(route) => {
-                        let info = || self.ctx.info_extra();
-                        let mut env = env(&self.ctx, &server.commands, &info, batch_start);
-                        env.upstream_down = route == Route::Shared && self.ctx.breaker.is_blocking();
-                        pipeline::prepare(&env, &mut self.session, &argv, command)
-                    }
-                    _ => Prepared::Untouched,
-                };
-                (action, prepared)
-            };
-            let (rewrite, note) = match prepared {
-                Prepared::Untouched => (None, None),
-                Prepared::Forward { rewrite, note } => (rewrite, Some(note)),
-                Prepared::Answer(reply) => {
-                    self.flush_run(&mut run).await;
-                    self.rbuf.advance(len);
-                    self.local(reply);
-                    continue;
-                }
-                Prepared::FromDatabase(through) => {
-                    self.flush_run(&mut run).await;
-                    self.rbuf.advance(len);
-                    let piece = pipeline::reply::Piece::Load { through, original: None };
-                    self.queue.push_back(defer(&self.ctx, vec![piece], 1, false));
-                    continue;
-                }
-            };
-            if matches!(action, Action::Forward(Route::Shared))
-                && (encoded.is_none() || rewrite.is_some())
-                && self.last_route == Route::Shared
-            {
-                run.add(&mut self.rbuf, len, rewrite, note);
-                continue;
+            let (action, prepared) = self.route_one(&server, run.len, len, encoded.as_ref(), batch_start);
+            if let Some(flow) = self.dispatch(&mut run, len, encoded, action, prepared).await? {
+                return Ok(flow);
             }
-            self.flush_run(&mut run).await;
-            if let Action::PassThrough(rewritten) = action {
-                let first = rewritten.or(encoded);
-                if first.is_some() {
-                    self.rbuf.advance(len);
-                }
-                return Ok(Flow::PassThrough(first));
-            }
-            let raw = self.rbuf.split_to(len).freeze();
-            if let (Action::Forward(route), Some(note)) = (&action, note) {
-                let frames = note.frames;
-                self.forward(*route, vec![rewrite.or(encoded).unwrap_or(raw)], frames, vec![note]).await;
-                continue;
-            }
-            self.act(action, encoded.unwrap_or(raw)).await?;
         }
         self.flush_run(&mut run).await;
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
@@ -220,6 +159,95 @@ impl Handler {
             });
         }
         Ok(Flow::Continue)
+    }
+
+    /// Decides one request's route and prepares it (tiers, read-through, accounting). The
+    /// request is `rbuf[offset..offset + len]`, or `encoded` for an inline command.
+    fn route_one(
+        &mut self,
+        server: &ServerInfo,
+        offset: usize,
+        len: usize,
+        encoded: Option<&Bytes>,
+        batch_start: Instant,
+    ) -> (Action, Prepared) {
+        let Handler { ctx, session, rbuf, ranges, .. } = self;
+        let source: &[u8] = encoded.map_or(&rbuf[offset..offset + len], |e| &e[..]);
+        // On the stack for the usual few arguments: this runs for every request.
+        let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &source[r.clone()]).collect();
+        let command = server.commands.lookup(&argv).map(|i| &**i);
+        let route_ctx = RouteContext {
+            info: command,
+            commands: &server.commands,
+            version: &server.version,
+            upstream: &ctx.config.upstream.url,
+            registry: &ctx.registry,
+            tiers: &ctx.tiers,
+        };
+        let action = decide(session, &route_ctx, &argv);
+        let prepared = match action {
+            Action::Forward(route) => {
+                let info = || ctx.info_extra();
+                let mut env = env(ctx, &server.commands, &info, batch_start);
+                env.upstream_down = route == Route::Shared && ctx.breaker.is_blocking();
+                pipeline::prepare(&env, session, &argv, command)
+            }
+            _ => Prepared::Untouched,
+        };
+        (action, prepared)
+    }
+
+    /// Carries out one routed request: joins the shared run, answers it, or sends it on
+    /// its own. `Some(flow)` ends processing (the connection goes into pass-through).
+    async fn dispatch(
+        &mut self,
+        run: &mut Run,
+        len: usize,
+        encoded: Option<Bytes>,
+        action: Action,
+        prepared: Prepared,
+    ) -> std::io::Result<Option<Flow>> {
+        let (rewrite, note) = match prepared {
+            Prepared::Untouched => (None, None),
+            Prepared::Forward { rewrite, note } => (rewrite, Some(note)),
+            Prepared::Answer(reply) => {
+                self.flush_run(run).await;
+                self.rbuf.advance(len);
+                self.local(reply);
+                return Ok(None);
+            }
+            Prepared::FromDatabase(through) => {
+                self.flush_run(run).await;
+                self.rbuf.advance(len);
+                let piece = pipeline::reply::Piece::Load { through, original: None };
+                self.queue.push_back(defer(&self.ctx, vec![piece], 1, false));
+                return Ok(None);
+            }
+        };
+        if matches!(action, Action::Forward(Route::Shared))
+            && (encoded.is_none() || rewrite.is_some())
+            && self.last_route == Route::Shared
+        {
+            run.add(&mut self.rbuf, len, rewrite, note);
+            return Ok(None);
+        }
+        self.flush_run(run).await;
+        if let Action::PassThrough(rewritten) = action {
+            let first = rewritten.or(encoded);
+            if first.is_some() {
+                self.rbuf.advance(len);
+            }
+            return Ok(Some(Flow::PassThrough(first)));
+        }
+        let raw = self.rbuf.split_to(len).freeze();
+        match (&action, note) {
+            (Action::Forward(route), Some(note)) => {
+                let frames = note.frames;
+                self.forward(*route, vec![rewrite.or(encoded).unwrap_or(raw)], frames, vec![note]).await;
+            }
+            _ => self.act(action, encoded.unwrap_or(raw)).await?,
+        }
+        Ok(None)
     }
 
     /// Sends the batched shared-route run, if any, as one job.
