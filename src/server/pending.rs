@@ -14,6 +14,9 @@ use super::Context;
 use crate::pipeline::reply::Settled;
 use crate::pipeline::{self, Env, Note};
 
+/// Notes reserved when a run gets its first one (clients commonly pipeline 16).
+const NOTES_PER_RUN: usize = 16;
+
 /// A reply owed to the client, in request order.
 pub(super) enum Pending {
     /// Bytes ready to write.
@@ -48,8 +51,13 @@ impl Run {
         let frames = note.as_ref().map_or(1, |n| n.frames);
         match note {
             Some(note) => {
-                if self.notes.is_empty() && self.frames > 0 {
-                    self.notes.push(Note::plain(self.frames));
+                if self.notes.is_empty() {
+                    // Sized for a typical pipeline up front: notes are large, and growing
+                    // the vector one doubling at a time copies them again and again.
+                    self.notes.reserve(NOTES_PER_RUN);
+                    if self.frames > 0 {
+                        self.notes.push(Note::plain(self.frames));
+                    }
                 }
                 self.notes.push(note);
             }
