@@ -33,7 +33,9 @@ pub enum Settled {
 /// Turns the replies of a batch (in note order) into the client's replies.
 pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note]) -> Settled {
     let mut samples = Samples::new();
-    let settled = if notes.iter().all(|n| n.fix == ReplyFix::None && n.through.is_none()) {
+    // Replies that only need counting stay in their buffer: the common case, including
+    // hits of read-through keys.
+    let settled = if notes.iter().all(|n| n.fix == ReplyFix::None) && !needs_load(&bytes, notes) {
         account_in_place(env.stats, &bytes, notes, env.now, &mut samples);
         Settled::Ready(bytes)
     } else {
@@ -121,6 +123,27 @@ pub async fn resolve(fallback: std::sync::Arc<crate::fallback::Fallback>, pieces
 enum Part {
     Ready(Bytes),
     Loading(tokio::task::JoinHandle<Bytes>),
+}
+
+/// True when a read-through request's reply calls for PostgreSQL (a miss, or strata's
+/// own upstream error where the tier answers from the database).
+fn needs_load(bytes: &[u8], notes: &[Note]) -> bool {
+    if notes.iter().all(|n| n.through.is_none()) {
+        return false;
+    }
+    let mut offset = 0;
+    for note in notes {
+        // Malformed or short input: let the cutting path deal with it.
+        let Some(len) = frames_len(&bytes[offset..], note.frames) else { return true };
+        let reply = &bytes[offset..offset + len];
+        if let Some(t) = &note.through
+            && (through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply)))
+        {
+            return true;
+        }
+        offset += len;
+    }
+    false
 }
 
 fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant, samples: &mut Samples) {

@@ -31,14 +31,22 @@ fn pg_command(binary: &str) -> Command {
     }
 }
 
-fn run(mut command: Command, what: &str) {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
+fn run(command: Command, what: &str) {
+    if let Err(why) = try_run(command, what) {
+        panic!("{why}");
+    }
+}
+
+fn try_run(mut command: Command, what: &str) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
 
 impl PgServer {
@@ -50,12 +58,21 @@ impl PgServer {
             chown.args(["-R", "postgres:postgres"]).arg(dir.path());
             run(chown, "chown");
         }
-        let server = PgServer { port: super::free_port(), dir };
+        let mut server = PgServer { port: super::free_port(), dir };
         let mut initdb = pg_command("initdb");
         initdb.args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(server.data());
         run(initdb, "initdb");
-        server.resume();
-        server
+        // The free port can be taken by a parallel test between choosing and binding it;
+        // a few fresh ports make that race harmless.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match server.try_resume() {
+                Ok(()) => return server,
+                Err(why) => last = why,
+            }
+            server.port = super::free_port();
+        }
+        panic!("{last}");
     }
 
     fn data(&self) -> PathBuf {
@@ -64,6 +81,12 @@ impl PgServer {
 
     /// Starts (again) the stopped cluster.
     pub fn resume(&self) {
+        if let Err(why) = self.try_resume() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_resume(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
@@ -76,7 +99,7 @@ impl PgServer {
             .arg("-D")
             .arg(self.data())
             .arg("start");
-        run(pg_ctl, "pg_ctl start");
+        try_run(pg_ctl, "pg_ctl start")
     }
 
     /// Stops the cluster at once (a database outage).
