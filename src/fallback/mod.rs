@@ -165,7 +165,7 @@ impl Fallback {
     pub fn rule_for(&self, key: &[u8]) -> Option<(usize, Shape)> {
         self.rules
             .iter()
-            .position(|r| key.starts_with(r.pattern.prefix()) && r.pattern.matches(key).is_some())
+            .position(|r| key.starts_with(r.pattern.prefix()) && r.pattern.is_match(key))
             .map(|i| (i, self.rules[i].shape))
     }
 

@@ -76,34 +76,45 @@ impl KeyPattern {
         }
     }
 
+    /// True when `key` matches (no captures collected: this runs on the hit path).
+    pub fn is_match(&self, key: &[u8]) -> bool {
+        self.walk(key, |_| {})
+    }
+
     /// The captured values when `key` matches.
     pub fn matches<'k>(&self, key: &'k [u8]) -> Option<Vec<&'k [u8]>> {
-        let mut pos = 0;
         let mut captured = Vec::new();
+        self.walk(key, |range| captured.push(&key[range])).then_some(captured)
+    }
+
+    /// Matches `key`, handing each capture's range to `capture`.
+    fn walk(&self, key: &[u8], mut capture: impl FnMut(std::ops::Range<usize>)) -> bool {
+        let mut pos = 0;
         for (i, segment) in self.segments.iter().enumerate() {
             match segment {
                 Segment::Literal(lit) => {
                     if !key[pos..].starts_with(lit) {
-                        return None;
+                        return false;
                     }
                     pos += lit.len();
                 }
                 Segment::Capture(_) => {
                     let end = match self.segments.get(i + 1) {
-                        Some(Segment::Literal(next)) => {
-                            pos + 1 + find(&key[(pos + 1).min(key.len())..], next)?
-                        }
+                        Some(Segment::Literal(next)) => match find(&key[(pos + 1).min(key.len())..], next) {
+                            Some(at) => pos + 1 + at,
+                            None => return false,
+                        },
                         _ => key.len(),
                     };
                     if end <= pos {
-                        return None;
+                        return false;
                     }
-                    captured.push(&key[pos..end]);
+                    capture(pos..end);
                     pos = end;
                 }
             }
         }
-        (pos == key.len()).then_some(captured)
+        pos == key.len()
     }
 
     /// The key for captured values (for invalidations naming a rule and its captures).

@@ -35,8 +35,8 @@ pub enum ReadKind {
 pub struct ReadThrough {
     /// The read.
     pub kind: ReadKind,
-    /// Per key position: the key and its rule, if any.
-    pub keys: Vec<(Bytes, Option<usize>)>,
+    /// Per key position: the key and its rule, if any (inline for the usual one key).
+    pub keys: smallvec::SmallVec<[(Bytes, Option<usize>); 1]>,
     /// The client's protocol, for replies strata builds.
     pub protocol: Protocol,
     /// Every key has a rule and a tier that answers from PostgreSQL while Redis is down.
@@ -59,7 +59,7 @@ pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protoco
         }
         _ => return None,
     };
-    let keys: Vec<(Bytes, Option<usize>)> = keys
+    let keys: smallvec::SmallVec<[(Bytes, Option<usize>); 1]> = keys
         .iter()
         .map(|k| {
             let rule = fallback.rule_for(k).filter(|(_, s)| *s == shape).map(|(id, _)| id);
