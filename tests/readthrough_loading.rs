@@ -79,10 +79,17 @@ async fn a_client_on_another_database_is_not_read_through() {
         let rig = Rig::start("", PRODUCT_RULE).await;
         let mut c = rig.client().await;
         assert_eq!(show(&c.command(&["SELECT", "3"]).await), "+OK\r\n");
-        assert_eq!(show(&c.command(&["GET", "product:details:4"]).await), "$-1\r\n");
+        assert_eq!(show(&c.command(&["GET", "product:details:3"]).await), "$-1\r\n");
         assert_eq!(rig.calls(), 0, "the rules describe the URL's database, not database 3");
         let mut direct = rig.direct().await;
-        assert_eq!(show(&direct.command(&["EXISTS", "product:details:4"]).await), ":0\r\n");
+        assert_eq!(show(&direct.command(&["EXISTS", "product:details:3"]).await), ":0\r\n");
+        // The same key on the rules' own database is read through.
+        let mut home = rig.client().await;
+        assert_eq!(
+            show(&home.command(&["GET", "product:details:3"]).await),
+            show(&bulk(&rig.product_json(3)))
+        );
+        assert_eq!(rig.calls(), 1);
     })
     .await;
 }

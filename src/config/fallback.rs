@@ -166,21 +166,8 @@ pub(super) fn read_breaker(root: &mut Section, errors: &mut Vec<ConfigError>) ->
 }
 
 pub(super) fn read_rules(root: &mut Section, errors: &mut Vec<ConfigError>) -> Vec<ReadThroughConfig> {
-    let Some(value) = root.raw("read_through") else { return Vec::new() };
-    let Some(items) = value.as_array() else {
-        errors
-            .push(ConfigError::new("read_through", "expected an array of tables ([[read_through]])".into()));
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("read_through[{i}]");
-        match item.as_table() {
-            Some(table) => rules.push(read_rule(Section::nested(path, table), errors)),
-            None => errors.push(ConfigError::new(&path, "expected a table".into())),
-        }
-    }
-    rules
+    let sections = root.tables("read_through", errors);
+    sections.into_iter().map(|s| read_rule(s, errors)).collect()
 }
 
 fn read_rule(mut s: Section, errors: &mut Vec<ConfigError>) -> ReadThroughConfig {

@@ -21,7 +21,7 @@ impl<'a> Section<'a> {
     }
 
     /// A table found elsewhere (an entry of an array of tables), read under `path`.
-    pub fn nested(path: String, table: &'a toml::Table) -> Self {
+    fn nested(path: String, table: &'a toml::Table) -> Self {
         Section { path, table: Some(table), read: BTreeSet::new() }
     }
 
@@ -38,6 +38,25 @@ impl<'a> Section<'a> {
             }
         };
         Section { path, table, read: BTreeSet::new() }
+    }
+
+    /// Every table of the array of tables `[[name]]`, each as a section named `name[i]`;
+    /// a value of another shape is reported once.
+    pub fn tables(&mut self, name: &str, errors: &mut Vec<ConfigError>) -> Vec<Section<'a>> {
+        let Some(value) = self.raw(name) else { return Vec::new() };
+        let Some(items) = value.as_array() else {
+            errors.push(ConfigError::new(name, format!("expected an array of tables ([[{name}]])")));
+            return Vec::new();
+        };
+        let mut sections = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{name}[{i}]");
+            match item.as_table() {
+                Some(table) => sections.push(Section::nested(path, table)),
+                None => errors.push(ConfigError::new(&path, "expected a table".into())),
+            }
+        }
+        sections
     }
 
     /// The raw value of `name`, if present; marks it as known.

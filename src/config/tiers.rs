@@ -62,19 +62,8 @@ pub struct TierConfig {
 
 /// Reads every `[[tiers]]` table, reporting each problem with its field path.
 pub fn read_tiers(root: &mut Section, errors: &mut Vec<ConfigError>) -> Vec<TierConfig> {
-    let Some(value) = root.raw("tiers") else { return Vec::new() };
-    let Some(items) = value.as_array() else {
-        errors.push(ConfigError::new("tiers", "expected an array of tables ([[tiers]])".into()));
-        return Vec::new();
-    };
-    let mut tiers = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("tiers[{i}]");
-        match item.as_table() {
-            Some(table) => tiers.push(read_tier(Section::nested(path, table), errors)),
-            None => errors.push(ConfigError::new(&path, "expected a table".into())),
-        }
-    }
+    let sections = root.tables("tiers", errors);
+    let tiers: Vec<TierConfig> = sections.into_iter().map(|s| read_tier(s, errors)).collect();
     check_across_tiers(&tiers, errors);
     tiers
 }

@@ -130,7 +130,21 @@ impl Fallback {
             (Some(url), false) => Some(Database::connect_lazy(&config.postgres, url)?),
             _ => None,
         };
-        Ok(Fallback {
+        Ok(Self::assemble(config, rules, db, redis))
+    }
+
+    /// A service with no rules (read-through off), for when the rules cannot be built.
+    fn disabled(config: &Config) -> Fallback {
+        Self::assemble(config, Vec::new(), None, None)
+    }
+
+    fn assemble(
+        config: &Config,
+        rules: Vec<Rule>,
+        db: Option<Database>,
+        redis: Option<Arc<OwnClient>>,
+    ) -> Fallback {
+        Fallback {
             rules,
             db,
             flights: Flights::new(config.postgres.max_inflight, config.postgres.statement_timeout),
@@ -148,7 +162,7 @@ impl Fallback {
             epoch_hasher: foldhash::fast::RandomState::default(),
             counters: FallbackCounters::default(),
             latency: Latency::new(1),
-        })
+        }
     }
 
     /// True when there is nothing to read through.
@@ -437,12 +451,13 @@ pub fn start(config: &Config, shutdown: tokio_util::sync::CancellationToken) -> 
         }
         None => None,
     };
-    let fallback = Fallback::new(config, &tiers, redis).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "read-through disabled");
-        let mut off = config.clone();
-        off.read_through.clear();
-        Fallback::new(&off, &tiers, None).unwrap_or_else(|_| unreachable!("no rules cannot fail"))
-    });
+    let fallback = match Fallback::new(config, &tiers, redis) {
+        Ok(fallback) => fallback,
+        Err(e) => {
+            tracing::error!(error = %e, "read-through disabled");
+            Fallback::disabled(config)
+        }
+    };
     let fallback = Arc::new(fallback);
     if let (Some(channel), Some(_)) = (&config.postgres.listen_channel, fallback.database()) {
         tokio::spawn(listen::run(fallback.clone(), channel.clone(), shutdown));

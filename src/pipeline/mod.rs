@@ -242,7 +242,9 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     // it possibly stale and a remembered "no row" possibly wrong.
     if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
         for &(_, _, index) in &account.keys {
-            env.fallback.forget(argv[index]);
+            if env.fallback.rule_for(argv[index]).is_some() {
+                env.fallback.forget(argv[index]);
+            }
         }
     }
     let through = read_through(env, session, info, argv, &account.keys);

@@ -317,4 +317,22 @@ mod tests {
         assert!(FrameScanner::reply().scan(b"$abc\r\n", &limits).is_err());
         assert!(FrameScanner::reply().scan(b"$3\r\nabcXY", &limits).is_err());
     }
+    #[test]
+    fn scalar_replies_are_measured_without_the_general_walk() {
+        for frame in [
+            &b"+OK\r\n"[..],
+            b"-ERR x\r\n",
+            b":12\r\n",
+            b"$-1\r\n",
+            b"$3\r\nabc\r\n",
+            b"$0\r\n\r\n",
+            b"_\r\n",
+        ] {
+            assert_eq!(scalar_len(frame), Some(frame.len()), "{frame:?}");
+            assert_eq!(scan_all(frame), Some(frame.len()));
+        }
+        assert_eq!(scalar_len(b"$5\r\nab"), None, "incomplete bulk");
+        assert_eq!(scalar_len(b"*1\r\n:1\r\n"), None, "aggregates go to the scanner");
+        assert_eq!(scan_all(b"*1\r\n:1\r\n+OK\r\n"), Some(8), "the scanner takes the aggregate");
+    }
 }

@@ -267,9 +267,7 @@ fn tier_of(tiers: &TierTable, key: &[u8]) -> Reply {
         None => Reply::Map(vec![(Reply::text("tier"), Reply::text("untiered"))]),
         Some(class) => {
             let rule = &tiers.rules()[class.rule as usize];
-            let Reply::Map(mut fields) = describe_tier(tiers, class.tier) else {
-                unreachable!("describe_tier builds a map")
-            };
+            let mut fields = tier_fields(tiers, class.tier);
             let kind = if rule.is_pattern { "pattern" } else { "prefix" };
             fields.insert(1, (Reply::text(kind), Reply::text(rule.text.clone())));
             Reply::Map(fields)
@@ -279,6 +277,10 @@ fn tier_of(tiers: &TierTable, key: &[u8]) -> Reply {
 
 /// One tier as a map: name, prefixes, patterns and every policy field.
 fn describe_tier(tiers: &TierTable, id: u16) -> Reply {
+    Reply::Map(tier_fields(tiers, id))
+}
+
+fn tier_fields(tiers: &TierTable, id: u16) -> Vec<(Reply, Reply)> {
     let tier = tiers.tier(id);
     let rules = |patterns: bool| {
         Reply::Array(
@@ -292,7 +294,7 @@ fn describe_tier(tiers: &TierTable, id: u16) -> Reply {
     };
     let p = &tier.policy;
     let ms = |v: Option<u64>| v.map_or(Reply::Null, |ms| Reply::Int(ms as i64));
-    Reply::Map(vec![
+    vec![
         (Reply::text("tier"), Reply::text(tier.name.clone())),
         (Reply::text("prefixes"), rules(false)),
         (Reply::text("patterns"), rules(true)),
@@ -302,5 +304,5 @@ fn describe_tier(tiers: &TierTable, id: u16) -> Reply {
         (Reply::text("jitter_ms"), Reply::Int(p.jitter_ms as i64)),
         (Reply::text("sliding"), Reply::Int(i64::from(p.sliding))),
         (Reply::text("persist"), Reply::text(if p.persist == PersistPolicy::Deny { "deny" } else { "max" })),
-    ])
+    ]
 }

@@ -183,11 +183,6 @@ impl Stats {
         }
     }
 
-    /// Records one request's latency for a tier.
-    pub fn record_latency(&self, tier: TierId, micros: u64) {
-        self.latency.record(tier, micros);
-    }
-
     /// Records latency samples `(tier, micros, count)` gathered over a batch.
     pub fn record_latencies(&self, samples: &[(TierId, u64, u64)]) {
         self.latency.record_many(samples);

@@ -210,13 +210,13 @@ impl Builder<'_> {
         let name = self.input.info.name.as_str();
         let handled = match name {
             "set" => self.set(),
-            "setex" => self.setex(1_000),
-            "psetex" => self.setex(1),
+            "setex" => self.clamp_ttl_arg(1_000, false, b"PSETEX"),
+            "psetex" => self.clamp_ttl_arg(1, false, b"PSETEX"),
             "getex" => self.getex(),
-            "expire" => self.expire(1_000, false),
-            "pexpire" => self.expire(1, false),
-            "expireat" => self.expire(1_000, true),
-            "pexpireat" => self.expire(1, true),
+            "expire" => self.clamp_ttl_arg(1_000, false, b"PEXPIRE"),
+            "pexpire" => self.clamp_ttl_arg(1, false, b"PEXPIRE"),
+            "expireat" => self.clamp_ttl_arg(1_000, true, b"PEXPIRE"),
+            "pexpireat" => self.clamp_ttl_arg(1, true, b"PEXPIRE"),
             "persist" => self.persist(),
             "restore" => self.restore(),
             // COPY … DB n writes into another database, where strata's PEXPIRE (sent in
@@ -338,13 +338,15 @@ impl Builder<'_> {
         (ms > 0).then_some(ms)
     }
 
-    /// `SETEX k seconds v` / `PSETEX k ms v`: clamp, as PSETEX.
-    fn setex(&mut self, unit: u64) -> bool {
+    /// `SETEX k s v`, `PSETEX k ms v`, `EXPIRE k t [NX|XX|GT|LT]` and friends: the TTL is
+    /// argument 2; outside the tier's bounds it is clamped and the command becomes its
+    /// millisecond, relative form `as_command` (PSETEX or PEXPIRE), which replies the same.
+    fn clamp_ttl_arg(&mut self, unit: u64, absolute: bool, as_command: &[u8]) -> bool {
         let Some(policy) = self.first_ttl_policy().cloned() else { return true };
-        let Some(ms) = self.relative_ms(self.input.argv[2], unit, false) else { return true };
+        let Some(ms) = self.relative_ms(self.input.argv[2], unit, absolute) else { return true };
         if let Some(clamped) = policy.clamp_ms(ms) {
             let args = self.args_mut();
-            args[0] = b"PSETEX".to_vec();
+            args[0] = as_command.to_vec();
             args[2] = clamped.to_string().into_bytes();
             self.counts.clamps += 1;
         }
@@ -370,19 +372,6 @@ impl Builder<'_> {
             }
             Some("ex" | "px" | "exat" | "pxat") if argv.len() == 4 => self.clamp_option(&policy, 2),
             Some(_) => {}
-        }
-        true
-    }
-
-    /// `EXPIRE k t [NX|XX|GT|LT]` and friends: clamp into the tier's bounds, as PEXPIRE.
-    fn expire(&mut self, unit: u64, absolute: bool) -> bool {
-        let Some(policy) = self.first_ttl_policy().cloned() else { return true };
-        let Some(ms) = self.relative_ms(self.input.argv[2], unit, absolute) else { return true };
-        if let Some(clamped) = policy.clamp_ms(ms) {
-            let args = self.args_mut();
-            args[0] = b"PEXPIRE".to_vec();
-            args[2] = clamped.to_string().into_bytes();
-            self.counts.clamps += 1;
         }
         true
     }
