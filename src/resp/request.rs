@@ -61,6 +61,12 @@ impl RequestParser {
             // Redis ignores `*-N` requests without a reply; so does strata.
             return Ok(Some(Frame::Empty { len }));
         }
+        if self.scanner.is_fresh() {
+            if let Some(len) = quick_multibulk(buf, &self.limits, args) {
+                return Ok(Some(Frame::Multibulk { len }));
+            }
+            args.clear();
+        }
         let Some(len) = self.scanner.scan(buf, &self.limits)? else { return Ok(None) };
         let frame = &buf[..len];
         let (count, mut pos) = header(frame, 0)?;
@@ -75,6 +81,49 @@ impl RequestParser {
             pos = after + arg_len + 2;
         }
         Ok(Some(Frame::Multibulk { len }))
+    }
+}
+
+/// A complete, plain multibulk request (`*N`, then N `$len` bulks, within the limits),
+/// parsed in one pass with its argument ranges. `None` for anything else (incomplete,
+/// unusual or invalid), which the resumable scanner then walks and, if need be, refuses
+/// with the exact error: this path only ever accepts what the scanner would accept.
+fn quick_multibulk(buf: &[u8], limits: &Limits, args: &mut Vec<Range<usize>>) -> Option<usize> {
+    let (count, mut pos) = quick_header(buf, 0, b'*')?;
+    if count == 0 || count > limits.max_multibulk {
+        return None;
+    }
+    for _ in 0..count {
+        let (len, start) = quick_header(buf, pos, b'$')?;
+        if len > limits.max_bulk {
+            return None;
+        }
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        // Bounded by the bytes present: each argument took at least 4 bytes of `buf`.
+        args.push(start..end);
+        pos = end + 2;
+    }
+    Some(pos)
+}
+
+/// `<kind><digits>\r\n` at `pos`: the number and the offset after the line. At most 18
+/// digits, so the value cannot overflow.
+fn quick_header(buf: &[u8], pos: usize, kind: u8) -> Option<(u64, usize)> {
+    if *buf.get(pos)? != kind {
+        return None;
+    }
+    let mut value = 0u64;
+    let mut i = pos + 1;
+    loop {
+        match *buf.get(i)? {
+            digit @ b'0'..=b'9' if i - pos <= 18 => value = value * 10 + u64::from(digit - b'0'),
+            b'\r' if i > pos + 1 && buf.get(i + 1) == Some(&b'\n') => return Some((value, i + 2)),
+            _ => return None,
+        }
+        i += 1;
     }
 }
 
@@ -243,6 +292,39 @@ mod tests {
         assert!(matches!(parse(b"*-10\r\n").0, Some(Frame::Empty { len: 6 })));
         assert!(parse(b"*2\r\n$3\r\nGET\r\n").0.is_none());
         assert!(parse(b"PIN").0.is_none());
+    }
+
+    #[test]
+    fn one_pass_and_resumable_paths_agree() {
+        let requests: [&[u8]; 6] = [
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n",
+            b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\r\n\r\n",
+            b"*2\r\n$3\r\nGET\r\n$1\r\nkXY",
+        ];
+        for request in requests {
+            let mut quick = Vec::new();
+            let quick_len = quick_multibulk(request, &Limits::UNBOUNDED, &mut quick);
+            let mut scanner = FrameScanner::request();
+            let scanned = scanner.scan(request, &Limits::UNBOUNDED).ok().flatten();
+            assert_eq!(quick_len, scanned, "{}", String::from_utf8_lossy(request));
+            if quick_len.is_some() {
+                assert_eq!(parse(request).1.len(), quick.len());
+            }
+        }
+        // Over a limit, unterminated or incomplete: left to the scanner and its errors.
+        let tight = Limits { max_bulk: 2, max_multibulk: 1 };
+        assert!(quick_multibulk(b"*1\r\n$3\r\nGET\r\n", &tight, &mut Vec::new()).is_none());
+        assert!(quick_multibulk(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n", &tight, &mut Vec::new()).is_none());
+        assert!(quick_multibulk(b"*1\r\n$3\r\nGET", &Limits::UNBOUNDED, &mut Vec::new()).is_none());
+        assert!(
+            quick_multibulk(b"*1\r\n$99999999999999999999\r\n", &Limits::UNBOUNDED, &mut Vec::new())
+                .is_none()
+        );
+        let mut parser = RequestParser::new(tight);
+        assert!(parser.next(b"*1\r\n$3\r\nGET\r\n", &mut Vec::new()).is_err());
     }
 
     #[test]

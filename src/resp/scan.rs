@@ -113,6 +113,11 @@ impl FrameScanner {
         FrameScanner { request: true, ..Self::default() }
     }
 
+    /// True unless a frame was left incomplete and scanning it will resume.
+    pub fn is_fresh(&self) -> bool {
+        self.pos == 0 && self.pending.is_empty()
+    }
+
     /// Returns the length of the complete frame at the start of `buf`, or `None` if more
     /// bytes are needed. After `Some`, the scanner is reset for the next frame.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {

@@ -87,6 +87,11 @@ impl Handler {
     pub async fn run(mut self) -> std::io::Result<()> {
         let idle = self.ctx.config.server.idle_timeout;
         let mut idle_deadline = idle.map(|d| Instant::now() + d);
+        // Built once: a fresh `cancelled()` per loop would register and drop a waiter on
+        // every batch of requests.
+        let kill = self.registration.handle.kill.clone().cancelled_owned();
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        tokio::pin!(kill, shutdown);
         loop {
             if let Flow::PassThrough(rewritten) = self.process().await? {
                 return self.pass_through(rewritten).await;
@@ -97,22 +102,33 @@ impl Handler {
             }
             let depth = self.ctx.config.limits.max_pipeline_depth;
             let can_read = !self.closing && self.queue.len() < depth;
-            let Handler { stream, rbuf, queue, ctx, closing, registration, .. } = &mut self;
+            let Handler { stream, rbuf, queue, ctx, closing, .. } = &mut self;
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                 rbuf.reserve(READ_CHUNK.max(rbuf.len().min(4 * 1024 * 1024)));
             }
+            // select! builds every branch's future each turn, so the idle timer is an async
+            // block: nothing (no clock read, no timer) unless it is actually polled.
+            let idle_timer = async {
+                match idle_deadline {
+                    Some(deadline) => sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
-                () = registration.handle.kill.cancelled() => return Ok(()),
-                () = ctx.shutdown.cancelled(), if can_read => *closing = true,
+                () = &mut kill => return Ok(()),
+                // Once fired, `closing` keeps this branch off: a finished future is not polled again.
+                () = &mut shutdown, if can_read => *closing = true,
                 () = resolve_front(queue, ctx), if !queue.is_empty() => {}
                 read = stream.read_buf(rbuf), if can_read => {
                     if read? == 0 {
                         return Ok(());
                     }
-                    idle_deadline = idle.map(|d| Instant::now() + d);
+                    if let Some(idle) = idle {
+                        idle_deadline = Some(Instant::now() + idle);
+                    }
                 }
-                () = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() && queue.is_empty() => {
+                () = idle_timer, if idle_deadline.is_some() && queue.is_empty() => {
                     return Ok(());
                 }
             }
@@ -145,12 +161,17 @@ impl Handler {
                 Frame::Multibulk { len } => (len, None),
                 Frame::Inline { consumed, encoded } => (consumed, Some(encoded)),
             };
-            let (action, prepared) = self.route_one(&server, run.len, len, encoded.as_ref(), batch_start);
+            let Some(routed) = self.step(&server, &mut run, len, encoded.as_ref(), batch_start) else {
+                continue;
+            };
+            let (action, prepared) = *routed;
             if let Some(flow) = self.dispatch(&mut run, len, encoded, action, prepared).await? {
                 return Ok(flow);
             }
         }
-        self.flush_run(&mut run).await;
+        if !self.try_flush_run(&mut run) {
+            self.flush_run(&mut run).await;
+        }
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
             self.protocol_error(ProtocolError::TooLong {
                 what: "query buffer",
@@ -163,6 +184,7 @@ impl Handler {
 
     /// Decides one request's route and prepares it (tiers, read-through, accounting). The
     /// request is `rbuf[offset..offset + len]`, or `encoded` for an inline command.
+    #[inline(always)]
     fn route_one(
         &mut self,
         server: &ServerInfo,
@@ -197,8 +219,33 @@ impl Handler {
         (action, prepared)
     }
 
-    /// Carries out one routed request: joins the shared run, answers it, or sends it on
-    /// its own. `Some(flow)` ends processing (the connection goes into pass-through).
+    /// Routes and prepares the request of `len` bytes after the run, and adds it to the run
+    /// when it can join. That is the usual case: it has no await (no future is built per
+    /// request) and moves nothing large. Anything else comes back, boxed, for `dispatch`.
+    fn step(
+        &mut self,
+        server: &ServerInfo,
+        run: &mut Run,
+        len: usize,
+        encoded: Option<&Bytes>,
+        batch_start: Instant,
+    ) -> Option<Box<(Action, Prepared)>> {
+        let (action, prepared) = self.route_one(server, run.len, len, encoded, batch_start);
+        let inline = encoded.is_some();
+        let joins = matches!(action, Action::Forward(Route::Shared)) && self.last_route == Route::Shared;
+        match prepared {
+            Prepared::Untouched if joins && !inline => run.add(&mut self.rbuf, len, None, None),
+            // An inline command joins once re-encoded as RESP (its rewrite).
+            Prepared::Forward { rewrite, note } if joins && (!inline || rewrite.is_some()) => {
+                run.add(&mut self.rbuf, len, rewrite, Some(note))
+            }
+            prepared => return Some(Box::new((action, prepared))),
+        }
+        None
+    }
+
+    /// Answers one request that cannot join the shared run, or sends it on its own.
+    /// `Some(flow)` ends processing (the connection goes into pass-through).
     async fn dispatch(
         &mut self,
         run: &mut Run,
@@ -224,13 +271,6 @@ impl Handler {
                 return Ok(None);
             }
         };
-        if matches!(action, Action::Forward(Route::Shared))
-            && (encoded.is_none() || rewrite.is_some())
-            && self.last_route == Route::Shared
-        {
-            run.add(&mut self.rbuf, len, rewrite, note);
-            return Ok(None);
-        }
         self.flush_run(run).await;
         if let Action::PassThrough(rewritten) = action {
             let first = rewritten.or(encoded);
@@ -248,6 +288,26 @@ impl Handler {
             _ => self.act(action, encoded.unwrap_or(raw)).await?,
         }
         Ok(None)
+    }
+
+    /// Sends the shared run as one job if that needs no wait: the route is unchanged and
+    /// the connection's queue has room (the usual case). `false` leaves the run for
+    /// `flush_run`.
+    fn try_flush_run(&mut self, run: &mut Run) -> bool {
+        if run.frames == 0 {
+            // Nothing but empty lines (or nothing at all): consumed, never sent.
+            drop(run.take(&mut self.rbuf));
+            return true;
+        }
+        if self.last_route != Route::Shared {
+            return false;
+        }
+        let Some(permit) = self.shared.as_ref().and_then(|tx| tx.try_reserve().ok()) else { return false };
+        let (payload, frames, notes) = run.take(&mut self.rbuf);
+        let (reply, rx) = oneshot::channel();
+        permit.send(Msg::Job(Job { payload, frames, reply }));
+        self.queue.push_back(Pending::Waiting { rx, frames, pinned: false, notes });
+        true
     }
 
     /// Sends the batched shared-route run, if any, as one job.

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::resp::{FrameScanner, Limits};
 
@@ -23,6 +23,9 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const MAX_YIELDS: u32 = 4;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// A shared connection holds new requests while earlier ones await their replies, up to
+/// this many bytes: about what Redis reads per event (16 KiB, PROTO_IOBUF_LEN).
+const HOLD_LIMIT: usize = 16 * 1024;
 
 /// Requests to write and the sender for their replies.
 #[derive(Debug)]
@@ -85,6 +88,12 @@ struct Driver {
     scanned_len: usize,
     scanned_frames: usize,
     timeout: Option<Duration>,
+    /// Hold requests while others await replies (shared connections only).
+    hold: bool,
+    /// Jobs at the back of `inflight` whose bytes are in `wbuf`, not yet being written.
+    held: usize,
+    /// `wbuf` is partly written; the rest follows at once.
+    writing: bool,
 }
 
 /// Runs a connection until it fails, times out, is detached or is no longer used.
@@ -107,11 +116,22 @@ pub async fn drive(
         scanned_len: 0,
         scanned_frames: 0,
         timeout,
+        hold: gather,
+        held: 0,
+        writing: false,
     };
+    // One timer, re-armed only when it fires or the connection goes from idle to busy:
+    // arming it per request would touch the timer wheel once per job.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = false;
     let detach_to = {
         let (mut rd, mut wr) = stream.split();
         'run: loop {
-            let deadline = d.deadline();
+            if !armed && let Some(deadline) = d.deadline() {
+                timer.as_mut().reset(deadline);
+                armed = true;
+            }
             if d.rbuf.capacity() - d.rbuf.len() < READ_CHUNK / 4 {
                 d.rbuf.reserve(READ_CHUNK.max(d.rbuf.len() / 2));
             }
@@ -122,8 +142,12 @@ pub async fn drive(
                     Ok(_) => if let Err(exit) = d.deliver() { return exit },
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
-                written = wr.write(&d.wbuf), if !d.wbuf.is_empty() => match written {
-                    Ok(n) => d.wbuf.advance(n),
+                written = wr.write(&d.wbuf), if d.may_write() => match written {
+                    Ok(n) => {
+                        d.wbuf.advance(n);
+                        d.held = 0;
+                        d.writing = !d.wbuf.is_empty();
+                    }
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
                 msg = rx.recv(), if d.wbuf.len() < WRITE_HIGH_WATER => {
@@ -133,9 +157,11 @@ pub async fn drive(
                     // Tokio runs a woken task next (LIFO slot), so without the yield below
                     // this task would wake once per client request and write one at a time.
                     let mut yields = 0;
+                    // One clock read for the whole gathered batch.
+                    let now = Instant::now();
                     loop {
                         match msg {
-                            Msg::Job(job) => d.accept(job),
+                            Msg::Job(job) => d.accept(job, now),
                             Msg::Detach(to) if d.inflight.is_empty() && d.wbuf.is_empty() => break 'run to,
                             // Callers detach only after every reply arrived; anything else is
                             // a bug upstream of here, and refusing keeps the stream consistent.
@@ -160,8 +186,12 @@ pub async fn drive(
                         }
                     }
                 }
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    return Exit::TimedOut;
+                () = &mut timer, if armed => {
+                    armed = false;
+                    // The front may have moved on since arming: then re-arm for the new one.
+                    if d.deadline().is_some_and(|deadline| deadline <= Instant::now()) {
+                        return Exit::TimedOut;
+                    }
                 }
             }
         }
@@ -175,11 +205,25 @@ impl Driver {
         Some(self.inflight.front()?.sent_at + self.timeout?)
     }
 
-    fn accept(&mut self, job: Job) {
+    /// Whether to write now. A shared connection with requests awaiting replies holds new
+    /// ones (up to `HOLD_LIMIT`): Redis is busy with the earlier ones and would not start
+    /// on these sooner, and one write of everything gathered meanwhile costs Redis and
+    /// strata one syscall instead of one per client. Under load this is what keeps batches
+    /// large; when idle nothing is in flight and requests go at once.
+    fn may_write(&self) -> bool {
+        !self.wbuf.is_empty()
+            && (self.writing
+                || !self.hold
+                || self.inflight.len() == self.held
+                || self.wbuf.len() >= HOLD_LIMIT)
+    }
+
+    fn accept(&mut self, job: Job, now: Instant) {
         for chunk in &job.payload {
             self.wbuf.extend_from_slice(chunk);
         }
-        self.inflight.push_back(InFlight { frames: job.frames, reply: job.reply, sent_at: Instant::now() });
+        self.held += 1;
+        self.inflight.push_back(InFlight { frames: job.frames, reply: job.reply, sent_at: now });
     }
 
     /// Hands every complete reply in the read buffer to its job.
