@@ -81,6 +81,21 @@ impl CommandInfo {
     pub fn has(&self, bits: u32) -> bool {
         self.flags & bits == bits
     }
+
+    /// The key-spec flags of a command whose one key is its first argument (GET, SET,
+    /// HGET, INCR …: most requests), so the hot path can skip the general key search.
+    pub fn single_key(&self) -> Option<u16> {
+        match &self.key_specs[..] {
+            [
+                KeySpec {
+                    flags,
+                    begin: keyspec::BeginSearch::Index(1),
+                    find: keyspec::FindKeys::Range { last_key: 0, .. },
+                },
+            ] => Some(*flags),
+            _ => None,
+        }
+    }
 }
 
 /// All commands by lower-case name.

@@ -50,13 +50,13 @@ pub struct Note {
     /// A read PostgreSQL can answer on a miss or while Redis is down.
     pub through: Option<Box<ReadThrough>>,
     /// For the client's EXEC: the accounting of each queued command, in order.
-    pub queued: Vec<Option<Account>>,
+    pub queued: Box<[Option<Account>]>,
 }
 
 impl Note {
     /// Frames passed through untouched and uncounted.
     pub fn plain(frames: usize) -> Note {
-        Note { frames, fix: ReplyFix::None, account: None, through: None, queued: Vec::new() }
+        Note { frames, fix: ReplyFix::None, account: None, through: None, queued: Box::default() }
     }
 
     /// Replies the client gets for this note.
@@ -74,8 +74,6 @@ pub struct Account {
     pub elements: Elements,
     /// An integer 0 reply means "missing" (EXISTS, HEXISTS, SISMEMBER).
     pub zero_is_miss: bool,
-    /// When the request was read.
-    pub started: Instant,
 }
 
 /// How the elements of an array reply relate to the request's keys.
@@ -134,8 +132,10 @@ pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&C
         }
         _ => {}
     }
-    let (prepared, extra) = tiered(env, session, info, argv);
-    let mut prepared = if env.upstream_down { when_down(prepared) } else { prepared };
+    let (mut prepared, extra) = tiered(env, session, info, argv);
+    if env.upstream_down {
+        prepared = when_down(prepared);
+    }
     if session.in_multi {
         queue_in_transaction(session, &mut prepared, extra);
     }
@@ -165,10 +165,10 @@ fn refuse(session: &Session, reply: Reply) -> Prepared {
     }
     let note = Note {
         frames: 1,
-        fix: ReplyFix::Replace(reply.to_bytes(session.protocol)),
+        fix: ReplyFix::Replace(Box::new(reply.to_bytes(session.protocol))),
         account: None,
         through: None,
-        queued: Vec::new(),
+        queued: Box::default(),
     };
     Prepared::Forward { rewrite: Some(Bytes::from_static(b"*1\r\n$7\r\nPERSIST\r\n")), note }
 }
@@ -198,6 +198,21 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     if env.tiers.is_empty() || info.key_specs.is_empty() || !arity_ok(info.arity, argv.len()) {
         return (Prepared::Untouched, 0);
     }
+    if let (Some(flags), Some(key)) = (info.single_key(), argv.get(1)) {
+        // The usual request: one key, the first argument. An untiered key or a plain read
+        // is settled here, without the general key search and classification.
+        let Some(class) = env.tiers.classify(key) else { return (Prepared::Untouched, 0) };
+        let readonly = info.has(cmd_flag::READONLY);
+        if readonly && !env.tiers.tier(class.tier).policy.sliding {
+            let keys = smallvec::smallvec![(class, plan::role(readonly, flags), 1)];
+            return (read_note(env, session, info, argv, keys), 0);
+        }
+        if info.name == "set"
+            && let Some(rewrite) = plan::plain_set(env.tiers, class, argv)
+        {
+            return (plain_set_note(env, info, argv, class, rewrite), 0);
+        }
+    }
     let keys = match crate::command::keys_of(info, argv) {
         Ok(keys) => keys,
         Err(_) => {
@@ -213,7 +228,15 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         mode: mode(session, info),
         now_ms: Default::default(),
     };
-    let Some(plan) = plan::plan(&input) else { return (Prepared::Untouched, 0) };
+    let classified = plan::classify(&input);
+    if classified.is_empty() {
+        return (Prepared::Untouched, 0);
+    }
+    // Plain reads (the hot path) skip building a plan: only their keys are needed.
+    if let Some(keys) = plan::plain_read(&input, &classified) {
+        return (read_note(env, session, info, argv, keys), 0);
+    }
+    let plan = plan::plan_classified(&input, classified);
     let counts = crate::stats::PolicyCounts {
         ttl_rewrites: plan.ttl_rewrites,
         clamps: plan.clamps,
@@ -228,29 +251,72 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     if let Some(reply) = plan.refuse {
         return (refuse(session, reply), 0);
     }
-    let account = Account {
+    let account = account(info, plan.keys);
+    // Any command that may change a key (writes, DEL, RENAME …) makes a loaded row for
+    // it possibly stale and a remembered "no row" possibly wrong.
+    if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
+        for &(_, _, index) in &account.keys {
+            let key = argv[index as usize];
+            if env.fallback.rule_for(key).is_some() {
+                env.fallback.forget(key);
+            }
+        }
+    }
+    let through = read_through(env, session, info, argv, &account.keys);
+    let note =
+        Note { frames: plan.frames, fix: plan.fix, account: Some(account), through, queued: Box::default() };
+    (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+}
+
+/// `SET k v` rewritten with the tier's TTL: booked as a TTL rewrite, and a loaded row
+/// for the key is forgotten, as for every write (see `tiered`).
+fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, rewrite: Bytes) -> Prepared {
+    env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
+    if !env.fallback.is_empty() && env.fallback.rule_for(argv[1]).is_some() {
+        env.fallback.forget(argv[1]);
+    }
+    let keys = smallvec::smallvec![(class, Role::Write, 1)];
+    let note = Note {
+        frames: 1,
+        fix: ReplyFix::None,
+        account: Some(account(info, keys)),
+        through: None,
+        queued: Box::default(),
+    };
+    Prepared::Forward { rewrite: Some(rewrite), note }
+}
+
+/// How to count the reply of a request on `keys`.
+fn account(info: &CommandInfo, keys: crate::tier::plan::KeyRoles) -> Account {
+    Account {
         elements: match info.name.as_str() {
             "mget" => Elements::PerKey,
             "hmget" | "smismember" => Elements::PerField,
             _ => Elements::Whole,
         },
         zero_is_miss: matches!(info.name.as_str(), "exists" | "hexists" | "sismember"),
-        keys: plan.keys,
-        started: env.now,
-    };
-    // Any command that may change a key (writes, DEL, RENAME …) makes a loaded row for
-    // it possibly stale and a remembered "no row" possibly wrong.
-    if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
-        for &(_, _, index) in &account.keys {
-            if env.fallback.rule_for(argv[index]).is_some() {
-                env.fallback.forget(argv[index]);
-            }
-        }
+        keys,
     }
-    let through = read_through(env, session, info, argv, &account.keys);
-    let note =
-        Note { frames: plan.frames, fix: plan.fix, account: Some(account), through, queued: Vec::new() };
-    (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+}
+
+/// The note of a plain read (read-only, nothing sliding): count it, and read through from
+/// PostgreSQL where a rule covers it.
+fn read_note(
+    env: &Env,
+    session: &Session,
+    info: &CommandInfo,
+    argv: &[&[u8]],
+    keys: crate::tier::plan::KeyRoles,
+) -> Prepared {
+    let through = read_through(env, session, info, argv, &keys);
+    let note = Note {
+        frames: 1,
+        fix: ReplyFix::None,
+        account: Some(account(info, keys)),
+        through,
+        queued: Box::default(),
+    };
+    Prepared::Forward { rewrite: None, note }
 }
 
 /// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched)
@@ -260,7 +326,7 @@ fn read_through(
     session: &Session,
     info: &CommandInfo,
     argv: &[&[u8]],
-    keys: &[(Class, Role, usize)],
+    keys: &[(Class, Role, u32)],
 ) -> Option<Box<ReadThrough>> {
     if env.fallback.is_empty() || session.in_multi || session.other_db {
         return None;
@@ -292,10 +358,10 @@ fn exec_request(session: &mut Session) -> Prepared {
     }
     let note = Note {
         frames: 1,
-        fix: ReplyFix::FilterExec { mask },
+        fix: ReplyFix::FilterExec { mask: mask.into_boxed_slice() },
         account: None,
         through: None,
-        queued: accounts,
+        queued: accounts.into_boxed_slice(),
     };
     Prepared::Forward { rewrite: None, note }
 }
@@ -319,6 +385,73 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
     let rewrite = (others.len() != argv.len()).then(|| crate::resp::reply::encode_command(&others));
     Prepared::Forward {
         rewrite,
-        note: Note { frames: 1, fix: ReplyFix::AppendInfo, account: None, through: None, queued: Vec::new() },
+        note: Note {
+            frames: 1,
+            fix: ReplyFix::AppendInfo,
+            account: None,
+            through: None,
+            queued: Box::default(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::tier::plan::{Input, Mode};
+
+    const CONFIG: &str = r#"
+[[tiers]]
+name = "t"
+prefixes = ["t:"]
+default_ttl = "1h"
+"#;
+
+    /// The single-key fast paths of `tiered` must decide exactly what the general plan does.
+    #[tokio::test]
+    async fn fast_paths_agree_with_the_general_plan() {
+        let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
+        let tiers = TierTable::new(&config.tiers);
+        let stats = Stats::new(&tiers);
+        let commands = CommandTable::builtin();
+        let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
+        let info = || -> InfoExtra { panic!("no INFO here") };
+        let env = Env {
+            commands: &commands,
+            tiers: &tiers,
+            stats: &stats,
+            info: &info,
+            fallback: &fallback,
+            upstream_down: false,
+            now: Instant::now(),
+        };
+        let mut session = Session::new(1);
+        for argv in
+            [&[&b"SET"[..], b"t:1", b"v"][..], &[b"GET", b"t:1"], &[b"HGET", b"t:1", b"f"], &[b"GET", b"u:1"]]
+        {
+            let command = commands.lookup(argv).map(|i| &**i).expect("known command");
+            let keys = crate::command::keys_of(command, argv).expect("keys");
+            let input = Input {
+                table: &tiers,
+                info: command,
+                argv,
+                keys: &keys,
+                mode: Mode::Plain,
+                now_ms: Default::default(),
+            };
+            let general = plan::plan(&input);
+            let fast = prepare(&env, &mut session, argv, Some(command));
+            match (general, fast) {
+                (None, Prepared::Untouched) => {}
+                (Some(plan), Prepared::Forward { rewrite, note }) => {
+                    assert_eq!(rewrite, plan.rewrite, "{argv:?}");
+                    assert_eq!(note.frames, plan.frames);
+                    assert_eq!(note.fix, plan.fix);
+                    assert_eq!(note.account.expect("counted").keys, plan.keys, "{argv:?}");
+                }
+                (general, fast) => panic!("{argv:?}: plan {general:?} but prepared {fast:?}"),
+            }
+        }
     }
 }

@@ -30,16 +30,18 @@ pub enum Settled {
     Deferred(Vec<Piece>),
 }
 
-/// Turns the replies of a batch (in note order) into the client's replies.
-pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note]) -> Settled {
+/// Turns the replies of a batch (in note order) into the client's replies; the batch was
+/// read at `started` and `env.now` is when its replies arrived.
+pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note], started: Instant) -> Settled {
     let mut samples = Samples::new();
+    let micros = env.now.saturating_duration_since(started).as_micros() as u64;
     // Replies that only need counting stay in their buffer: the common case, including
     // hits of read-through keys.
     let settled = if notes.iter().all(|n| n.fix == ReplyFix::None) && !needs_load(&bytes, notes) {
-        account_in_place(env.stats, &bytes, notes, env.now, &mut samples);
+        account_in_place(env.stats, &bytes, notes, micros, &mut samples);
         Settled::Ready(bytes)
     } else {
-        finish_cutting(env, bytes, notes, &mut samples)
+        finish_cutting(env, bytes, notes, micros, &mut samples)
     };
     env.stats.record_latencies(&samples);
     settled
@@ -55,7 +57,13 @@ fn add_sample(samples: &mut Samples, tier: u16, micros: u64) {
     }
 }
 
-fn finish_cutting(env: &Env, mut bytes: Bytes, notes: &mut [Note], samples: &mut Samples) -> Settled {
+fn finish_cutting(
+    env: &Env,
+    mut bytes: Bytes,
+    notes: &mut [Note],
+    micros: u64,
+    samples: &mut Samples,
+) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
     for note in notes.iter_mut() {
@@ -67,10 +75,10 @@ fn finish_cutting(env: &Env, mut bytes: Bytes, notes: &mut [Note], samples: &mut
         };
         let reply = fix(env, frames, &note.fix);
         if let Some(account) = &note.account {
-            record(env.stats, &reply, account, env.now, samples);
+            record(env.stats, &reply, account, micros, samples);
         }
         if !note.queued.is_empty() {
-            record_exec(env.stats, &reply, &note.queued, env.now, samples);
+            record_exec(env.stats, &reply, &note.queued, micros, samples);
         }
         match note.through.take() {
             Some(through) if through::is_miss(&reply, &through) => {
@@ -146,13 +154,13 @@ fn needs_load(bytes: &[u8], notes: &[Note]) -> bool {
     false
 }
 
-fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], now: Instant, samples: &mut Samples) {
+fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], micros: u64, samples: &mut Samples) {
     let mut rest = bytes.clone();
     for note in notes {
         let Some(len) = frames_len(&rest, note.frames) else { return };
         let reply = rest.split_to(len);
         if let Some(account) = &note.account {
-            record(stats, &reply, account, now, samples);
+            record(stats, &reply, account, micros, samples);
         }
     }
 }
@@ -184,7 +192,7 @@ fn fix(env: &Env, mut frames: Vec<Bytes>, fix: &ReplyFix) -> Bytes {
         ReplyFix::Exec { .. } => unwrap_exec(frames),
         ReplyFix::FilterExec { mask } => filter_exec(frames.swap_remove(0), mask),
         ReplyFix::AppendInfo => append_info(env, frames.swap_remove(0)),
-        ReplyFix::Replace(bytes) => bytes.clone(),
+        ReplyFix::Replace(bytes) => Bytes::clone(bytes),
     }
 }
 
@@ -284,8 +292,8 @@ fn is_missing(frame: &[u8]) -> bool {
     matches!(frame, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n" | b"*0\r\n" | b"%0\r\n" | b"~0\r\n")
 }
 
-/// Counts one request's outcome per key, and its latency once per tier.
-fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant, samples: &mut Samples) {
+/// Counts one request's outcome per key, and its latency (`micros`) once per tier.
+fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples: &mut Samples) {
     let error = is_error(reply);
     let elements = match account.elements {
         Elements::Whole => None,
@@ -298,7 +306,7 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant, samples
             (Role::Write, false) => stats.record(class, Outcome::Write),
             (Role::Read, false) => match (&elements, account.elements) {
                 (Some(items), Elements::PerKey) => {
-                    let found = items.get(index.saturating_sub(1)).is_some_and(|e| !is_missing(e));
+                    let found = items.get((index as usize).saturating_sub(1)).is_some_and(|e| !is_missing(e));
                     stats.record(class, if found { Outcome::Hit } else { Outcome::Miss });
                 }
                 (Some(items), _) => {
@@ -317,7 +325,6 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant, samples
             (Role::Other, false) => {}
         }
     }
-    let micros = now.saturating_duration_since(account.started).as_micros() as u64;
     let mut seen = 0u64;
     for &(class, _, _) in &account.keys {
         // Tier ids beyond 63 share a bit; an extra latency sample is harmless.
@@ -331,14 +338,14 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, now: Instant, samples
 
 /// Counts each queued command of a transaction by its element of EXEC's array (an
 /// aborted transaction, nil or EXECABORT, executed nothing and counts nothing).
-fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], now: Instant, samples: &mut Samples) {
+fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], micros: u64, samples: &mut Samples) {
     let Some(elements) = array_elements(exec) else { return };
     if elements.len() != queued.len() {
         return;
     }
     for (element, account) in elements.iter().zip(queued) {
         if let Some(account) = account {
-            record(stats, element, account, now, samples);
+            record(stats, element, account, micros, samples);
         }
     }
 }

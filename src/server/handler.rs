@@ -28,8 +28,24 @@ use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 /// Replies larger than this are written straight from their buffer instead of being
 /// copied into the batch buffer.
 const COPY_LIMIT: usize = 64 * 1024;
-/// Read buffer growth step.
+/// Read buffer growth step, to start with.
 const READ_CHUNK: usize = 16 * 1024;
+/// Largest growth step: a client whose reads fill the buffer (large pipelines, large
+/// values) gets room for its whole batch in one read, up to this.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// The read buffer growth step after a read of `read` bytes into `room`: doubled when the
+/// read filled the room (a batch split over two reads costs a second read, job and reply
+/// write), halved when reads use little of it, so idle clients do not keep large buffers.
+fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
+    if read >= room {
+        (chunk * 2).min(MAX_READ_CHUNK)
+    } else if read < chunk / 8 {
+        (chunk / 2).max(READ_CHUNK)
+    } else {
+        chunk
+    }
+}
 
 /// How processing the read buffer ended.
 enum Flow {
@@ -53,6 +69,10 @@ pub struct Handler {
     last_route: Route,
     /// No more requests are read; the connection closes once the queue is written.
     closing: bool,
+    /// Current read buffer growth step, between READ_CHUNK and MAX_READ_CHUNK.
+    read_chunk: usize,
+    /// When the requests being processed were read (one clock read per batch).
+    batch_start: Instant,
     registration: Registration,
 }
 
@@ -79,6 +99,8 @@ impl Handler {
             pinned: None,
             last_route: Route::Shared,
             closing: false,
+            read_chunk: READ_CHUNK,
+            batch_start: Instant::now(),
             registration,
         }
     }
@@ -102,10 +124,11 @@ impl Handler {
             }
             let depth = self.ctx.config.limits.max_pipeline_depth;
             let can_read = !self.closing && self.queue.len() < depth;
-            let Handler { stream, rbuf, queue, ctx, closing, .. } = &mut self;
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
-                rbuf.reserve(READ_CHUNK.max(rbuf.len().min(4 * 1024 * 1024)));
+            let Handler { stream, rbuf, queue, ctx, closing, read_chunk, .. } = &mut self;
+            if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
+                rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
             }
+            let room = rbuf.capacity() - rbuf.len();
             // select! builds every branch's future each turn, so the idle timer is an async
             // block: nothing (no clock read, no timer) unless it is actually polled.
             let idle_timer = async {
@@ -121,9 +144,11 @@ impl Handler {
                 () = &mut shutdown, if can_read => *closing = true,
                 () = resolve_front(queue, ctx), if !queue.is_empty() => {}
                 read = stream.read_buf(rbuf), if can_read => {
-                    if read? == 0 {
+                    let read = read?;
+                    if read == 0 {
                         return Ok(());
                     }
+                    *read_chunk = next_read_chunk(*read_chunk, read, room);
                     if let Some(idle) = idle {
                         idle_deadline = Some(Instant::now() + idle);
                     }
@@ -142,6 +167,7 @@ impl Handler {
         let mut run = Run::default();
         // One clock read per batch of requests: latency is accounted per batch anyway.
         let batch_start = Instant::now();
+        self.batch_start = batch_start;
         while !self.closing && self.queue.len() + run.frames < depth {
             let parsed = self.parser.next(&self.rbuf[run.len..], &mut self.ranges);
             let frame = match parsed {
@@ -196,7 +222,9 @@ impl Handler {
         let Handler { ctx, session, rbuf, ranges, .. } = self;
         let source: &[u8] = encoded.map_or(&rbuf[offset..offset + len], |e| &e[..]);
         // On the stack for the usual few arguments: this runs for every request.
-        let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &source[r.clone()]).collect();
+        // Built in place: `collect` would build it elsewhere and copy all 136 bytes.
+        let mut argv: smallvec::SmallVec<[&[u8]; 8]> = smallvec::SmallVec::new();
+        argv.extend(ranges.iter().map(|r| &source[r.clone()]));
         let command = server.commands.lookup(&argv).map(|i| &**i);
         let route_ctx = RouteContext {
             info: command,
@@ -306,7 +334,13 @@ impl Handler {
         let (payload, frames, notes) = run.take(&mut self.rbuf);
         let (reply, rx) = oneshot::channel();
         permit.send(Msg::Job(Job { payload, frames, reply }));
-        self.queue.push_back(Pending::Waiting { rx, frames, pinned: false, notes });
+        self.queue.push_back(Pending::Waiting {
+            rx,
+            frames,
+            pinned: false,
+            notes,
+            started: self.batch_start,
+        });
         true
     }
 
@@ -396,12 +430,17 @@ impl Handler {
             Route::Pinned => self.send_pinned(job).await,
         };
         match sent {
-            Ok(()) => {
-                self.queue.push_back(Pending::Waiting { rx, frames, pinned: route == Route::Pinned, notes })
-            }
+            Ok(()) => self.queue.push_back(Pending::Waiting {
+                rx,
+                frames,
+                pinned: route == Route::Pinned,
+                notes,
+                started: self.batch_start,
+            }),
             Err(why) => {
                 self.ctx.stats.record_upstream_error();
-                self.queue.push_back(settle(&self.ctx, repeat_error(&why, frames), notes, false));
+                let started = self.batch_start;
+                self.queue.push_back(settle(&self.ctx, repeat_error(&why, frames), notes, false, started));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;
@@ -475,7 +514,7 @@ impl Handler {
         while let Some(front) = self.queue.front_mut() {
             let bytes = match front {
                 Pending::Ready(bytes) => std::mem::take(bytes),
-                Pending::Waiting { rx, frames, pinned, notes } => {
+                Pending::Waiting { rx, frames, pinned, notes, started } => {
                     let received = match rx.try_recv() {
                         Ok(bytes) => bytes,
                         Err(oneshot::error::TryRecvError::Empty) => break,
@@ -484,7 +523,7 @@ impl Handler {
                             repeat_error("ERR upstream connection lost", *frames)
                         }
                     };
-                    match settle(&self.ctx, received, std::mem::take(notes), *pinned) {
+                    match settle(&self.ctx, received, std::mem::take(notes), *pinned, *started) {
                         Pending::Ready(bytes) => bytes,
                         deferred => {
                             *front = deferred;
@@ -494,7 +533,10 @@ impl Handler {
                 }
             };
             self.queue.pop_front();
-            if bytes.len() > COPY_LIMIT {
+            // A reply written alone (the usual case: one job per batch of requests) or a
+            // large one goes straight from its buffer; only several are gathered by copying.
+            let alone = self.wbuf.is_empty() && !self.queue.front().is_some_and(Pending::is_ready);
+            if alone || bytes.len() > COPY_LIMIT {
                 self.flush().await?;
                 self.stream.write_all(&bytes).await?;
             } else {

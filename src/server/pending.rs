@@ -23,7 +23,18 @@ pub(super) enum Pending {
     Ready(Bytes),
     /// Waiting for Redis: `frames` replies, on the pinned connection or not; `notes` say
     /// how to cut and count them when strata changed or must account for the requests.
-    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool, notes: Vec<Note> },
+    /// `started` is when the requests were read, for their latency.
+    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool, notes: Vec<Note>, started: Instant },
+}
+
+impl Pending {
+    /// Whether the reply can be written without waiting: ready, or arrived from Redis.
+    pub(super) fn is_ready(&self) -> bool {
+        match self {
+            Pending::Ready(_) => true,
+            Pending::Waiting { rx, .. } => !rx.is_empty(),
+        }
+    }
 }
 
 /// Consecutive shared-route requests not yet sent: `len` bytes still at the front of the
@@ -113,13 +124,20 @@ pub(super) fn env<'a>(
 
 /// Cuts and counts replies that have notes; reads that PostgreSQL must fill become a
 /// new wait in the same queue position.
-pub(super) fn settle(ctx: &Arc<Context>, bytes: Bytes, mut notes: Vec<Note>, pinned: bool) -> Pending {
+pub(super) fn settle(
+    ctx: &Arc<Context>,
+    bytes: Bytes,
+    mut notes: Vec<Note>,
+    pinned: bool,
+    started: Instant,
+) -> Pending {
     if notes.is_empty() {
         return Pending::Ready(bytes);
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
-    match pipeline::reply::finish(&env(ctx, &server.commands, &info, Instant::now()), bytes, &mut notes) {
+    let env = env(ctx, &server.commands, &info, Instant::now());
+    match pipeline::reply::finish(&env, bytes, &mut notes, started) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {
             let frames = notes.iter().map(Note::client_frames).sum();
@@ -141,20 +159,20 @@ pub(super) fn defer(
     tokio::spawn(async move {
         let _ = tx.send(pipeline::reply::resolve(fallback, pieces).await);
     });
-    Pending::Waiting { rx, frames, pinned, notes: Vec::new() }
+    Pending::Waiting { rx, frames, pinned, notes: Vec::new(), started: Instant::now() }
 }
 
 /// Waits until the front entry's reply has arrived (or its connection is gone).
 pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Context>) {
     let Some(front) = queue.front_mut() else { return };
-    if let Pending::Waiting { rx, frames, pinned, notes } = front {
+    if let Pending::Waiting { rx, frames, pinned, notes, started } = front {
         let bytes = match rx.await {
             Ok(bytes) => bytes,
             Err(_) if *pinned => return,
             Err(_) => repeat_error("ERR upstream connection lost", *frames),
         };
         let pinned = *pinned;
-        *front = settle(ctx, bytes, std::mem::take(notes), pinned);
+        *front = settle(ctx, bytes, std::mem::take(notes), pinned, *started);
     }
 }
 

@@ -17,7 +17,12 @@ use crate::resp::reply::{encode_command, encode_command_parts};
 
 /// Tiered keys of a request with their role and argument index; on the stack for the
 /// usual few.
-pub type KeyRoles = smallvec::SmallVec<[(Class, Role, usize); 4]>;
+/// The argument index is a `u32` (requests have far fewer arguments) to keep the entry at
+/// 12 bytes: these are moved with every tiered request.
+pub type KeyRoles = smallvec::SmallVec<[(Class, Role, u32); 4]>;
+
+/// Classified keys with their role, argument index and key-spec flags.
+pub type Classified = smallvec::SmallVec<[(Class, Role, usize, u16); 4]>;
 
 /// How a request may be sent, given its client's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +63,13 @@ pub enum ReplyFix {
     DropTrailing { extra: usize },
     /// The client's EXEC: remove the elements of commands strata queued. `mask[i]` is the
     /// number of strata's elements after the client's i-th queued command.
-    FilterExec { mask: Vec<u16> },
+    FilterExec { mask: Box<[u16]> },
     /// An INFO reply: append the `# Strata` section to Redis' text.
     AppendInfo,
     /// Answer with these bytes instead of Redis' reply (strata's own refusal, sent as a
     /// request Redis refuses so that a surrounding MULTI aborts).
-    Replace(Bytes),
+    /// Boxed, like `mask`: rare, and every note is moved several times on the hot path.
+    Replace(Box<Bytes>),
 }
 
 /// The outcome of planning one request.
@@ -115,9 +121,38 @@ pub fn plan(input: &Input) -> Option<Plan> {
     if keys.is_empty() {
         return None;
     }
-    if let Some(plan) = plain_read(input, &keys) {
-        return Some(plan);
+    if let Some(keys) = plain_read(input, &keys) {
+        return Some(Plan {
+            rewrite: None,
+            frames: 1,
+            fix: ReplyFix::None,
+            refuse: None,
+            keys,
+            queued_extra: 0,
+            ttl_rewrites: 0,
+            rewritten: smallvec::SmallVec::new(),
+            clamps: 0,
+            persist_denied: 0,
+        });
     }
+    Some(plan_classified(input, keys))
+}
+
+/// `SET k v` on a tier with a TTL, the most common tiered write: the `SET k v PX <ms>`
+/// that `plan` would send (see `Builder::set`), built without a plan. `None` for any other
+/// shape, which takes the general path.
+pub fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]]) -> Option<Bytes> {
+    if argv.len() != 3 {
+        return None;
+    }
+    let ms = table.tier(class.tier).policy.fresh_ms()?;
+    let mut digits = itoa::Buffer::new();
+    Some(encode_command_parts(argv, &[b"PX", digits.format(ms).as_bytes()]))
+}
+
+/// Plans a request whose keys are classified (at least one tiered) and that is not a
+/// plain read.
+pub fn plan_classified(input: &Input, keys: Classified) -> Plan {
     let mut b = Builder {
         input,
         args: None,
@@ -129,48 +164,45 @@ pub fn plan(input: &Input) -> Option<Plan> {
         refuse: None,
     };
     b.apply_policy();
-    Some(b.finish())
+    b.finish()
 }
 
 /// The common case on the hot path: a read-only command whose keys' tiers do not slide
-/// needs no policy, only accounting.
-fn plain_read(input: &Input, keys: &[(Class, Role, usize, u16)]) -> Option<Plan> {
+/// needs no policy, only accounting: its keys, or `None` when it needs a full plan.
+pub fn plain_read(input: &Input, keys: &Classified) -> Option<KeyRoles> {
     let sliding = keys.iter().any(|(class, ..)| input.table.tier(class.tier).policy.sliding);
     if !input.info.has(cmd_flag::READONLY) || sliding {
         return None;
     }
-    Some(Plan {
-        rewrite: None,
-        frames: 1,
-        fix: ReplyFix::None,
-        refuse: None,
-        keys: keys.iter().map(|(class, role, index, _)| (*class, *role, *index)).collect(),
-        queued_extra: 0,
-        ttl_rewrites: 0,
-        rewritten: smallvec::SmallVec::new(),
-        clamps: 0,
-        persist_denied: 0,
-    })
+    Some(key_roles(keys))
+}
+
+fn key_roles(keys: &Classified) -> KeyRoles {
+    keys.iter().map(|&(class, role, index, _)| (class, role, index as u32)).collect()
 }
 
 /// Classifies every key and decides its role.
-fn classify(input: &Input) -> smallvec::SmallVec<[(Class, Role, usize, u16); 4]> {
+pub fn classify(input: &Input) -> Classified {
     let readonly = input.info.has(cmd_flag::READONLY);
     input
         .keys
         .iter()
         .filter_map(|k| {
             let class = input.table.classify(input.argv.get(k.index)?)?;
-            let role = if !readonly && k.flags & (flag::OW | flag::INSERT | flag::UPDATE) != 0 {
-                Role::Write
-            } else if k.flags & flag::ACCESS != 0 {
-                Role::Read
-            } else {
-                Role::Other
-            };
-            Some((class, role, k.index, k.flags))
+            Some((class, role(readonly, k.flags), k.index, k.flags))
         })
         .collect()
+}
+
+/// What a command does with a key, from its key-spec flags.
+pub fn role(readonly: bool, flags: u16) -> Role {
+    if !readonly && flags & (flag::OW | flag::INSERT | flag::UPDATE) != 0 {
+        Role::Write
+    } else if flags & flag::ACCESS != 0 {
+        Role::Read
+    } else {
+        Role::Other
+    }
 }
 
 #[derive(Default)]
@@ -189,7 +221,7 @@ struct Builder<'a> {
     append_px: Option<u64>,
     /// Commands to run after the request (PEXPIRE …).
     extra: Vec<Vec<Vec<u8>>>,
-    keys: smallvec::SmallVec<[(Class, Role, usize, u16); 4]>,
+    keys: Classified,
     counts: Counts,
     /// Keys given a default TTL by `enforce_after_write`, by class.
     rewritten: smallvec::SmallVec<[Class; 4]>,
@@ -426,7 +458,7 @@ impl Builder<'_> {
     }
 
     fn finish(self) -> Plan {
-        let keys = self.keys.iter().map(|(class, role, index, _)| (*class, *role, *index)).collect();
+        let keys = key_roles(&self.keys);
         let mut plan = Plan {
             rewrite: None,
             frames: 1,

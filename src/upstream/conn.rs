@@ -24,8 +24,9 @@ const MAX_YIELDS: u32 = 4;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 /// A shared connection holds new requests while earlier ones await their replies, up to
-/// this many bytes: about what Redis reads per event (16 KiB, PROTO_IOBUF_LEN).
-const HOLD_LIMIT: usize = 16 * 1024;
+/// this many bytes. Redis reads about 16 KiB per event but keeps reading while bytes are
+/// waiting, so a larger write costs it nothing and saves wake-ups of both processes.
+const HOLD_LIMIT: usize = 256 * 1024;
 
 /// Requests to write and the sender for their replies.
 #[derive(Debug)]
