@@ -69,11 +69,41 @@ impl Note {
 #[derive(Debug)]
 pub struct Account {
     /// Tiered keys, what the request does with them, and their argument index.
-    pub keys: crate::tier::plan::KeyRoles,
+    pub keys: AccountKeys,
     /// How a reply array maps to keys.
     pub elements: Elements,
     /// An integer 0 reply means "missing" (EXISTS, HEXISTS, SISMEMBER).
     pub zero_is_miss: bool,
+}
+
+/// The tiered keys of one request. One key at argument 1 (nearly every request) is held
+/// inline in 8 bytes; several are boxed. Notes are moved several times per request, so
+/// their size is paid on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountKeys {
+    /// The key at argument 1.
+    First(Class, Role),
+    /// Any other set: (class, role, argument index).
+    Many(Box<Vec<(Class, Role, u32)>>),
+}
+
+impl AccountKeys {
+    /// From a plan's keys.
+    pub fn from_roles(keys: &[(Class, Role, u32)]) -> AccountKeys {
+        match keys {
+            &[(class, role, 1)] => AccountKeys::First(class, role),
+            _ => AccountKeys::Many(Box::new(keys.to_vec())),
+        }
+    }
+
+    /// Every key as (class, role, argument index).
+    pub fn iter(&self) -> impl Iterator<Item = (Class, Role, u32)> + '_ {
+        let (first, many) = match self {
+            AccountKeys::First(class, role) => (Some((*class, *role, 1)), &[][..]),
+            AccountKeys::Many(keys) => (None, &keys[..]),
+        };
+        first.into_iter().chain(many.iter().copied())
+    }
 }
 
 /// How the elements of an array reply relate to the request's keys.
@@ -204,8 +234,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         let Some(class) = env.tiers.classify(key) else { return (Prepared::Untouched, 0) };
         let readonly = info.has(cmd_flag::READONLY);
         if readonly && !env.tiers.tier(class.tier).policy.sliding {
-            let keys = smallvec::smallvec![(class, plan::role(readonly, flags), 1)];
-            return (read_note(env, session, info, argv, keys), 0);
+            return (read_note(env, session, info, argv, class, plan::role(readonly, flags)), 0);
         }
         if info.name == "set"
             && let Some(rewrite) = plan::plain_set(env.tiers, class, argv)
@@ -234,7 +263,11 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     }
     // Plain reads (the hot path) skip building a plan: only their keys are needed.
     if let Some(keys) = plan::plain_read(&input, &classified) {
-        return (read_note(env, session, info, argv, keys), 0);
+        let through = read_through(env, session, info, argv, &keys);
+        let account = account(info, AccountKeys::from_roles(&keys));
+        let note =
+            Note { frames: 1, fix: ReplyFix::None, account: Some(account), through, queued: Box::default() };
+        return (Prepared::Forward { rewrite: None, note }, 0);
     }
     let plan = plan::plan_classified(&input, classified);
     let counts = crate::stats::PolicyCounts {
@@ -251,18 +284,18 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     if let Some(reply) = plan.refuse {
         return (refuse(session, reply), 0);
     }
-    let account = account(info, plan.keys);
     // Any command that may change a key (writes, DEL, RENAME …) makes a loaded row for
     // it possibly stale and a remembered "no row" possibly wrong.
     if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
-        for &(_, _, index) in &account.keys {
+        for &(_, _, index) in &plan.keys {
             let key = argv[index as usize];
             if env.fallback.rule_for(key).is_some() {
                 env.fallback.forget(key);
             }
         }
     }
-    let through = read_through(env, session, info, argv, &account.keys);
+    let through = read_through(env, session, info, argv, &plan.keys);
+    let account = account(info, AccountKeys::from_roles(&plan.keys));
     let note =
         Note { frames: plan.frames, fix: plan.fix, account: Some(account), through, queued: Box::default() };
     (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
@@ -270,16 +303,16 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
 
 /// `SET k v` rewritten with the tier's TTL: booked as a TTL rewrite, and a loaded row
 /// for the key is forgotten, as for every write (see `tiered`).
+#[inline(always)]
 fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, rewrite: Bytes) -> Prepared {
     env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
     if !env.fallback.is_empty() && env.fallback.rule_for(argv[1]).is_some() {
         env.fallback.forget(argv[1]);
     }
-    let keys = smallvec::smallvec![(class, Role::Write, 1)];
     let note = Note {
         frames: 1,
         fix: ReplyFix::None,
-        account: Some(account(info, keys)),
+        account: Some(account(info, AccountKeys::First(class, Role::Write))),
         through: None,
         queued: Box::default(),
     };
@@ -287,7 +320,8 @@ fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, r
 }
 
 /// How to count the reply of a request on `keys`.
-fn account(info: &CommandInfo, keys: crate::tier::plan::KeyRoles) -> Account {
+#[inline(always)]
+fn account(info: &CommandInfo, keys: AccountKeys) -> Account {
     Account {
         elements: match info.name.as_str() {
             "mget" => Elements::PerKey,
@@ -301,18 +335,20 @@ fn account(info: &CommandInfo, keys: crate::tier::plan::KeyRoles) -> Account {
 
 /// The note of a plain read (read-only, nothing sliding): count it, and read through from
 /// PostgreSQL where a rule covers it.
+#[inline(always)]
 fn read_note(
     env: &Env,
     session: &Session,
     info: &CommandInfo,
     argv: &[&[u8]],
-    keys: crate::tier::plan::KeyRoles,
+    class: Class,
+    role: Role,
 ) -> Prepared {
-    let through = read_through(env, session, info, argv, &keys);
+    let through = read_through(env, session, info, argv, &[(class, role, 1)]);
     let note = Note {
         frames: 1,
         fix: ReplyFix::None,
-        account: Some(account(info, keys)),
+        account: Some(account(info, AccountKeys::First(class, role))),
         through,
         queued: Box::default(),
     };
@@ -448,7 +484,8 @@ default_ttl = "1h"
                     assert_eq!(rewrite, plan.rewrite, "{argv:?}");
                     assert_eq!(note.frames, plan.frames);
                     assert_eq!(note.fix, plan.fix);
-                    assert_eq!(note.account.expect("counted").keys, plan.keys, "{argv:?}");
+                    let keys: Vec<_> = note.account.expect("counted").keys.iter().collect();
+                    assert_eq!(keys, plan.keys.to_vec(), "{argv:?}");
                 }
                 (general, fast) => panic!("{argv:?}: plan {general:?} but prepared {fast:?}"),
             }

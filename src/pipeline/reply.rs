@@ -300,7 +300,7 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples:
         _ if error => None,
         _ => array_elements(reply),
     };
-    for &(class, role, index) in &account.keys {
+    for (class, role, index) in account.keys.iter() {
         match (role, error) {
             (_, true) => stats.record(class, Outcome::Error),
             (Role::Write, false) => stats.record(class, Outcome::Write),
@@ -326,7 +326,7 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples:
         }
     }
     let mut seen = 0u64;
-    for &(class, _, _) in &account.keys {
+    for (class, _, _) in account.keys.iter() {
         // Tier ids beyond 63 share a bit; an extra latency sample is harmless.
         let bit = 1u64 << (class.tier % 64);
         if seen & bit == 0 {
