@@ -2,14 +2,14 @@
 //! for (dropping strata's extra replies, unwrapping its MULTI/EXEC, appending INFO), and
 //! count each outcome. Frames are sliced, never decoded and re-encoded.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::{Account, Elements, Env, Note, ReadThrough, through};
 use crate::resp::{FrameScanner, Limits};
 use crate::stats::{Outcome, Stats};
-use crate::tier::ReplyFix;
 use crate::tier::plan::Role;
+use crate::tier::{Class, ReplyFix};
 
 /// Part of a batch's answer.
 #[derive(Debug)]
@@ -33,27 +33,51 @@ pub enum Settled {
 /// Turns the replies of a batch (in note order) into the client's replies; the batch was
 /// read at `started` and `env.now` is when its replies arrived.
 pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note], started: Instant) -> Settled {
-    let mut samples = Samples::new();
+    let mut tally = Tally::default();
     let micros = env.now.saturating_duration_since(started).as_micros() as u64;
     // Replies that only need counting stay in their buffer: the common case, including
     // hits of read-through keys.
     let settled = if notes.iter().all(|n| n.fix == ReplyFix::None) && !needs_load(&bytes, notes) {
-        account_in_place(env.stats, &bytes, notes, micros, &mut samples);
+        account_in_place(&bytes, notes, micros, &mut tally);
         Settled::Ready(bytes)
     } else {
-        finish_cutting(env, bytes, notes, micros, &mut samples)
+        finish_cutting(env, bytes, notes, micros, &mut tally)
     };
-    env.stats.record_latencies(&samples);
+    tally.flush(env.stats);
     settled
 }
 
-/// Latency samples of one batch: `(tier, micros, count)`.
-type Samples = smallvec::SmallVec<[(u16, u64, u64); 4]>;
+/// What one batch's replies count, gathered here and added to the shared counters once
+/// per batch: one atomic add per (class, outcome) and one histogram lock per batch,
+/// instead of one per key.
+#[derive(Default)]
+struct Tally {
+    /// `(class, outcome, count)`.
+    outcomes: smallvec::SmallVec<[(Class, Outcome, u64); 4]>,
+    /// Latency samples `(tier, micros, count)`.
+    latency: smallvec::SmallVec<[(u16, u64, u64); 4]>,
+}
 
-fn add_sample(samples: &mut Samples, tier: u16, micros: u64) {
-    match samples.iter_mut().find(|(t, m, _)| *t == tier && *m == micros) {
-        Some((_, _, count)) => *count += 1,
-        None => samples.push((tier, micros, 1)),
+impl Tally {
+    fn count(&mut self, class: Class, outcome: Outcome) {
+        match self.outcomes.iter_mut().find(|(c, o, _)| *c == class && *o == outcome) {
+            Some((_, _, n)) => *n += 1,
+            None => self.outcomes.push((class, outcome, 1)),
+        }
+    }
+
+    fn sample(&mut self, tier: u16, micros: u64) {
+        match self.latency.iter_mut().find(|(t, m, _)| *t == tier && *m == micros) {
+            Some((_, _, n)) => *n += 1,
+            None => self.latency.push((tier, micros, 1)),
+        }
+    }
+
+    fn flush(self, stats: &Stats) {
+        for (class, outcome, n) in self.outcomes {
+            stats.record_n(class, outcome, n);
+        }
+        stats.record_latencies(&self.latency);
     }
 }
 
@@ -62,7 +86,7 @@ fn finish_cutting(
     mut bytes: Bytes,
     notes: &mut [Note],
     micros: u64,
-    samples: &mut Samples,
+    tally: &mut Tally,
 ) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
@@ -75,10 +99,10 @@ fn finish_cutting(
         };
         let reply = fix(env, frames, &note.fix);
         if let Some(account) = &note.account {
-            record(env.stats, &reply, account, micros, samples);
+            record(tally, &reply, account, micros);
         }
         if !note.queued.is_empty() {
-            record_exec(env.stats, &reply, &note.queued, micros, samples);
+            record_exec(tally, &reply, &note.queued, micros);
         }
         match note.through.take() {
             Some(through) if through::is_miss(&reply, &through) => {
@@ -154,14 +178,14 @@ fn needs_load(bytes: &[u8], notes: &[Note]) -> bool {
     false
 }
 
-fn account_in_place(stats: &Stats, bytes: &Bytes, notes: &[Note], micros: u64, samples: &mut Samples) {
-    let mut rest = bytes.clone();
+fn account_in_place(bytes: &[u8], notes: &[Note], micros: u64, tally: &mut Tally) {
+    let mut offset = 0;
     for note in notes {
-        let Some(len) = frames_len(&rest, note.frames) else { return };
-        let reply = rest.split_to(len);
+        let Some(len) = frames_len(&bytes[offset..], note.frames) else { return };
         if let Some(account) = &note.account {
-            record(stats, &reply, account, micros, samples);
+            record(tally, &bytes[offset..offset + len], account, micros);
         }
+        offset += len;
     }
 }
 
@@ -272,15 +296,26 @@ fn split_bulk(reply: &[u8]) -> Option<(u8, &[u8])> {
 /// The elements of an array (`*`, `~`, `>`) reply, each as its raw frame; `None` for
 /// anything else, including null arrays.
 pub(super) fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+    Some(element_slices(reply)?.into_iter().map(|e| reply.slice_ref(e)).collect())
+}
+
+/// `array_elements` as slices of `reply`, for counting without reference-counted copies.
+fn element_slices(reply: &[u8]) -> Option<Vec<&[u8]>> {
     if !matches!(reply.first(), Some(b'*' | b'~' | b'>')) {
         return None;
     }
     let header_end = memchr::memchr(b'\n', reply)? + 1;
-    let count: i64 = std::str::from_utf8(&reply[1..header_end - 2]).ok()?.parse().ok()?;
+    let count: i64 = std::str::from_utf8(reply.get(1..header_end.checked_sub(2)?)?).ok()?.parse().ok()?;
     let count = usize::try_from(count).ok()?;
-    let mut rest = reply.clone();
-    rest.advance(header_end);
-    take_frames(&mut rest, count)
+    // Bounded by the reply: every element takes at least three bytes of it.
+    let mut elements = Vec::with_capacity(count.min(reply.len() / 3));
+    let mut offset = header_end;
+    for _ in 0..count {
+        let len = frames_len(&reply[offset..], 1)?;
+        elements.push(&reply[offset..offset + len]);
+        offset += len;
+    }
+    Some(elements)
 }
 
 fn is_error(frame: &[u8]) -> bool {
@@ -293,25 +328,25 @@ fn is_missing(frame: &[u8]) -> bool {
 }
 
 /// Counts one request's outcome per key, and its latency (`micros`) once per tier.
-fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples: &mut Samples) {
+fn record(tally: &mut Tally, reply: &[u8], account: &Account, micros: u64) {
     let error = is_error(reply);
     let elements = match account.elements {
         Elements::Whole => None,
         _ if error => None,
-        _ => array_elements(reply),
+        _ => element_slices(reply),
     };
     for (class, role, index) in account.keys.iter() {
         match (role, error) {
-            (_, true) => stats.record(class, Outcome::Error),
-            (Role::Write, false) => stats.record(class, Outcome::Write),
+            (_, true) => tally.count(class, Outcome::Error),
+            (Role::Write, false) => tally.count(class, Outcome::Write),
             (Role::Read, false) => match (&elements, account.elements) {
                 (Some(items), Elements::PerKey) => {
                     let found = items.get((index as usize).saturating_sub(1)).is_some_and(|e| !is_missing(e));
-                    stats.record(class, if found { Outcome::Hit } else { Outcome::Miss });
+                    tally.count(class, if found { Outcome::Hit } else { Outcome::Miss });
                 }
                 (Some(items), _) => {
                     for item in items {
-                        stats.record(
+                        tally.count(
                             class,
                             if found_value(item, false) { Outcome::Hit } else { Outcome::Miss },
                         );
@@ -319,7 +354,7 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples:
                 }
                 (None, _) => {
                     let found = found_value(reply, account.zero_is_miss);
-                    stats.record(class, if found { Outcome::Hit } else { Outcome::Miss });
+                    tally.count(class, if found { Outcome::Hit } else { Outcome::Miss });
                 }
             },
             (Role::Other, false) => {}
@@ -331,21 +366,21 @@ fn record(stats: &Stats, reply: &Bytes, account: &Account, micros: u64, samples:
         let bit = 1u64 << (class.tier % 64);
         if seen & bit == 0 {
             seen |= bit;
-            add_sample(samples, class.tier, micros);
+            tally.sample(class.tier, micros);
         }
     }
 }
 
 /// Counts each queued command of a transaction by its element of EXEC's array (an
 /// aborted transaction, nil or EXECABORT, executed nothing and counts nothing).
-fn record_exec(stats: &Stats, exec: &Bytes, queued: &[Option<Account>], micros: u64, samples: &mut Samples) {
+fn record_exec(tally: &mut Tally, exec: &Bytes, queued: &[Option<Account>], micros: u64) {
     let Some(elements) = array_elements(exec) else { return };
     if elements.len() != queued.len() {
         return;
     }
     for (element, account) in elements.iter().zip(queued) {
         if let Some(account) = account {
-            record(stats, element, account, micros, samples);
+            record(tally, element, account, micros);
         }
     }
 }

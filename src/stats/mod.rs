@@ -85,14 +85,14 @@ impl Snapshot {
 }
 
 impl Counters {
-    fn bump(&self, outcome: Outcome) {
+    fn bump(&self, outcome: Outcome, n: u64) {
         let counter = match outcome {
             Outcome::Hit => &self.hits,
             Outcome::Miss => &self.misses,
             Outcome::Write => &self.writes,
             Outcome::Error => &self.errors,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     fn all(&self) -> [&AtomicU64; 7] {
@@ -165,8 +165,13 @@ impl Stats {
 
     /// Counts one key's outcome for its tier and rule.
     pub fn record(&self, class: Class, outcome: Outcome) {
-        self.tiers[class.tier as usize].bump(outcome);
-        self.rules[class.rule as usize].bump(outcome);
+        self.record_n(class, outcome, 1);
+    }
+
+    /// Counts `n` key accesses of one class with the same outcome.
+    pub fn record_n(&self, class: Class, outcome: Outcome, n: u64) {
+        self.tiers[class.tier as usize].bump(outcome, n);
+        self.rules[class.rule as usize].bump(outcome, n);
     }
 
     /// Counts the TTL-policy actions of one request against the class of its first key.
