@@ -31,8 +31,11 @@ jitter = "10%"
 "#;
 /// Requests per pipelined batch, as `redis-benchmark -P 16`.
 const BATCH: usize = 16;
+/// Batches and rounds under `cargo bench`; `cargo test --all-targets` runs this binary
+/// without `--bench`, unoptimised, as a smoke test of a few batches.
 const BATCHES: usize = 100_000;
 const ROUNDS: usize = 7;
+const SMOKE_BATCHES: usize = 100;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -57,6 +60,8 @@ fn run() {
     };
     // `cargo bench --bench hotpath -- SET` runs only the cases named.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let timed = std::env::args().any(|a| a == "--bench");
+    let (batches, rounds) = if timed { (BATCHES, ROUNDS) } else { (SMOKE_BATCHES, 1) };
     println!("{:<10}{:>12}{:>12}{:>14}", "command", "untiered", "tiered", "tier cost");
     for (name, untiered, tiered, reply) in [
         ("GET", request(&["GET", "u:1234"]), request(&["GET", "t:1234"]), &b"$2\r\nxx\r\n"[..]),
@@ -65,8 +70,14 @@ fn run() {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
-        let plain = best_of(|| per_request(&env, &untiered, reply));
-        let tier = best_of(|| per_request(&env, &tiered, reply));
+        let plain = best_of(rounds, || per_request(&env, &untiered, reply, batches));
+        let before = stats.tier(0);
+        let tier = best_of(rounds, || per_request(&env, &tiered, reply, batches));
+        let after = stats.tier(0);
+        // Also a check (this binary runs in `cargo test --all-targets`): every tiered
+        // request was prepared, answered and counted exactly once.
+        let counted = after.hits + after.writes - before.hits - before.writes;
+        assert_eq!(counted as usize, rounds * batches * BATCH, "{name}: tiered requests counted");
         println!(
             "{name:<10}{:>9.1} ns{:>9.1} ns{:>11.1} ns",
             plain.as_secs_f64() * 1e9,
@@ -88,19 +99,24 @@ fn request(args: &[&str]) -> Bytes {
     Bytes::from(out.repeat(BATCH))
 }
 
-fn best_of(mut run: impl FnMut() -> Duration) -> Duration {
-    (0..ROUNDS).map(|_| run()).min().unwrap_or_default()
+fn best_of(rounds: usize, mut run: impl FnMut() -> Duration) -> Duration {
+    (0..rounds).map(|_| run()).min().unwrap_or_default()
 }
 
 /// Time per request over many batches: every request of a batch is parsed, looked up and
 /// prepared, its note kept as the handler keeps it, and the batch's reply accounted.
-fn per_request<'a>(env: &impl Fn(tokio::time::Instant) -> Env<'a>, batch: &Bytes, reply: &[u8]) -> Duration {
+fn per_request<'a>(
+    env: &impl Fn(tokio::time::Instant) -> Env<'a>,
+    batch: &Bytes,
+    reply: &[u8],
+    batches: usize,
+) -> Duration {
     let replies = Bytes::from(reply.repeat(BATCH));
     let mut parser = RequestParser::new(Limits::UNBOUNDED);
     let mut ranges = Vec::new();
     let mut session = Session::new(1);
     let started = Instant::now();
-    for _ in 0..BATCHES {
+    for _ in 0..batches {
         let now = tokio::time::Instant::now();
         let env = env(now);
         let mut notes: Vec<Note> = Vec::new();
@@ -127,5 +143,5 @@ fn per_request<'a>(env: &impl Fn(tokio::time::Instant) -> Env<'a>, batch: &Bytes
         }
         black_box(BytesMut::new());
     }
-    started.elapsed() / (BATCHES * BATCH) as u32
+    started.elapsed() / (batches * BATCH) as u32
 }

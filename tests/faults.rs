@@ -219,3 +219,22 @@ fn flags_override_env_which_overrides_the_file() {
         assert!(help.contains(option), "--help explains {option}");
     }
 }
+
+/// A shared connection holds a request while an earlier one is in flight; the request's
+/// command timeout must start when it is written, so the hold never eats into it. Here
+/// the second sleep is held ~300 ms: counted from its arrival it would time out at ~550 ms,
+/// before Redis (busy until ~600 ms) could answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_request_gets_the_full_command_timeout() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let strata = Strata::start(&redis.url(), "[upstream]\nconnections = 1\ncommand_timeout_ms = 500\n").await;
+    let mut first = RawClient::connect(strata.addr).await;
+    let mut second = RawClient::connect(strata.addr).await;
+    assert_eq!(&second.command(&["PING"]).await[..], b"+PONG\r\n");
+    first.send(&cmd(&["DEBUG", "SLEEP", "0.3"])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    second.send(&cmd(&["DEBUG", "SLEEP", "0.3"])).await;
+    assert_eq!(&first.read_frame().await[..], b"+OK\r\n");
+    assert_eq!(&second.read_frame().await[..], b"+OK\r\n");
+    assert_eq!(&second.command(&["PING"]).await[..], b"+PONG\r\n");
+}

@@ -179,6 +179,10 @@ async fn protocol_errors_get_an_error_and_close() {
         b"*9\r\n",
         b"*1\r\n$999999999999\r\n",
         b"*1\r\n$2\r\nabcd\r\n",
+        // Leading zeros: Redis refuses them, and on a shared connection its protocol
+        // error would close that connection under every client.
+        b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n",
+        b"*02\r\n$4\r\nPING\r\n",
     ] {
         let mut c = RawClient::connect(strata.addr).await;
         c.send(garbage).await;

@@ -277,7 +277,15 @@ fn read_upstream(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError
 fn read_limits(root: &mut Section, errors: &mut Vec<ConfigError>) -> LimitsConfig {
     let mut s = root.section("limits", errors);
     let max_bulk_len = positive(&mut s, "max_bulk_len", 512 * 1024 * 1024, errors);
-    let max_multibulk_len = positive(&mut s, "max_multibulk_len", 1024 * 1024, errors);
+    let mut max_multibulk_len = positive(&mut s, "max_multibulk_len", 1024 * 1024, errors);
+    // Redis refuses more (INT_MAX), and key indexes are kept as u32 on the hot path.
+    if max_multibulk_len > i32::MAX as u64 {
+        errors.push(ConfigError::new(
+            &s.field_path("max_multibulk_len"),
+            format!("must be at most {} (Redis' own limit)", i32::MAX),
+        ));
+        max_multibulk_len = 1024 * 1024;
+    }
     let max_pipeline_depth = positive(&mut s, "max_pipeline_depth", 1_024, errors) as usize;
     let max_client_buffer = positive(&mut s, "max_client_buffer", 1024 * 1024 * 1024, errors) as usize;
     if (max_client_buffer as u64) < max_bulk_len {
@@ -320,6 +328,12 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<String> {
         Config::parse(text, &Overrides::default()).unwrap_err().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn argument_count_limit_stays_within_redis_own() {
+        let errors = errors_of("[limits]\nmax_multibulk_len = 3000000000\n");
+        assert_eq!(errors, vec!["limits.max_multibulk_len: must be at most 2147483647 (Redis' own limit)"]);
     }
 
     #[test]

@@ -110,9 +110,9 @@ fn quick_multibulk(buf: &[u8], limits: &Limits, args: &mut Vec<Range<usize>>) ->
 }
 
 /// `<kind><digits>\r\n` at `pos`: the number and the offset after the line. At most 18
-/// digits, so the value cannot overflow.
+/// digits, so the value cannot overflow; a leading zero is left to the scanner to refuse.
 fn quick_header(buf: &[u8], pos: usize, kind: u8) -> Option<(u64, usize)> {
-    if *buf.get(pos)? != kind {
+    if *buf.get(pos)? != kind || (buf.get(pos + 1) == Some(&b'0') && buf.get(pos + 2) != Some(&b'\r')) {
         return None;
     }
     let mut value = 0u64;
@@ -325,6 +325,12 @@ mod tests {
         );
         let mut parser = RequestParser::new(tight);
         assert!(parser.next(b"*1\r\n$3\r\nGET\r\n", &mut Vec::new()).is_err());
+        // Redis refuses leading zeros (and would close the shared connection over them).
+        for request in [&b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n"[..], b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n"] {
+            let mut parser = RequestParser::new(Limits::UNBOUNDED);
+            assert!(quick_multibulk(request, &Limits::UNBOUNDED, &mut Vec::new()).is_none());
+            assert!(parser.next(request, &mut Vec::new()).is_err(), "{}", String::from_utf8_lossy(request));
+        }
     }
 
     #[test]

@@ -246,12 +246,15 @@ fn read_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
     }
 }
 
-/// Parses a RESP length; `-1` (null) gives `None`.
+/// Parses a RESP length; `-1` (null) gives `None`. Leading zeros are refused, as Redis'
+/// `string2ll` refuses them: a request Redis would reject must not reach a shared
+/// connection, where Redis' protocol error would close it under every client.
 pub(crate) fn parse_len(line: &[u8], what: &'static str) -> Result<Option<u64>, ProtocolError> {
     if line == b"-1" {
         return Ok(None);
     }
-    if line.is_empty() || line.len() > 19 || !line.iter().all(u8::is_ascii_digit) {
+    let leading_zero = line.len() > 1 && line[0] == b'0';
+    if line.is_empty() || line.len() > 19 || leading_zero || !line.iter().all(u8::is_ascii_digit) {
         return Err(ProtocolError::InvalidLength(what));
     }
     Ok(Some(line.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))))

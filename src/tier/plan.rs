@@ -178,6 +178,7 @@ pub fn plain_read(input: &Input, keys: &Classified) -> Option<KeyRoles> {
 }
 
 fn key_roles(keys: &Classified) -> KeyRoles {
+    // Indexes are below the argument count, which `max_multibulk_len` keeps under i32::MAX.
     keys.iter().map(|&(class, role, index, _)| (class, role, index as u32)).collect()
 }
 

@@ -145,6 +145,9 @@ pub async fn drive(
                 },
                 written = wr.write(&d.wbuf), if d.may_write() => match written {
                     Ok(n) => {
+                        if !d.writing {
+                            d.start_clock_of_held();
+                        }
                         d.wbuf.advance(n);
                         d.held = 0;
                         d.writing = !d.wbuf.is_empty();
@@ -219,7 +222,22 @@ impl Driver {
                 || self.wbuf.len() >= HOLD_LIMIT)
     }
 
+    /// Held jobs are written now: their command timeout starts here, so a hold never eats
+    /// into the time Redis gets for a request.
+    fn start_clock_of_held(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let first_held = self.inflight.len().saturating_sub(self.held);
+        for job in self.inflight.range_mut(first_held..) {
+            job.sent_at = now;
+        }
+    }
+
     fn accept(&mut self, job: Job, now: Instant) {
+        // A job without replies would never leave `inflight` and would hold later ones.
+        debug_assert!(job.frames > 0, "a job must expect at least one reply");
         for chunk in &job.payload {
             self.wbuf.extend_from_slice(chunk);
         }
