@@ -12,7 +12,8 @@
 //!    on its pinned connection (MULTI, WATCH, blocking commands, SELECT, AUTH as another
 //!    user; taken from `upstream::Spares`), or hand the socket to Redis verbatim (pub/sub,
 //!    MONITOR, CLIENT TRACKING/REPLY).
-//! 3. `pipeline::prepare` finds the request's keys, classifies them (`tier`), applies the
+//! 3. `pipeline::prepare` finds the request's keys (one-key commands such as GET and SET
+//!    take a short path that builds no plan), classifies them (`tier`), applies the
 //!    tier's TTL policy (`tier::plan`: a rewrite such as `SET … PX`, or the write wrapped in
 //!    `MULTI … PEXPIRE … NX … EXEC`), and leaves a `pipeline::Note` saying how to cut the
 //!    reply back, what to count (`stats`) and whether PostgreSQL may answer a miss
@@ -20,7 +21,8 @@
 //!    fallback tiers with a rule are answered from PostgreSQL, the rest get `-TRYAGAIN`.
 //! 4. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
 //!    slices of the read buffer (and rewritten requests) plus the number of replies
-//!    expected. The connection task writes the jobs of many clients together, cuts the
+//!    expected. The connection task writes the jobs of many clients together (while
+//!    earlier jobs await replies it holds new ones and sends them in one write), cuts the
 //!    replies from its read buffer with `resp::FrameScanner`, and returns them as the exact
 //!    bytes Redis sent. Its supervisor feeds the breaker (connect errors, resets, timeouts).
 //! 5. The handler keeps one `server::pending::Pending` per request or run, in request order.
