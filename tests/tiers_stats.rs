@@ -243,6 +243,43 @@ impl Drop for StrataProcess {
     }
 }
 
+/// Starts the strata binary on a free port and waits until it answers PING through Redis.
+/// Another test may take the port between choosing and binding it (strata then exits, or
+/// the port answers as something else): start again on a fresh port.
+async fn spawn_strata(config: &std::path::Path, upstream: &str) -> (StrataProcess, std::net::SocketAddr) {
+    for _ in 0..5 {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--config", config.to_str().expect("utf8 path")])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn strata");
+        let mut strata = StrataProcess(child);
+        wait_for_port(port);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut probe = RawClient::connect(addr).await;
+        // Only strata answers STRATA TIERS with an array; whatever else holds the port does not.
+        probe.send(&support::cmd(&["STRATA", "TIERS"])).await;
+        if !probe.try_read_frame().await.is_some_and(|reply| reply.starts_with(b"*")) {
+            continue;
+        }
+        for _ in 0..200 {
+            if strata.0.try_wait().expect("strata status").is_some() {
+                break;
+            }
+            probe.send(&support::cmd(&["PING"])).await;
+            match probe.try_read_frame().await {
+                Some(reply) if reply.starts_with(b"+PONG") => return (strata, addr),
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                None => break,
+            }
+        }
+    }
+    panic!("strata did not start on any of five ports");
+}
+
 /// Sends pipelined batches of tiered writes until the connection dies; returns replies read.
 async fn hammer(addr: std::net::SocketAddr, task: usize, replies: Arc<AtomicU64>) -> u64 {
     use tokio::io::AsyncWriteExt;
@@ -284,21 +321,7 @@ async fn killing_strata_mid_load_never_leaves_a_tiered_key_without_ttl() {
     let redis = RedisServer::start();
     let file = tempfile::NamedTempFile::new().expect("temp config");
     std::fs::write(file.path(), TIERS).expect("write config");
-    let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--config", file.path().to_str().expect("utf8 path")])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", &redis.url()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn strata");
-    let mut strata = StrataProcess(child);
-    wait_for_port(port);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut probe = RawClient::connect(addr).await;
-    while !probe.command(&["PING"]).await.starts_with(b"+PONG") {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut strata, addr) = spawn_strata(file.path(), &redis.url()).await;
     let replies = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..6).map(|t| tokio::spawn(hammer(addr, t, replies.clone()))).collect();
     let deadline = tokio::time::Instant::now() + READ_TIMEOUT;

@@ -5,6 +5,10 @@
 //! buffer). A route change waits for every earlier reply first, so Redis executes the
 //! client's commands in the order sent even when they use two connections.
 
+mod passthrough;
+mod send;
+mod write;
+
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,11 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
-use super::pending::{Pending, Run, defer, env, repeat_error, resolve_front, settle};
+use super::pending::{Pending, Run, defer, env, resolve_front};
 use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
-use crate::pipeline::{self, Note, Prepared};
+use crate::pipeline::{self, Prepared};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
@@ -411,197 +415,5 @@ impl Handler {
             Reply::err(format!("Protocol error: {e}")).to_bytes(self.session.protocol),
         ));
         self.closing = true;
-    }
-
-    /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
-    async fn forward(&mut self, route: Route, payload: Vec<Bytes>, frames: usize, notes: Vec<Note>) {
-        if route != self.last_route {
-            if let Err(e) = self.drain().await {
-                tracing::debug!(error = %e, "client gone during route change");
-                self.closing = true;
-                return;
-            }
-            self.last_route = route;
-        }
-        let (reply, rx) = oneshot::channel();
-        let job = Job { payload, frames, reply };
-        let sent = match route {
-            Route::Shared => self.send_shared(job).await,
-            Route::Pinned => self.send_pinned(job).await,
-        };
-        match sent {
-            Ok(()) => self.queue.push_back(Pending::Waiting {
-                rx,
-                frames,
-                pinned: route == Route::Pinned,
-                notes,
-                started: self.batch_start,
-            }),
-            Err(why) => {
-                self.ctx.stats.record_upstream_error();
-                let started = self.batch_start;
-                self.queue.push_back(settle(&self.ctx, repeat_error(&why, frames), notes, false, started));
-                if route == Route::Pinned {
-                    // The client's connection state lives on that connection; it is gone.
-                    self.closing = true;
-                }
-            }
-        }
-    }
-
-    async fn send_shared(&mut self, job: Job) -> Result<(), String> {
-        let mut msg = Msg::Job(job);
-        for _ in 0..2 {
-            let tx = match self.shared.clone().filter(|tx| !tx.is_closed()) {
-                Some(tx) => tx,
-                None => match self.ctx.pool.sender(self.slot) {
-                    Some(tx) => tx,
-                    None => break,
-                },
-            };
-            match tx.send(msg).await {
-                Ok(()) => {
-                    self.shared = Some(tx);
-                    return Ok(());
-                }
-                // The connection ended before taking the job, so it never reached Redis
-                // and one more attempt on the replacement is safe.
-                Err(mpsc::error::SendError(back)) => {
-                    self.shared = None;
-                    msg = back;
-                }
-            }
-        }
-        Err(format!("ERR upstream unavailable: not connected to {}", self.ctx.config.upstream.url))
-    }
-
-    async fn send_pinned(&mut self, job: Job) -> Result<(), String> {
-        let protocol = self.session.protocol;
-        if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
-            let dedicated = match self.ctx.spares.take(protocol) {
-                Some(spare) => spare,
-                None => Dedicated::open(&self.ctx.config.upstream, protocol)
-                    .await
-                    .map_err(|e| format!("ERR upstream unavailable: {e}"))?,
-            };
-            self.set_pinned(Some((dedicated, protocol)));
-        }
-        let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
-        dedicated.tx.send(Msg::Job(job)).await.map_err(|_| "ERR upstream connection lost".to_string())
-    }
-
-    /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
-    async fn forward_hello(&mut self, proto: u8, raw: Bytes) -> std::io::Result<()> {
-        self.forward(Route::Pinned, vec![raw], 1, Vec::new()).await;
-        self.last_route = Route::Pinned;
-        let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
-        let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
-        let reply = rx.await.unwrap_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"));
-        if !reply.starts_with(b"-") {
-            self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
-            if let Some((_, p)) = &mut self.pinned {
-                *p = self.session.protocol;
-            }
-            self.slot = self.ctx.pool.assign(self.session.protocol);
-            self.shared = None;
-        }
-        self.queue.push_back(Pending::Ready(reply));
-        Ok(())
-    }
-
-    /// Writes every reply at the front of the queue that has arrived.
-    async fn write_ready(&mut self) -> std::io::Result<()> {
-        while let Some(front) = self.queue.front_mut() {
-            let bytes = match front {
-                Pending::Ready(bytes) => std::mem::take(bytes),
-                Pending::Waiting { rx, frames, pinned, notes, started } => {
-                    let received = match rx.try_recv() {
-                        Ok(bytes) => bytes,
-                        Err(oneshot::error::TryRecvError::Empty) => break,
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            self.closing |= *pinned;
-                            repeat_error("ERR upstream connection lost", *frames)
-                        }
-                    };
-                    match settle(&self.ctx, received, std::mem::take(notes), *pinned, *started) {
-                        Pending::Ready(bytes) => bytes,
-                        deferred => {
-                            *front = deferred;
-                            continue;
-                        }
-                    }
-                }
-            };
-            self.queue.pop_front();
-            // A reply written alone (the usual case: one job per batch of requests) or a
-            // large one goes straight from its buffer; only several are gathered by copying.
-            let alone = self.wbuf.is_empty() && !self.queue.front().is_some_and(Pending::is_ready);
-            if alone || bytes.len() > COPY_LIMIT {
-                self.flush().await?;
-                self.stream.write_all(&bytes).await?;
-            } else {
-                self.wbuf.extend_from_slice(&bytes);
-            }
-        }
-        self.flush().await
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
-        Ok(())
-    }
-
-    /// Waits for and writes every pending reply.
-    async fn drain(&mut self) -> std::io::Result<()> {
-        while !self.queue.is_empty() {
-            resolve_front(&mut self.queue, &self.ctx).await;
-            self.write_ready().await?;
-        }
-        Ok(())
-    }
-
-    /// Hands the connection to Redis verbatim for the rest of its life. `first` replaces
-    /// the request that started it when strata rewrote or re-encoded that request.
-    async fn pass_through(mut self, first: Option<Bytes>) -> std::io::Result<()> {
-        self.drain().await?;
-        let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
-            let reply =
-                Reply::err("upstream unavailable: cannot open a connection").to_bytes(self.session.protocol);
-            self.stream.write_all(&reply).await?;
-            return self.stream.shutdown().await;
-        };
-        if let Some(first) = first {
-            upstream.write_all(&first).await?;
-        }
-        upstream.write_all(&self.rbuf).await?;
-        self.stream.write_all(&leftover).await?;
-        let shutdown = self.ctx.shutdown.clone();
-        let kill = self.registration.handle.kill.clone();
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream) => copied.map(|_| ()),
-            () = shutdown.cancelled() => Ok(()),
-            () = kill.cancelled() => Ok(()),
-        }
-    }
-
-    /// The client's pinned socket, or a fresh one; its Redis id goes to the registry so
-    /// CLIENT TRACKING REDIRECT and CLIENT UNBLOCK can name this client.
-    async fn take_raw_upstream(&mut self) -> Option<(TcpStream, BytesMut)> {
-        if let Some((dedicated, _)) = self.pinned.take() {
-            return dedicated.detach().await.map(|d| (d.stream, d.leftover));
-        }
-        if let Some(spare) = self.ctx.spares.take(self.session.protocol) {
-            self.registration.handle.set_upstream_id(spare.upstream_id.unwrap_or(-1));
-            if let Some(detached) = spare.detach().await {
-                return Some((detached.stream, detached.leftover));
-            }
-        }
-        let conn =
-            crate::upstream::connect(&self.ctx.config.upstream, self.session.protocol, true).await.ok()?;
-        self.registration.handle.set_upstream_id(conn.client_id.unwrap_or(-1));
-        Some((conn.stream, conn.leftover))
     }
 }

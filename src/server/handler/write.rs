@@ -1,0 +1,64 @@
+//! Writing replies: strictly in request order, batched into one write unless a reply is
+//! alone or large.
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+use super::super::pending::{Pending, repeat_error, resolve_front, settle};
+use super::{COPY_LIMIT, Handler};
+
+impl Handler {
+    /// Writes every reply at the front of the queue that has arrived.
+    pub(super) async fn write_ready(&mut self) -> std::io::Result<()> {
+        while let Some(front) = self.queue.front_mut() {
+            let bytes = match front {
+                Pending::Ready(bytes) => std::mem::take(bytes),
+                Pending::Waiting { rx, frames, pinned, notes, started } => {
+                    let received = match rx.try_recv() {
+                        Ok(bytes) => bytes,
+                        Err(oneshot::error::TryRecvError::Empty) => break,
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            self.closing |= *pinned;
+                            repeat_error("ERR upstream connection lost", *frames)
+                        }
+                    };
+                    match settle(&self.ctx, received, std::mem::take(notes), *pinned, *started) {
+                        Pending::Ready(bytes) => bytes,
+                        deferred => {
+                            *front = deferred;
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.queue.pop_front();
+            // A reply written alone (the usual case: one job per batch of requests) or a
+            // large one goes straight from its buffer; only several are gathered by copying.
+            let alone = self.wbuf.is_empty() && !self.queue.front().is_some_and(Pending::is_ready);
+            if alone || bytes.len() > COPY_LIMIT {
+                self.flush().await?;
+                self.stream.write_all(&bytes).await?;
+            } else {
+                self.wbuf.extend_from_slice(&bytes);
+            }
+        }
+        self.flush().await
+    }
+
+    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for and writes every pending reply.
+    pub(super) async fn drain(&mut self) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            resolve_front(&mut self.queue, &self.ctx).await;
+            self.write_ready().await?;
+        }
+        Ok(())
+    }
+}
