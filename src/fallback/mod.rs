@@ -5,6 +5,7 @@
 //! cache), and a breaker so a dead database fails fast.
 
 mod flight;
+mod freshness;
 mod listen;
 mod pattern;
 mod postgres;
@@ -310,92 +311,6 @@ impl Fallback {
         }
     }
 
-    async fn after_load(
-        &self,
-        id: usize,
-        key: &Bytes,
-        loaded: &Result<Option<Loaded>, FallbackError>,
-        write_back: bool,
-        epoch: u64,
-    ) {
-        let rule = &self.rules[id];
-        match loaded {
-            Err(e) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(rule = %rule.name, error = %e, "read-through failed");
-            }
-            Ok(None) => {
-                self.counters.no_rows.fetch_add(1, Ordering::Relaxed);
-                self.negative.insert(key, (), rule.negative_ttl);
-            }
-            Ok(Some(value)) => {
-                self.counters.rows.fetch_add(1, Ordering::Relaxed);
-                // Invalidated or written while the query ran: the row read may already be
-                // stale, so it is answered once but neither cached nor remembered.
-                if self.epoch(key) != epoch {
-                    return;
-                }
-                self.recent.insert(key, value.clone(), RECENT_TTL);
-                if write_back {
-                    self.write_back(rule, key.clone(), value).await;
-                }
-            }
-        }
-    }
-
-    /// Stores a loaded value with the tier TTL unless a newer value is there already.
-    async fn write_back(&self, rule: &Rule, key: Bytes, value: &Loaded) {
-        let Some(redis) = &self.redis else { return };
-        let ttl = rule.policy.fresh_ms().unwrap_or(60_000);
-        let written = match value {
-            Loaded::String(v) => redis.set_absent(key, v.clone(), ttl).await,
-            Loaded::Hash(fields) if fields.is_empty() => return,
-            Loaded::Hash(fields) => redis.hash_absent(key, fields, ttl).await,
-        };
-        match written {
-            Ok(true) => {
-                self.counters.write_backs.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(rule = %rule.name, error = %e, "write-back failed"),
-        }
-    }
-
-    /// True when `key` exists in Redis (false when that cannot be told).
-    pub async fn key_exists(&self, key: Bytes) -> bool {
-        match &self.redis {
-            Some(redis) => redis.exists(key).await.unwrap_or(false),
-            None => false,
-        }
-    }
-
-    /// A write through strata or a database notification: forget "no row" for `key`.
-    pub fn forget(&self, key: &[u8]) {
-        self.bump_epoch(key);
-        self.negative.remove(key);
-        self.recent.remove(key);
-    }
-
-    /// The key a rule renders for captures, for notifications naming a rule
-    /// (`@rule capture …`).
-    pub fn key_for(&self, rule_name: &str, captures: &[&[u8]]) -> Option<Bytes> {
-        let rule = self.rules.iter().find(|r| r.name == rule_name)?;
-        rule.pattern.render(captures).map(Bytes::from)
-    }
-
-    /// A database notification named `key`: delete it in Redis and forget "no row".
-    pub async fn invalidate(&self, key: Bytes) {
-        self.bump_epoch(&key);
-        self.negative.remove(&key);
-        self.recent.remove(&key);
-        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
-        if let Some(redis) = &self.redis
-            && let Err(e) = redis.del(key).await
-        {
-            tracing::warn!(error = %e, "invalidation DEL failed");
-        }
-    }
-
     /// The counters as (field, value) pairs for INFO and /metrics.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
@@ -409,21 +324,6 @@ impl Fallback {
             ("write_backs", load(&c.write_backs)),
             ("invalidations", load(&c.invalidations)),
         ]
-    }
-
-    /// The change count of `key`'s slot: bumped by every invalidation and write, so a
-    /// load can tell whether its row may be stale by the time it arrives.
-    fn epoch(&self, key: &[u8]) -> u64 {
-        self.epochs[self.epoch_slot(key)].load(Ordering::Acquire)
-    }
-
-    fn bump_epoch(&self, key: &[u8]) {
-        self.epochs[self.epoch_slot(key)].fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn epoch_slot(&self, key: &[u8]) -> usize {
-        use std::hash::BuildHasher;
-        (self.epoch_hasher.hash_one(key) as usize) % self.epochs.len()
     }
 
     /// Resets counters (CONFIG RESETSTAT).
