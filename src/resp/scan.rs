@@ -83,10 +83,17 @@ pub fn scalar_len(buf: &[u8]) -> Option<usize> {
             if digits == b"-1" {
                 return Some(line_end);
             }
-            if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+            // Leading zeros, like anything unusual, go to the general scanner (which refuses them).
+            let leading_zero = digits.len() > 1 && digits[0] == b'0';
+            if digits.is_empty()
+                || digits.len() > 18
+                || leading_zero
+                || !digits.iter().all(u8::is_ascii_digit)
+            {
                 return None;
             }
-            let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            // At most 18 checked digits: cannot overflow. Runs for every reply, so no str parse.
+            let len = digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
             let total = line_end + len + 2;
             (buf.len() >= total && &buf[total - 2..total] == b"\r\n").then_some(total)
         }
@@ -341,6 +348,9 @@ mod tests {
         }
         assert_eq!(scalar_len(b"$5\r\nab"), None, "incomplete bulk");
         assert_eq!(scalar_len(b"*1\r\n:1\r\n"), None, "aggregates go to the scanner");
+        assert_eq!(scalar_len(b"$12\r\nhello world!\r\n"), Some(19), "two-digit length");
+        assert_eq!(scalar_len(b"$01\r\nx\r\n"), None, "leading zero goes to the scanner");
+        assert!(FrameScanner::reply().scan(b"$01\r\nx\r\n", &Limits::UNBOUNDED).is_err());
         assert_eq!(scan_all(b"*1\r\n:1\r\n+OK\r\n"), Some(8), "the scanner takes the aggregate");
     }
 }
