@@ -59,6 +59,11 @@ impl Note {
         Note { frames, fix: ReplyFix::None, account: None, through: None, queued: Box::default() }
     }
 
+    /// Frames cut by `fix` and counted by `account`, read through where `through` says.
+    fn counted(frames: usize, fix: ReplyFix, account: Account, through: Option<Box<ReadThrough>>) -> Note {
+        Note { frames, fix, account: Some(account), through, queued: Box::default() }
+    }
+
     /// Replies the client gets for this note.
     pub fn client_frames(&self) -> usize {
         if self.fix == ReplyFix::None { self.frames } else { 1 }
@@ -232,9 +237,10 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         // The usual request: one key, the first argument. An untiered key or a plain read
         // is settled here, without the general key search and classification.
         let Some(class) = env.tiers.classify(key) else { return (Prepared::Untouched, 0) };
-        let readonly = info.has(cmd_flag::READONLY);
-        if readonly && !env.tiers.tier(class.tier).policy.sliding {
-            return (read_note(env, session, info, argv, class, plan::role(readonly, flags)), 0);
+        if plan::reads_plainly(env.tiers, info, std::iter::once(class)) {
+            let role = plan::role(true, flags);
+            let keys = [(class, role, 1)];
+            return (read_note(env, session, info, argv, &keys, AccountKeys::First(class, role)), 0);
         }
         if info.name == "set"
             && let Some(rewrite) = plan::plain_set(env.tiers, class, argv)
@@ -263,11 +269,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     }
     // Plain reads (the hot path) skip building a plan: only their keys are needed.
     if let Some(keys) = plan::plain_read(&input, &classified) {
-        let through = read_through(env, session, info, argv, &keys);
-        let account = account(info, AccountKeys::from_roles(&keys));
-        let note =
-            Note { frames: 1, fix: ReplyFix::None, account: Some(account), through, queued: Box::default() };
-        return (Prepared::Forward { rewrite: None, note }, 0);
+        return (read_note(env, session, info, argv, &keys, AccountKeys::from_roles(&keys)), 0);
     }
     let plan = plan::plan_classified(&input, classified);
     let counts = crate::stats::PolicyCounts {
@@ -284,21 +286,28 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     if let Some(reply) = plan.refuse {
         return (refuse(session, reply), 0);
     }
-    // Any command that may change a key (writes, DEL, RENAME …) makes a loaded row for
-    // it possibly stale and a remembered "no row" possibly wrong.
-    if !env.fallback.is_empty() && !info.has(cmd_flag::READONLY) {
-        for &(_, _, index) in &plan.keys {
-            let key = argv[index as usize];
-            if env.fallback.rule_for(key).is_some() {
-                env.fallback.forget(key);
-            }
-        }
+    if !info.has(cmd_flag::READONLY) {
+        forget_rows(env, argv, plan.keys.iter().map(|k| k.2));
     }
     let through = read_through(env, session, info, argv, &plan.keys);
     let account = account(info, AccountKeys::from_roles(&plan.keys));
-    let note =
-        Note { frames: plan.frames, fix: plan.fix, account: Some(account), through, queued: Box::default() };
+    let note = Note::counted(plan.frames, plan.fix, account, through);
     (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+}
+
+/// Any command that may change a key (writes, DEL, RENAME …) makes a row loaded for it
+/// possibly stale and a remembered "no row" possibly wrong: forget both for the keys (by
+/// argument index) that a read-through rule covers.
+fn forget_rows(env: &Env, argv: &[&[u8]], indexes: impl Iterator<Item = u32>) {
+    if env.fallback.is_empty() {
+        return;
+    }
+    for index in indexes {
+        let key = argv[index as usize];
+        if env.fallback.rule_for(key).is_some() {
+            env.fallback.forget(key);
+        }
+    }
 }
 
 /// `SET k v` rewritten with the tier's TTL: booked as a TTL rewrite, and a loaded row
@@ -306,16 +315,8 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
 #[inline(always)]
 fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, rewrite: Bytes) -> Prepared {
     env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
-    if !env.fallback.is_empty() && env.fallback.rule_for(argv[1]).is_some() {
-        env.fallback.forget(argv[1]);
-    }
-    let note = Note {
-        frames: 1,
-        fix: ReplyFix::None,
-        account: Some(account(info, AccountKeys::First(class, Role::Write))),
-        through: None,
-        queued: Box::default(),
-    };
+    forget_rows(env, argv, std::iter::once(1));
+    let note = Note::counted(1, ReplyFix::None, account(info, AccountKeys::First(class, Role::Write)), None);
     Prepared::Forward { rewrite: Some(rewrite), note }
 }
 
@@ -333,25 +334,19 @@ fn account(info: &CommandInfo, keys: AccountKeys) -> Account {
     }
 }
 
-/// The note of a plain read (read-only, nothing sliding): count it, and read through from
-/// PostgreSQL where a rule covers it.
+/// The note of a plain read (see `plan::reads_plainly`) on `keys`: count it, and read
+/// through from PostgreSQL where a rule covers it.
 #[inline(always)]
 fn read_note(
     env: &Env,
     session: &Session,
     info: &CommandInfo,
     argv: &[&[u8]],
-    class: Class,
-    role: Role,
+    keys: &[(Class, Role, u32)],
+    account_keys: AccountKeys,
 ) -> Prepared {
-    let through = read_through(env, session, info, argv, &[(class, role, 1)]);
-    let note = Note {
-        frames: 1,
-        fix: ReplyFix::None,
-        account: Some(account(info, AccountKeys::First(class, role))),
-        through,
-        queued: Box::default(),
-    };
+    let through = read_through(env, session, info, argv, keys);
+    let note = Note::counted(1, ReplyFix::None, account(info, account_keys), through);
     Prepared::Forward { rewrite: None, note }
 }
 

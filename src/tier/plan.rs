@@ -162,11 +162,17 @@ pub fn plan_classified(input: &Input, keys: Classified) -> Plan {
 /// The common case on the hot path: a read-only command whose keys' tiers do not slide
 /// needs no policy, only accounting: its keys, or `None` when it needs a full plan.
 pub fn plain_read(input: &Input, keys: &Classified) -> Option<KeyRoles> {
-    let sliding = keys.iter().any(|(class, ..)| input.table.tier(class.tier).policy.sliding);
-    if !input.info.has(cmd_flag::READONLY) || sliding {
-        return None;
-    }
-    Some(key_roles(keys))
+    reads_plainly(input.table, input.info, keys.iter().map(|k| k.0)).then(|| key_roles(keys))
+}
+
+/// Whether a command on keys of these classes is a plain read: read-only, and no tier of
+/// its keys slides (a sliding read needs a TTL refresh, so a plan).
+pub fn reads_plainly(
+    table: &TierTable,
+    info: &CommandInfo,
+    mut classes: impl Iterator<Item = Class>,
+) -> bool {
+    info.has(cmd_flag::READONLY) && !classes.any(|class| table.tier(class.tier).policy.sliding)
 }
 
 fn key_roles(keys: &Classified) -> KeyRoles {
