@@ -6,6 +6,8 @@
 //! arguments are keys. It does not decide routing; `server::route` does.
 
 mod keyspec;
+mod kind;
+mod names;
 mod special;
 
 use std::collections::HashMap as StdHashMap;
@@ -19,6 +21,8 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use keyspec::text;
 pub use keyspec::{BeginSearch, FindKeys, KeyError, KeyRef, KeySpec, Keys, flag};
+pub use kind::Kind;
+pub use names::Names;
 
 /// Raw `COMMAND` reply captured from redis-server 7.0.15, the fallback table.
 const BUILTIN_COMMAND_REPLY: &[u8] = include_bytes!("redis-7.0-command.resp");
@@ -72,8 +76,10 @@ pub struct CommandInfo {
     pub flags: u32,
     /// Key specifications, in Redis' order.
     pub key_specs: Vec<KeySpec>,
-    /// Subcommands by lower-case name (without the `parent|` prefix).
-    pub subcommands: HashMap<Vec<u8>, Arc<CommandInfo>>,
+    /// Subcommands by name (without the `parent|` prefix).
+    pub subcommands: Names,
+    /// How strata treats it by name.
+    pub kind: Kind,
 }
 
 impl CommandInfo {
@@ -101,7 +107,7 @@ impl CommandInfo {
 /// All commands by lower-case name.
 #[derive(Debug, Clone)]
 pub struct CommandTable {
-    commands: HashMap<Vec<u8>, Arc<CommandInfo>>,
+    commands: Names,
     source: TableSource,
 }
 
@@ -112,10 +118,10 @@ impl CommandTable {
             .map_err(|e| TableError::Decode(e.to_string()))?
             .ok_or_else(|| TableError::Decode("incomplete reply".into()))?;
         let OwnedFrame::Array(entries) = frame else { return Err(TableError::Shape("top level")) };
-        let mut commands = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut commands = Names::default();
         for entry in &entries {
             let info = parse_command(entry)?;
-            commands.insert(info.name.clone().into_bytes(), Arc::new(info));
+            commands.insert(&info.name.clone().into_bytes(), Arc::new(info));
         }
         Ok(CommandTable { commands, source })
     }
@@ -144,15 +150,11 @@ impl CommandTable {
 
     /// Finds the command (or subcommand, for containers like CLIENT) a request names.
     pub fn lookup(&self, args: &[&[u8]]) -> Option<&Arc<CommandInfo>> {
-        let mut name = [0u8; MAX_NAME];
-        let info = self.commands.get(lower(args.first()?, &mut name)?)?;
+        let info = self.commands.get(args.first()?)?;
         if info.subcommands.is_empty() || args.len() < 2 {
             return Some(info);
         }
-        match lower(args[1], &mut name).and_then(|sub| info.subcommands.get(sub)) {
-            Some(sub) => Some(sub),
-            None => Some(info),
-        }
+        Some(info.subcommands.get(args[1]).unwrap_or(info))
     }
 
     /// The keys of a request, as Redis would find them.
@@ -178,17 +180,6 @@ pub fn keys_of(info: &CommandInfo, args: &[&[u8]]) -> Result<Keys, KeyError> {
     Ok(keys)
 }
 
-/// Longest command name looked up; longer names are not commands.
-const MAX_NAME: usize = 64;
-
-/// Lower-cases a command name into a stack buffer (this runs for every request).
-fn lower<'a>(name: &[u8], buf: &'a mut [u8; MAX_NAME]) -> Option<&'a [u8]> {
-    let out = buf.get_mut(..name.len())?;
-    out.copy_from_slice(name);
-    out.make_ascii_lowercase();
-    Some(out)
-}
-
 fn parse_command(frame: &OwnedFrame) -> Result<CommandInfo, TableError> {
     let OwnedFrame::Array(fields) = frame else { return Err(TableError::Shape("command entry")) };
     let name = fields.first().and_then(text).ok_or(TableError::Shape("command name"))?;
@@ -205,15 +196,16 @@ fn parse_command(frame: &OwnedFrame) -> Result<CommandInfo, TableError> {
         Some(OwnedFrame::Array(specs)) => specs.iter().map(KeySpec::parse).collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
-    let mut subcommands = HashMap::default();
+    let mut subcommands = Names::default();
     if let Some(OwnedFrame::Array(subs)) = fields.get(9) {
         for sub in subs {
             let info = parse_command(sub)?;
             let short = info.name.rsplit('|').next().unwrap_or(&info.name).as_bytes().to_vec();
-            subcommands.insert(short, Arc::new(info));
+            subcommands.insert(&short, Arc::new(info));
         }
     }
-    Ok(CommandInfo { name, arity, flags, key_specs, subcommands })
+    let kind = Kind::of(name.as_bytes());
+    Ok(CommandInfo { name, arity, flags, key_specs, subcommands, kind })
 }
 
 fn command_flag(name: &[u8]) -> u32 {

@@ -9,7 +9,7 @@ pub mod through;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::command::{CommandInfo, CommandTable, cmd_flag};
+use crate::command::{CommandInfo, CommandTable, Kind, cmd_flag};
 use crate::config::UpstreamDown;
 use crate::fallback::Fallback;
 use crate::resp::Reply;
@@ -142,10 +142,10 @@ pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit 
 /// table lookup and an early return.
 pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&CommandInfo>) -> Prepared {
     let Some(info) = info else { return Prepared::Untouched };
-    match info.name.as_str() {
+    match info.kind {
         // `decide` has already entered or left the transaction. A nested MULTI is refused
         // by Redis and the transaction goes on, so it must not reset the bookkeeping.
-        "multi" => {
+        Kind::Multi => {
             if !session.tx_open {
                 session.tx_open = true;
                 session.tx_mask.clear();
@@ -153,21 +153,27 @@ pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&C
             }
             return Prepared::Untouched;
         }
-        "discard" => {
+        Kind::Discard => {
             session.close_tx();
             return Prepared::Untouched;
         }
-        "exec" => return exec_request(session),
+        Kind::Exec => return exec_request(session),
         // Redis refuses WATCH inside MULTI without queueing it.
-        "watch" if session.in_multi => return Prepared::Untouched,
-        "info" if !session.in_multi => return info_request(env, argv),
-        "config|resetstat" => {
+        Kind::Watch if session.in_multi => return Prepared::Untouched,
+        Kind::Info if !session.in_multi => return info_request(env, argv),
+        Kind::ConfigResetStat => {
             env.stats.reset();
             env.fallback.reset();
         }
         _ => {}
     }
-    let (mut prepared, extra) = tiered(env, session, info, argv);
+    let mut extra = 0;
+    if !env.upstream_down && !session.in_multi {
+        // The usual case returns what `tiered` built as it is: a note moved through one
+        // more frame is copied, and that copy stalled on the stores that had just built it.
+        return tiered(env, session, info, argv, &mut extra);
+    }
+    let mut prepared = tiered(env, session, info, argv, &mut extra);
     if env.upstream_down {
         prepared = when_down(prepared);
     }
@@ -226,33 +232,33 @@ fn when_down(prepared: Prepared) -> Prepared {
     }
 }
 
-/// Applies the tier policy; also returns how many commands strata queued after this one.
-fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (Prepared, u16) {
+/// Applies the tier policy; `extra` is set to how many commands strata queued after this one.
+fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]], extra: &mut u16) -> Prepared {
     // A request with the wrong number of arguments gets Redis' own arity error; strata
     // neither plans nor rewrites it.
     if env.tiers.is_empty() || info.key_specs.is_empty() || !arity_ok(info.arity, argv.len()) {
-        return (Prepared::Untouched, 0);
+        return Prepared::Untouched;
     }
     if let (Some(flags), Some(key)) = (info.single_key(), argv.get(1)) {
         // The usual request: one key, the first argument. An untiered key or a plain read
         // is settled here, without the general key search and classification.
-        let Some(class) = env.tiers.classify(key) else { return (Prepared::Untouched, 0) };
+        let Some(class) = env.tiers.classify(key) else { return Prepared::Untouched };
         if plan::reads_plainly(env.tiers, info, std::iter::once(class)) {
             let role = plan::role(true, flags);
             let keys = [(class, role, 1)];
-            return (read_note(env, session, info, argv, &keys, AccountKeys::First(class, role)), 0);
+            return read_note(env, session, info, argv, &keys, AccountKeys::First(class, role));
         }
-        if info.name == "set"
+        if info.kind == Kind::Set
             && let Some(rewrite) = plan::plain_set(env.tiers, class, argv)
         {
-            return (plain_set_note(env, info, argv, class, rewrite), 0);
+            return plain_set_note(env, info, argv, class, rewrite);
         }
     }
     let keys = match crate::command::keys_of(info, argv) {
         Ok(keys) => keys,
         Err(_) => {
             env.stats.record_unclassified();
-            return (Prepared::Untouched, 0);
+            return Prepared::Untouched;
         }
     };
     let input = Input {
@@ -265,11 +271,11 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     };
     let classified = plan::classify(&input);
     if classified.is_empty() {
-        return (Prepared::Untouched, 0);
+        return Prepared::Untouched;
     }
     // Plain reads (the hot path) skip building a plan: only their keys are needed.
     if let Some(keys) = plan::plain_read(&input, &classified) {
-        return (read_note(env, session, info, argv, &keys, AccountKeys::from_roles(&keys)), 0);
+        return read_note(env, session, info, argv, &keys, AccountKeys::from_roles(&keys));
     }
     let plan = plan::plan_classified(&input, classified);
     let counts = crate::stats::PolicyCounts {
@@ -284,7 +290,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
         env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
     }
     if let Some(reply) = plan.refuse {
-        return (refuse(session, reply), 0);
+        return refuse(session, reply);
     }
     if !info.has(cmd_flag::READONLY) {
         forget_rows(env, argv, plan.keys.iter().map(|k| k.2));
@@ -292,7 +298,8 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]]) -> (
     let through = read_through(env, session, info, argv, &plan.keys);
     let account = account(info, AccountKeys::from_roles(&plan.keys));
     let note = Note::counted(plan.frames, plan.fix, account, through);
-    (Prepared::Forward { rewrite: plan.rewrite, note }, plan.queued_extra)
+    *extra = plan.queued_extra;
+    Prepared::Forward { rewrite: plan.rewrite, note }
 }
 
 /// Any command that may change a key (writes, DEL, RENAME …) makes a row loaded for it
@@ -324,12 +331,12 @@ fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, r
 #[inline(always)]
 fn account(info: &CommandInfo, keys: AccountKeys) -> Account {
     Account {
-        elements: match info.name.as_str() {
-            "mget" => Elements::PerKey,
-            "hmget" | "smismember" => Elements::PerField,
+        elements: match info.kind {
+            Kind::Mget => Elements::PerKey,
+            Kind::PerField => Elements::PerField,
             _ => Elements::Whole,
         },
-        zero_is_miss: matches!(info.name.as_str(), "exists" | "hexists" | "sismember"),
+        zero_is_miss: info.kind == Kind::ZeroIsMiss,
         keys,
     }
 }

@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::{Account, Elements, Env, Note, ReadThrough, through};
+use super::{Account, AccountKeys, Elements, Env, Note, ReadThrough, through};
 use crate::resp::{FrameScanner, Limits};
 use crate::stats::{Outcome, Stats};
 use crate::tier::plan::Role;
@@ -328,7 +328,33 @@ fn is_missing(frame: &[u8]) -> bool {
 }
 
 /// Counts one request's outcome per key, and its latency (`micros`) once per tier.
+#[inline]
 fn record(tally: &mut Tally, reply: &[u8], account: &Account, micros: u64) {
+    match (&account.keys, account.elements) {
+        (&AccountKeys::First(class, role), Elements::Whole) => {
+            record_one(tally, reply, account, class, role, micros)
+        }
+        _ => record_keys(tally, reply, account, micros),
+    }
+}
+
+/// `record` for the usual request: one key, answered by the whole reply.
+fn record_one(tally: &mut Tally, reply: &[u8], account: &Account, class: Class, role: Role, micros: u64) {
+    let outcome = match role {
+        _ if is_error(reply) => Some(Outcome::Error),
+        Role::Write => Some(Outcome::Write),
+        Role::Read if found_value(reply, account.zero_is_miss) => Some(Outcome::Hit),
+        Role::Read => Some(Outcome::Miss),
+        Role::Other => None,
+    };
+    if let Some(outcome) = outcome {
+        tally.count(class, outcome);
+    }
+    tally.sample(class.tier, micros);
+}
+
+/// `record` for several keys, or replies whose elements answer per key or field.
+fn record_keys(tally: &mut Tally, reply: &[u8], account: &Account, micros: u64) {
     let error = is_error(reply);
     let elements = match account.elements {
         Elements::Whole => None,

@@ -4,7 +4,7 @@
 //! State changes (MULTI, WATCH, SELECT …) are applied here, when the request is decided,
 //! so the next request in the same pipeline is routed by them.
 
-use crate::command::{CommandTable, cmd_flag};
+use crate::command::{CommandTable, Kind, cmd_flag};
 use crate::resp::Reply;
 
 use super::local;
@@ -56,72 +56,76 @@ pub struct RouteContext<'a> {
     pub info: Option<&'a crate::command::CommandInfo>,
 }
 
-/// Longest command name strata treats specially.
+/// Longest unknown command name looked up by name (`STRATA`, or a command the upstream's
+/// table lacks); longer names are nothing strata treats specially.
 const NAME_BUF: usize = 16;
 
 /// Decides one request; `argv[0]` is the command name.
 pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Action {
-    let mut buf = [0u8; NAME_BUF];
-    let name = match buf.get_mut(..argv[0].len()) {
-        Some(out) => {
-            out.copy_from_slice(argv[0]);
-            out.make_ascii_lowercase();
-            &*out
-        }
-        None => b"",
+    let kind = match ctx.info {
+        Some(info) => info.kind,
+        None => kind_by_name(argv[0]),
     };
     let current = if session.needs_pinned() { Route::Pinned } else { Route::Shared };
-    match name {
-        b"hello" => local::hello(session, ctx, argv),
-        b"auth" => local::auth(session, ctx, argv),
-        b"client" => local::client(session, ctx, argv, current),
-        b"strata" => Action::Local(local::strata(ctx, argv)),
-        b"select" => select(session, ctx, argv, current),
-        b"multi" => {
+    match kind {
+        Kind::Hello => local::hello(session, ctx, argv),
+        Kind::Auth => local::auth(session, ctx, argv),
+        Kind::Client => local::client(session, ctx, argv, current),
+        Kind::Strata => Action::Local(local::strata(ctx, argv)),
+        Kind::Select => select(session, ctx, argv, current),
+        Kind::Multi => {
             session.in_multi = true;
             Action::Forward(Route::Pinned)
         }
-        b"exec" | b"discard" => {
+        Kind::Exec | Kind::Discard => {
             session.in_multi = false;
             session.watching = false;
             Action::Forward(current)
         }
-        b"watch" => {
+        Kind::Watch => {
             session.watching |= !session.in_multi;
             Action::Forward(Route::Pinned)
         }
-        b"unwatch" => {
+        Kind::Unwatch => {
             session.watching = false;
             Action::Forward(current)
         }
-        b"readonly" | b"readwrite" => {
+        Kind::ReadMode => {
             session.sticky = true;
             Action::Forward(Route::Pinned)
         }
-        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"
-        | b"monitor" | b"sync" | b"psync"
-            if !session.in_multi =>
-        {
-            Action::PassThrough(None)
-        }
-        b"quit" => Action::Quit,
-        b"reset" => Action::Reset,
-        b"wait" | b"waitaof" => Action::Forward(Route::Pinned),
+        Kind::Streaming if !session.in_multi => Action::PassThrough(None),
+        Kind::Quit => Action::Quit,
+        Kind::Reset => Action::Reset,
+        Kind::Wait => Action::Forward(Route::Pinned),
         _ if current == Route::Pinned => Action::Forward(Route::Pinned),
-        _ if blocks(ctx.info, name, argv) => Action::Forward(Route::Pinned),
+        _ if blocks(ctx.info, argv) => Action::Forward(Route::Pinned),
         _ => Action::Forward(Route::Shared),
     }
 }
 
+/// The kind of a command missing from the table.
+fn kind_by_name(name: &[u8]) -> Kind {
+    let mut buf = [0u8; NAME_BUF];
+    match buf.get_mut(..name.len()) {
+        Some(out) => {
+            out.copy_from_slice(name);
+            out.make_ascii_lowercase();
+            Kind::of(out)
+        }
+        None => Kind::Plain,
+    }
+}
+
 /// Blocking commands would stall every client sharing the connection.
-fn blocks(info: Option<&crate::command::CommandInfo>, name: &[u8], argv: &[&[u8]]) -> bool {
+fn blocks(info: Option<&crate::command::CommandInfo>, argv: &[&[u8]]) -> bool {
     let Some(info) = info else { return false };
     if !info.has(cmd_flag::BLOCKING) {
         return false;
     }
     // XREAD and XREADGROUP block only with BLOCK.
-    match name {
-        b"xread" | b"xreadgroup" => argv.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
+    match info.kind {
+        Kind::StreamRead => argv.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
         _ => true,
     }
 }
