@@ -13,52 +13,102 @@ const PACKED: usize = 15;
 /// Commands (or one command's subcommands) by lower-case name.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
-    packed: HashMap<u128, Arc<CommandInfo>>,
+    /// Open addressing over packed names, at most half full, so a lookup is one multiply
+    /// and usually one slot: cheaper than a general hash map's probe on this path.
+    slots: Box<[Slot]>,
+    used: usize,
     long: HashMap<Box<[u8]>, Arc<CommandInfo>>,
 }
 
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    key: u128,
+    info: Option<Arc<CommandInfo>>,
+}
+
 impl Names {
-    /// Adds `info` under `name` (any case).
+    /// Adds `info` under `name` (any case), replacing a command of that name.
     pub fn insert(&mut self, name: &[u8], info: Arc<CommandInfo>) {
-        match pack(name) {
-            Some(key) => self.packed.insert(key, info),
-            None => self.long.insert(name.to_ascii_lowercase().into(), info),
+        let Some(key) = pack(name) else {
+            self.long.insert(name.to_ascii_lowercase().into(), info);
+            return;
         };
+        if 2 * (self.used + 1) > self.slots.len() {
+            self.grow();
+        }
+        let at = self.find(key);
+        if self.slots[at].info.is_none() {
+            self.used += 1;
+        }
+        self.slots[at] = Slot { key, info: Some(info) };
     }
 
     /// The command called `name`, in any case.
     #[inline]
     pub fn get(&self, name: &[u8]) -> Option<&Arc<CommandInfo>> {
         match pack(name) {
-            Some(key) => self.packed.get(&key),
+            Some(_) if self.slots.is_empty() => None,
+            Some(key) => self.slots[self.find(key)].info.as_ref(),
             None => self.long.get(name.to_ascii_lowercase().as_slice()),
         }
     }
 
     /// Number of names.
     pub fn len(&self) -> usize {
-        self.packed.len() + self.long.len()
+        self.used + self.long.len()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The slot holding `key`, or the empty slot where it would go. Never loops forever:
+    /// the table is at most half full.
+    #[inline]
+    fn find(&self, key: u128) -> usize {
+        let mask = self.slots.len() - 1;
+        let mixed = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut at = (mixed >> 32) as usize & mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.info.is_none() || slot.key == key {
+                return at;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size].into_boxed_slice());
+        self.used = 0;
+        for slot in old.into_vec() {
+            if let Some(info) = slot.info {
+                let at = self.find(slot.key);
+                self.slots[at] = Slot { key: slot.key, info: Some(info) };
+                self.used += 1;
+            }
+        }
+    }
 }
 
 /// `name` lower-cased, zero-padded and tagged with its length (so `get` and `get\0` differ).
-/// Built in a register: copying into a stack buffer and loading it back as one integer
+/// Built in registers: copying into a stack buffer and loading it back as one integer
 /// stalls the CPU's store forwarding, which made the lookup twice as slow.
 #[inline]
 fn pack(name: &[u8]) -> Option<u128> {
     if name.len() > PACKED {
         return None;
     }
-    let mut packed = (name.len() as u128) << (8 * PACKED);
+    let (mut low, mut high) = (0u64, (name.len() as u64) << (8 * (PACKED - 8)));
     for (i, &b) in name.iter().enumerate() {
-        packed |= (b as u128) << (8 * i);
+        match i {
+            0..8 => low |= (b as u64) << (8 * i),
+            _ => high |= (b as u64) << (8 * (i - 8)),
+        }
     }
-    Some(ascii_lowercase(packed))
+    Some(ascii_lowercase(((high as u128) << 64) | low as u128))
 }
 
 /// Lower-cases the ASCII letters among the 16 bytes of `x` at once.

@@ -31,20 +31,53 @@ pub enum Settled {
 }
 
 /// Turns the replies of a batch (in note order) into the client's replies; the batch was
-/// read at `started` and `env.now` is when its replies arrived.
-pub fn finish(env: &Env, bytes: Bytes, notes: &mut [Note], started: Instant) -> Settled {
+/// read at `started` and `env.now` is when its replies arrived. `ends` are where the
+/// frames end in `bytes`, if the connection passed them on (else empty).
+pub fn finish(env: &Env, bytes: Bytes, ends: &[u32], notes: &mut [Note], started: Instant) -> Settled {
     let mut tally = Tally::default();
     let micros = env.now.saturating_duration_since(started).as_micros() as u64;
     // Replies that only need counting stay in their buffer: the common case, including
     // hits of read-through keys.
-    let settled = if notes.iter().all(|n| n.fix == ReplyFix::None) && !needs_load(&bytes, notes) {
-        account_in_place(&bytes, notes, micros, &mut tally);
+    let settled = if notes.iter().all(|n| n.fix == ReplyFix::None) && !needs_load(&bytes, ends, notes) {
+        account_in_place(&bytes, ends, notes, micros, &mut tally);
         Settled::Ready(bytes)
     } else {
         finish_cutting(env, bytes, notes, micros, &mut tally)
     };
     tally.flush(env.stats);
     settled
+}
+
+/// Cuts a batch's replies into each note's share, by the frame ends the connection
+/// found or, without them, by measuring the frames again.
+struct Shares<'a> {
+    bytes: &'a [u8],
+    ends: &'a [u32],
+    offset: usize,
+    frame: usize,
+}
+
+impl<'a> Shares<'a> {
+    fn new(bytes: &'a [u8], ends: &'a [u32], notes: &[Note]) -> Shares<'a> {
+        let frames: usize = notes.iter().map(|n| n.frames).sum();
+        // Ends that do not match the notes (none were asked for, or one did not fit)
+        // are not used.
+        let ends = if ends.len() == frames { ends } else { &[] };
+        Shares { bytes, ends, offset: 0, frame: 0 }
+    }
+
+    /// The next `frames` frames; `None` if the bytes run short or are malformed.
+    fn next(&mut self, frames: usize) -> Option<&'a [u8]> {
+        let start = self.offset;
+        let end = match (frames, self.ends.is_empty()) {
+            (0, _) => start,
+            (_, false) => *self.ends.get(self.frame + frames - 1)? as usize,
+            (_, true) => start + frames_len(&self.bytes[start..], frames)?,
+        };
+        self.frame += frames;
+        self.offset = end;
+        self.bytes.get(start..end)
+    }
 }
 
 /// What one batch's replies count, gathered here and added to the shared counters once
@@ -159,33 +192,30 @@ enum Part {
 
 /// True when a read-through request's reply calls for PostgreSQL (a miss, or strata's
 /// own upstream error where the tier answers from the database).
-fn needs_load(bytes: &[u8], notes: &[Note]) -> bool {
+fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     if notes.iter().all(|n| n.through.is_none()) {
         return false;
     }
-    let mut offset = 0;
+    let mut shares = Shares::new(bytes, ends, notes);
     for note in notes {
         // Malformed or short input: let the cutting path deal with it.
-        let Some(len) = frames_len(&bytes[offset..], note.frames) else { return true };
-        let reply = &bytes[offset..offset + len];
+        let Some(reply) = shares.next(note.frames) else { return true };
         if let Some(t) = &note.through
             && (through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply)))
         {
             return true;
         }
-        offset += len;
     }
     false
 }
 
-fn account_in_place(bytes: &[u8], notes: &[Note], micros: u64, tally: &mut Tally) {
-    let mut offset = 0;
+fn account_in_place(bytes: &[u8], ends: &[u32], notes: &[Note], micros: u64, tally: &mut Tally) {
+    let mut shares = Shares::new(bytes, ends, notes);
     for note in notes {
-        let Some(len) = frames_len(&bytes[offset..], note.frames) else { return };
+        let Some(reply) = shares.next(note.frames) else { return };
         if let Some(account) = &note.account {
-            record(tally, &bytes[offset..offset + len], account, micros);
+            record(tally, reply, account, micros);
         }
-        offset += len;
     }
 }
 
@@ -440,6 +470,23 @@ mod tests {
         assert_eq!(&filter_exec(exec.clone(), &[0, 0])[..], &exec[..], "mismatched mask passes through");
         let null = Bytes::from_static(b"*-1\r\n");
         assert_eq!(&filter_exec(null.clone(), &[1])[..], &null[..]);
+    }
+
+    #[test]
+    fn shares_cut_alike_with_and_without_frame_ends() {
+        let bytes = b"+OK\r\n$2\r\nxx\r\n*2\r\n:1\r\n:2\r\n$-1\r\n";
+        let notes = [super::Note::plain(2), super::Note::plain(1), super::Note::plain(1)];
+        let expected: [&[u8]; 3] = [b"+OK\r\n$2\r\nxx\r\n", b"*2\r\n:1\r\n:2\r\n", b"$-1\r\n"];
+        let ends = [5, 13, 25, 30];
+        // The right ends, none, and ends that do not match the notes (measured instead).
+        for ends in [&ends[..], &[], &ends[..3]] {
+            let mut shares = Shares::new(bytes, ends, &notes);
+            for (note, want) in notes.iter().zip(expected) {
+                assert_eq!(shares.next(note.frames), Some(want), "ends {ends:?}");
+            }
+        }
+        let mut short = Shares::new(b"+OK\r\n", &[], &notes);
+        assert_eq!(short.next(2), None);
     }
 
     #[test]

@@ -66,12 +66,25 @@ pub struct FrameScanner {
     request: bool,
 }
 
+/// Just past the first `\n` of `buf`, looked for within `MAX_LINE` bytes. Scalar reply
+/// lines are a few bytes long (`$2\r\n`, `+OK\r\n`), where a plain loop beats setting up
+/// `memchr`'s vector search; longer lines still get it.
+#[inline]
+fn short_line_end(buf: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    match buf.iter().take(SHORT).position(|&b| b == b'\n') {
+        Some(at) => Some(at + 1),
+        None if buf.len() <= SHORT => None,
+        None => memchr::memchr(b'\n', &buf[SHORT..buf.len().min(MAX_LINE)]).map(|at| SHORT + at + 1),
+    }
+}
+
 /// The length of a complete scalar reply frame (`+ - : _ , #` lines and `$n` bulks) at
 /// the start of `buf`; `None` for anything else, incomplete or unusual (aggregates,
 /// streamed strings, oversized lines), which the general scanner then handles and
 /// validates.
 pub fn scalar_len(buf: &[u8]) -> Option<usize> {
-    let line_end = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE)])? + 1;
+    let line_end = short_line_end(buf)?;
     if line_end < 3 || buf[line_end - 2] != b'\r' {
         return None;
     }

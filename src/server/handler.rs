@@ -337,7 +337,7 @@ impl Handler {
         let Some(permit) = self.shared.as_ref().and_then(|tx| tx.try_reserve().ok()) else { return false };
         let (payload, frames, notes) = run.take(&mut self.rbuf);
         let (reply, rx) = oneshot::channel();
-        permit.send(Msg::Job(Job { payload, frames, reply }));
+        permit.send(Msg::Job(Job { payload, frames, frame_ends: !notes.is_empty(), reply }));
         self.queue.push_back(Pending::Waiting {
             rx,
             frames,

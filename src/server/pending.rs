@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::Context;
 use crate::pipeline::reply::Settled;
 use crate::pipeline::{self, Env, Note};
+use crate::upstream::Replies;
 
 /// Notes reserved when a run gets its first one (clients commonly pipeline 16).
 const NOTES_PER_RUN: usize = 16;
@@ -24,7 +25,13 @@ pub(super) enum Pending {
     /// Waiting for Redis: `frames` replies, on the pinned connection or not; `notes` say
     /// how to cut and count them when strata changed or must account for the requests.
     /// `started` is when the requests were read, for their latency.
-    Waiting { rx: oneshot::Receiver<Bytes>, frames: usize, pinned: bool, notes: Vec<Note>, started: Instant },
+    Waiting {
+        rx: oneshot::Receiver<Replies>,
+        frames: usize,
+        pinned: bool,
+        notes: Vec<Note>,
+        started: Instant,
+    },
 }
 
 impl Pending {
@@ -126,18 +133,19 @@ pub(super) fn env<'a>(
 /// new wait in the same queue position.
 pub(super) fn settle(
     ctx: &Arc<Context>,
-    bytes: Bytes,
+    replies: Replies,
     mut notes: Vec<Note>,
     pinned: bool,
     started: Instant,
 ) -> Pending {
     if notes.is_empty() {
-        return Pending::Ready(bytes);
+        return Pending::Ready(replies.bytes);
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
     let env = env(ctx, &server.commands, &info, Instant::now());
-    match pipeline::reply::finish(&env, bytes, &mut notes, started) {
+    let Replies { bytes, ends } = replies;
+    match pipeline::reply::finish(&env, bytes, &ends, &mut notes, started) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {
             let frames = notes.iter().map(Note::client_frames).sum();
@@ -157,7 +165,7 @@ pub(super) fn defer(
     let (tx, rx) = oneshot::channel();
     let fallback = ctx.fallback.clone();
     tokio::spawn(async move {
-        let _ = tx.send(pipeline::reply::resolve(fallback, pieces).await);
+        let _ = tx.send(Replies::bytes(pipeline::reply::resolve(fallback, pieces).await));
     });
     Pending::Waiting { rx, frames, pinned, notes: Vec::new(), started: Instant::now() }
 }
@@ -166,13 +174,13 @@ pub(super) fn defer(
 pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Context>) {
     let Some(front) = queue.front_mut() else { return };
     if let Pending::Waiting { rx, frames, pinned, notes, started } = front {
-        let bytes = match rx.await {
-            Ok(bytes) => bytes,
+        let replies = match rx.await {
+            Ok(replies) => replies,
             Err(_) if *pinned => return,
-            Err(_) => repeat_error("ERR upstream connection lost", *frames),
+            Err(_) => Replies::bytes(repeat_error("ERR upstream connection lost", *frames)),
         };
         let pinned = *pinned;
-        *front = settle(ctx, bytes, std::mem::take(notes), pinned, *started);
+        *front = settle(ctx, replies, std::mem::take(notes), pinned, *started);
     }
 }
 

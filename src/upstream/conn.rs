@@ -36,8 +36,31 @@ pub struct Job {
     pub payload: Vec<Bytes>,
     /// Number of reply frames the payload produces.
     pub frames: usize,
-    /// Receives the reply frames, concatenated as Redis sent them.
-    pub reply: oneshot::Sender<Bytes>,
+    /// Whether the replies should come with where each frame ends (`Replies::ends`).
+    pub frame_ends: bool,
+    /// Receives the reply frames.
+    pub reply: oneshot::Sender<Replies>,
+}
+
+/// The replies to one job.
+#[derive(Debug, Default)]
+pub struct Replies {
+    /// The reply frames, concatenated as Redis sent them.
+    pub bytes: Bytes,
+    /// Where each frame ends in `bytes`, if the job asked (`Job::frame_ends`). This task
+    /// finds the ends anyway; passing them on spares whoever counts the replies a second
+    /// walk. Not one end per frame (an offset beyond u32) means: measure them again.
+    pub ends: FrameEnds,
+}
+
+/// Frame end offsets; inline for a typical pipeline of 16.
+pub type FrameEnds = smallvec::SmallVec<[u32; 16]>;
+
+impl Replies {
+    /// Replies without frame ends.
+    pub fn bytes(bytes: Bytes) -> Replies {
+        Replies { bytes, ends: FrameEnds::new() }
+    }
 }
 
 /// A message to a connection task.
@@ -75,7 +98,8 @@ pub enum Exit {
 
 struct InFlight {
     frames: usize,
-    reply: oneshot::Sender<Bytes>,
+    frame_ends: bool,
+    reply: oneshot::Sender<Replies>,
     sent_at: Instant,
 }
 
@@ -88,6 +112,8 @@ struct Driver {
     /// Bytes of complete frames already scanned for the front job.
     scanned_len: usize,
     scanned_frames: usize,
+    /// Where the front job's scanned frames end, if it asked.
+    ends: FrameEnds,
     timeout: Option<Duration>,
     /// Hold requests while others await replies (shared connections only).
     hold: bool,
@@ -116,6 +142,7 @@ pub async fn drive(
         scanner: FrameScanner::reply(),
         scanned_len: 0,
         scanned_frames: 0,
+        ends: FrameEnds::new(),
         timeout,
         hold: gather,
         held: 0,
@@ -242,7 +269,12 @@ impl Driver {
             self.wbuf.extend_from_slice(chunk);
         }
         self.held += 1;
-        self.inflight.push_back(InFlight { frames: job.frames, reply: job.reply, sent_at: now });
+        self.inflight.push_back(InFlight {
+            frames: job.frames,
+            frame_ends: job.frame_ends,
+            reply: job.reply,
+            sent_at: now,
+        });
     }
 
     /// Hands every complete reply in the read buffer to its job.
@@ -255,23 +287,27 @@ impl Driver {
                     Err(Exit::Protocol("reply bytes with no request in flight".into()))
                 };
             };
-            let frames = front.frames;
+            let (frames, frame_ends) = (front.frames, front.frame_ends);
             while self.scanned_frames < frames {
                 match self.scanner.scan(&self.rbuf[self.scanned_len..], &Limits::UNBOUNDED) {
                     Ok(Some(len)) => {
                         self.scanned_len += len;
                         self.scanned_frames += 1;
+                        if let (true, Ok(end)) = (frame_ends, u32::try_from(self.scanned_len)) {
+                            self.ends.push(end);
+                        }
                     }
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(Exit::Protocol(e.to_string())),
                 }
             }
-            let reply = self.rbuf.split_to(self.scanned_len).freeze();
+            let bytes = self.rbuf.split_to(self.scanned_len).freeze();
+            let ends = std::mem::take(&mut self.ends);
             self.scanned_len = 0;
             self.scanned_frames = 0;
             if let Some(done) = self.inflight.pop_front() {
                 // The client may have gone; its reply is then simply discarded.
-                let _ = done.reply.send(reply);
+                let _ = done.reply.send(Replies { bytes, ends });
             }
         }
     }

@@ -10,7 +10,7 @@ use super::super::route::Route;
 use super::Handler;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
-use crate::upstream::{Dedicated, Job, Msg};
+use crate::upstream::{Dedicated, Job, Msg, Replies};
 
 impl Handler {
     /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
@@ -30,7 +30,7 @@ impl Handler {
             self.last_route = route;
         }
         let (reply, rx) = oneshot::channel();
-        let job = Job { payload, frames, reply };
+        let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply };
         let sent = match route {
             Route::Shared => self.send_shared(job).await,
             Route::Pinned => self.send_pinned(job).await,
@@ -46,7 +46,8 @@ impl Handler {
             Err(why) => {
                 self.ctx.stats.record_upstream_error();
                 let started = self.batch_start;
-                self.queue.push_back(settle(&self.ctx, repeat_error(&why, frames), notes, false, started));
+                let replies = Replies::bytes(repeat_error(&why, frames));
+                self.queue.push_back(settle(&self.ctx, replies, notes, false, started));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;
@@ -102,7 +103,8 @@ impl Handler {
         self.last_route = Route::Pinned;
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
-        let reply = rx.await.unwrap_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"));
+        let reply =
+            rx.await.map_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"), |r| r.bytes);
         if !reply.starts_with(b"-") {
             self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
             if let Some((_, p)) = &mut self.pinned {

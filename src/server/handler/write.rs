@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 
 use super::super::pending::{Pending, repeat_error, resolve_front, settle};
 use super::{COPY_LIMIT, Handler};
+use crate::upstream::Replies;
 
 impl Handler {
     /// Writes every reply at the front of the queue that has arrived.
@@ -15,11 +16,11 @@ impl Handler {
                 Pending::Ready(bytes) => std::mem::take(bytes),
                 Pending::Waiting { rx, frames, pinned, notes, started } => {
                     let received = match rx.try_recv() {
-                        Ok(bytes) => bytes,
+                        Ok(replies) => replies,
                         Err(oneshot::error::TryRecvError::Empty) => break,
                         Err(oneshot::error::TryRecvError::Closed) => {
                             self.closing |= *pinned;
-                            repeat_error("ERR upstream connection lost", *frames)
+                            Replies::bytes(repeat_error("ERR upstream connection lost", *frames))
                         }
                     };
                     match settle(&self.ctx, received, std::mem::take(notes), *pinned, *started) {
