@@ -126,7 +126,7 @@ fn per_request<'a>(
             let mut argv: smallvec::SmallVec<[&[u8]; 8]> = smallvec::SmallVec::new();
             argv.extend(ranges.iter().map(|r| &source[r.clone()]));
             let info = env.commands.lookup(&argv).map(|i| &**i);
-            match pipeline::prepare(&env, &mut session, &argv, info) {
+            match pipeline::prepare(&env, &mut session, &argv, source, info) {
                 Prepared::Forward { rewrite, note } => {
                     black_box(rewrite);
                     notes.push(note);

@@ -138,9 +138,16 @@ pub enum Prepared {
 /// The reply to requests while the upstream breaker is open.
 pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit open)";
 
-/// Prepares one forwarded request. Runs for every request, so the untiered path is a
-/// table lookup and an early return.
-pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&CommandInfo>) -> Prepared {
+/// Prepares one forwarded request: `argv` are its arguments and `raw` the whole request
+/// as RESP (as the client sent it, or an inline command encoded). Runs for every request,
+/// so the untiered path is a table lookup and an early return.
+pub fn prepare(
+    env: &Env,
+    session: &mut Session,
+    argv: &[&[u8]],
+    raw: &[u8],
+    info: Option<&CommandInfo>,
+) -> Prepared {
     let Some(info) = info else { return Prepared::Untouched };
     match info.kind {
         // `decide` has already entered or left the transaction. A nested MULTI is refused
@@ -171,9 +178,9 @@ pub fn prepare(env: &Env, session: &mut Session, argv: &[&[u8]], info: Option<&C
     if !env.upstream_down && !session.in_multi {
         // The usual case returns what `tiered` built as it is: a note moved through one
         // more frame is copied, and that copy stalled on the stores that had just built it.
-        return tiered(env, session, info, argv, &mut extra);
+        return tiered(env, session, info, argv, raw, &mut extra);
     }
-    let mut prepared = tiered(env, session, info, argv, &mut extra);
+    let mut prepared = tiered(env, session, info, argv, raw, &mut extra);
     if env.upstream_down {
         prepared = when_down(prepared);
     }
@@ -233,7 +240,14 @@ fn when_down(prepared: Prepared) -> Prepared {
 }
 
 /// Applies the tier policy; `extra` is set to how many commands strata queued after this one.
-fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]], extra: &mut u16) -> Prepared {
+fn tiered(
+    env: &Env,
+    session: &Session,
+    info: &CommandInfo,
+    argv: &[&[u8]],
+    raw: &[u8],
+    extra: &mut u16,
+) -> Prepared {
     // A request with the wrong number of arguments gets Redis' own arity error; strata
     // neither plans nor rewrites it.
     if env.tiers.is_empty() || info.key_specs.is_empty() || !arity_ok(info.arity, argv.len()) {
@@ -249,7 +263,7 @@ fn tiered(env: &Env, session: &Session, info: &CommandInfo, argv: &[&[u8]], extr
             return read_note(env, session, info, argv, &keys, AccountKeys::First(class, role));
         }
         if info.kind == Kind::Set
-            && let Some(rewrite) = plan::plain_set(env.tiers, class, argv)
+            && let Some(rewrite) = plan::plain_set(env.tiers, class, argv, raw)
         {
             return plain_set_note(env, info, argv, class, rewrite);
         }
@@ -479,7 +493,8 @@ default_ttl = "1h"
                 now_ms: Default::default(),
             };
             let general = plan::plan(&input);
-            let fast = prepare(&env, &mut session, argv, Some(command));
+            let raw = crate::resp::reply::encode_command(argv);
+            let fast = prepare(&env, &mut session, argv, &raw, Some(command));
             match (general, fast) {
                 (None, Prepared::Untouched) => {}
                 (Some(plan), Prepared::Forward { rewrite, note }) => {

@@ -244,7 +244,7 @@ impl Handler {
                 let info = || ctx.info_extra();
                 let mut env = env(ctx, &server.commands, &info, batch_start);
                 env.upstream_down = route == Route::Shared && ctx.breaker.is_blocking();
-                pipeline::prepare(&env, session, &argv, command)
+                pipeline::prepare(&env, session, &argv, source, command)
             }
             _ => Prepared::Untouched,
         };

@@ -9,7 +9,7 @@
 
 mod builder;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Class, TierTable};
 use crate::command::{CommandInfo, KeyRef, cmd_flag, flag};
@@ -140,15 +140,27 @@ pub fn plan(input: &Input) -> Option<Plan> {
 }
 
 /// `SET k v` on a tier with a TTL, the most common tiered write: the `SET k v PX <ms>`
-/// that `plan` would send (see `Builder::set`), built without a plan. `None` for any other
-/// shape, which takes the general path.
-pub fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]]) -> Option<Bytes> {
+/// that `plan` would send (see `Builder::set`), built without a plan. `raw` is the
+/// request as the client sent it (RESP): its arguments are kept byte for byte, which is
+/// cheaper than encoding them again. `None` for any other shape, which takes the
+/// general path.
+pub fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]], raw: &[u8]) -> Option<Bytes> {
     if argv.len() != 3 {
         return None;
     }
     let ms = table.tier(class.tier).policy.fresh_ms()?;
     let mut digits = itoa::Buffer::new();
-    Some(encode_command_parts(argv, &[b"PX", digits.format(ms).as_bytes()]))
+    let ms = digits.format(ms).as_bytes();
+    let Some(arguments) = raw.strip_prefix(b"*3\r\n") else {
+        return Some(encode_command_parts(argv, &[b"PX", ms]));
+    };
+    let mut len_digits = itoa::Buffer::new();
+    let ms_len = len_digits.format(ms.len()).as_bytes();
+    let mut out = BytesMut::with_capacity(raw.len() + 16 + ms.len());
+    for part in [&b"*5\r\n"[..], arguments, b"$2\r\nPX\r\n$", ms_len, b"\r\n", ms, b"\r\n"] {
+        out.extend_from_slice(part);
+    }
+    Some(out.freeze())
 }
 
 /// Plans a request whose keys are classified (at least one tiered) and that is not a
