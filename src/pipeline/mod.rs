@@ -140,7 +140,10 @@ pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit 
 
 /// Prepares one forwarded request: `argv` are its arguments and `raw` the whole request
 /// as RESP (as the client sent it, or an inline command encoded). Runs for every request,
-/// so the untiered path is a table lookup and an early return.
+/// so the untiered path is a table lookup and an early return. Inlined into its caller,
+/// so the note it builds lands where the caller keeps it: returned through a frame, the
+/// note was copied right after being written, and that copy stalled.
+#[inline(always)]
 pub fn prepare(
     env: &Env,
     session: &mut Session,
@@ -240,6 +243,7 @@ fn when_down(prepared: Prepared) -> Prepared {
 }
 
 /// Applies the tier policy; `extra` is set to how many commands strata queued after this one.
+#[inline(always)]
 fn tiered(
     env: &Env,
     session: &Session,

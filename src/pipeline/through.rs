@@ -45,34 +45,34 @@ pub struct ReadThrough {
     pub write_back: bool,
 }
 
-/// Recognises a read-through read; `None` for anything else.
+/// Recognises a read-through read; `None` for anything else. Runs for every read in a
+/// proxy with rules, so nothing is copied until a key is known to have a rule.
 pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protocol) -> Option<ReadThrough> {
-    let (kind, keys, shape): (ReadKind, &[&[u8]], Shape) = match (name, argv.len()) {
-        ("get", 2) | ("getex", 2) => (ReadKind::Get, &argv[1..2], Shape::String),
-        ("mget", n) if n >= 2 => (ReadKind::MGet, &argv[1..], Shape::String),
-        ("hget", 3) => (ReadKind::HGet(Bytes::copy_from_slice(argv[2])), &argv[1..2], Shape::Hash),
-        ("hexists", 3) => (ReadKind::HExists(Bytes::copy_from_slice(argv[2])), &argv[1..2], Shape::Hash),
-        ("hgetall", 2) => (ReadKind::HGetAll, &argv[1..2], Shape::Hash),
-        ("hmget", n) if n >= 3 => {
-            let fields = argv[2..].iter().map(|f| Bytes::copy_from_slice(f)).collect();
-            (ReadKind::HMGet(fields), &argv[1..2], Shape::Hash)
-        }
+    let (keys, shape): (&[&[u8]], Shape) = match (name, argv.len()) {
+        ("get", 2) | ("getex", 2) => (&argv[1..2], Shape::String),
+        ("mget", n) if n >= 2 => (&argv[1..], Shape::String),
+        ("hget", 3) | ("hexists", 3) | ("hgetall", 2) => (&argv[1..2], Shape::Hash),
+        ("hmget", n) if n >= 3 => (&argv[1..2], Shape::Hash),
         _ => return None,
     };
-    let keys: smallvec::SmallVec<[(Bytes, Option<usize>); 1]> = keys
-        .iter()
-        .map(|k| {
-            let rule = fallback.rule_for(k).filter(|(_, s)| *s == shape).map(|(id, _)| id);
-            (Bytes::copy_from_slice(k), rule)
-        })
-        .collect();
-    keys.iter().any(|(_, r)| r.is_some()).then_some(ReadThrough {
-        kind,
-        keys,
-        protocol,
-        when_down: false,
-        write_back: true,
-    })
+    let rule = |key: &[u8]| fallback.rule_for(key).filter(|(_, s)| *s == shape).map(|(id, _)| id);
+    let mut with_rules = smallvec::SmallVec::new();
+    if let [key] = keys {
+        with_rules.push((Bytes::copy_from_slice(key), Some(rule(key)?)));
+    } else {
+        let rules: Vec<Option<usize>> = keys.iter().map(|k| rule(k)).collect();
+        rules.iter().any(Option::is_some).then_some(())?;
+        with_rules.extend(keys.iter().zip(rules).map(|(k, r)| (Bytes::copy_from_slice(k), r)));
+    }
+    let kind = match name {
+        "mget" => ReadKind::MGet,
+        "hget" => ReadKind::HGet(Bytes::copy_from_slice(argv[2])),
+        "hexists" => ReadKind::HExists(Bytes::copy_from_slice(argv[2])),
+        "hgetall" => ReadKind::HGetAll,
+        "hmget" => ReadKind::HMGet(argv[2..].iter().map(|f| Bytes::copy_from_slice(f)).collect()),
+        _ => ReadKind::Get,
+    };
+    Some(ReadThrough { kind, keys: with_rules, protocol, when_down: false, write_back: true })
 }
 
 /// True when Redis' reply is a miss that PostgreSQL may fill.
