@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
-use super::pending::{Pending, Run, defer, env, resolve_front};
+use super::pending::{Pending, Run, defer, env, keep_spare, resolve_front};
 use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
@@ -77,6 +77,8 @@ pub struct Handler {
     read_chunk: usize,
     /// When the requests being processed were read (one clock read per batch).
     batch_start: Instant,
+    /// An emptied notes vector for the next run (see `pending::keep_spare`).
+    spare_notes: Vec<crate::pipeline::Note>,
     registration: Registration,
 }
 
@@ -105,6 +107,7 @@ impl Handler {
             closing: false,
             read_chunk: READ_CHUNK,
             batch_start: Instant::now(),
+            spare_notes: Vec::new(),
             registration,
         }
     }
@@ -128,7 +131,7 @@ impl Handler {
             }
             let depth = self.ctx.config.limits.max_pipeline_depth;
             let can_read = !self.closing && self.queue.len() < depth;
-            let Handler { stream, rbuf, queue, ctx, closing, read_chunk, .. } = &mut self;
+            let Handler { stream, rbuf, queue, ctx, closing, read_chunk, spare_notes, .. } = &mut self;
             if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
                 rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
             }
@@ -146,7 +149,7 @@ impl Handler {
                 () = &mut kill => return Ok(()),
                 // Once fired, `closing` keeps this branch off: a finished future is not polled again.
                 () = &mut shutdown, if can_read => *closing = true,
-                () = resolve_front(queue, ctx), if !queue.is_empty() => {}
+                () = resolve_front(queue, ctx, spare_notes), if !queue.is_empty() => {}
                 read = stream.read_buf(rbuf), if can_read => {
                     let read = read?;
                     if read == 0 {
@@ -168,7 +171,7 @@ impl Handler {
     async fn process(&mut self) -> std::io::Result<Flow> {
         let depth = self.ctx.config.limits.max_pipeline_depth;
         let server = self.ctx.server.load_full();
-        let mut run = Run::default();
+        let mut run = Run { notes: std::mem::take(&mut self.spare_notes), ..Run::default() };
         // One clock read per batch of requests: latency is accounted per batch anyway.
         let batch_start = Instant::now();
         self.batch_start = batch_start;
@@ -202,6 +205,7 @@ impl Handler {
         if !self.try_flush_run(&mut run) {
             self.flush_run(&mut run).await;
         }
+        keep_spare(&mut self.spare_notes, std::mem::take(&mut run.notes));
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
             self.protocol_error(ProtocolError::TooLong {
                 what: "query buffer",

@@ -19,7 +19,7 @@ impl Handler {
         route: Route,
         payload: Vec<Bytes>,
         frames: usize,
-        notes: Vec<Note>,
+        mut notes: Vec<Note>,
     ) {
         if route != self.last_route {
             if let Err(e) = self.drain().await {
@@ -47,7 +47,7 @@ impl Handler {
                 self.ctx.stats.record_upstream_error();
                 let started = self.batch_start;
                 let replies = Replies::bytes(repeat_error(&why, frames));
-                self.queue.push_back(settle(&self.ctx, replies, notes, false, started));
+                self.queue.push_back(settle(&self.ctx, replies, &mut notes, false, started));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;

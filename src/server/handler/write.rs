@@ -4,7 +4,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::super::pending::{Pending, repeat_error, resolve_front, settle};
+use super::super::pending::{Pending, keep_spare, repeat_error, resolve_front, settle};
 use super::{COPY_LIMIT, Handler};
 use crate::upstream::Replies;
 
@@ -23,7 +23,10 @@ impl Handler {
                             Replies::bytes(repeat_error("ERR upstream connection lost", *frames))
                         }
                     };
-                    match settle(&self.ctx, received, std::mem::take(notes), *pinned, *started) {
+                    let mut notes = std::mem::take(notes);
+                    let settled = settle(&self.ctx, received, &mut notes, *pinned, *started);
+                    keep_spare(&mut self.spare_notes, notes);
+                    match settled {
                         Pending::Ready(bytes) => bytes,
                         deferred => {
                             *front = deferred;
@@ -57,7 +60,7 @@ impl Handler {
     /// Waits for and writes every pending reply.
     pub(super) async fn drain(&mut self) -> std::io::Result<()> {
         while !self.queue.is_empty() {
-            resolve_front(&mut self.queue, &self.ctx).await;
+            resolve_front(&mut self.queue, &self.ctx, &mut self.spare_notes).await;
             self.write_ready().await?;
         }
         Ok(())
