@@ -145,8 +145,8 @@ pub(super) fn settle(
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
-    let env = env(ctx, &server.commands, &info, Instant::now());
-    let Replies { bytes, ends } = replies;
+    let Replies { bytes, ends, arrived } = replies;
+    let env = env(ctx, &server.commands, &info, arrived.unwrap_or_else(Instant::now));
     let settled = match pipeline::reply::finish(&env, bytes, &ends, notes, started) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {

@@ -51,6 +51,9 @@ pub struct Replies {
     /// finds the ends anyway; passing them on spares whoever counts the replies a second
     /// walk. Not one end per frame (an offset beyond u32) means: measure them again.
     pub ends: FrameEnds,
+    /// When the replies arrived, read once per socket read for all the jobs it completes,
+    /// for jobs that asked for frame ends (whose replies are counted, with their latency).
+    pub arrived: Option<Instant>,
 }
 
 /// Frame end offsets; inline for a typical pipeline of 16.
@@ -59,7 +62,7 @@ pub type FrameEnds = smallvec::SmallVec<[u32; 16]>;
 impl Replies {
     /// Replies without frame ends.
     pub fn bytes(bytes: Bytes) -> Replies {
-        Replies { bytes, ends: FrameEnds::new() }
+        Replies { bytes, ends: FrameEnds::new(), arrived: None }
     }
 }
 
@@ -279,6 +282,7 @@ impl Driver {
 
     /// Hands every complete reply in the read buffer to its job.
     fn deliver(&mut self) -> Result<(), Exit> {
+        let mut arrived = None;
         loop {
             let Some(front) = self.inflight.front() else {
                 return if self.rbuf.is_empty() {
@@ -303,11 +307,12 @@ impl Driver {
             }
             let bytes = self.rbuf.split_to(self.scanned_len).freeze();
             let ends = std::mem::take(&mut self.ends);
+            let arrived = frame_ends.then(|| *arrived.get_or_insert_with(Instant::now));
             self.scanned_len = 0;
             self.scanned_frames = 0;
             if let Some(done) = self.inflight.pop_front() {
                 // The client may have gone; its reply is then simply discarded.
-                let _ = done.reply.send(Replies { bytes, ends });
+                let _ = done.reply.send(Replies { bytes, ends, arrived });
             }
         }
     }
