@@ -8,12 +8,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::outbox::Outbox;
 use crate::resp::{FrameScanner, Limits};
 
 /// Stop taking new jobs while this much is waiting to be written; the job queue then
@@ -109,7 +110,7 @@ struct InFlight {
 /// The state of one running connection.
 struct Driver {
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    out: Outbox,
     inflight: VecDeque<InFlight>,
     scanner: FrameScanner,
     /// Bytes of complete frames already scanned for the front job.
@@ -120,9 +121,9 @@ struct Driver {
     timeout: Option<Duration>,
     /// Hold requests while others await replies (shared connections only).
     hold: bool,
-    /// Jobs at the back of `inflight` whose bytes are in `wbuf`, not yet being written.
+    /// Jobs at the back of `inflight` whose bytes are in `out`, not yet being written.
     held: usize,
-    /// `wbuf` is partly written; the rest follows at once.
+    /// `out` is partly written; the rest follows at once.
     writing: bool,
 }
 
@@ -140,7 +141,7 @@ pub async fn drive(
     let max_yields = if gather { MAX_YIELDS } else { 0 };
     let mut d = Driver {
         rbuf: leftover,
-        wbuf: BytesMut::new(),
+        out: Outbox::default(),
         inflight: VecDeque::new(),
         scanner: FrameScanner::reply(),
         scanned_len: 0,
@@ -173,18 +174,17 @@ pub async fn drive(
                     Ok(_) => if let Err(exit) = d.deliver() { return exit },
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
-                written = wr.write(&d.wbuf), if d.may_write() => match written {
-                    Ok(n) => {
+                written = d.out.write_to(&mut wr), if d.may_write() => match written {
+                    Ok(_) => {
                         if !d.writing {
                             d.start_clock_of_held();
                         }
-                        d.wbuf.advance(n);
                         d.held = 0;
-                        d.writing = !d.wbuf.is_empty();
+                        d.writing = !d.out.is_empty();
                     }
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
-                msg = rx.recv(), if d.wbuf.len() < WRITE_HIGH_WATER => {
+                msg = rx.recv(), if d.out.len() < WRITE_HIGH_WATER => {
                     let Some(mut msg) = msg else { return Exit::Unused };
                     // Take every job already queued so they leave in one write: fewer
                     // syscalls here and in Redis, which is where multiplexing pays off.
@@ -196,12 +196,12 @@ pub async fn drive(
                     loop {
                         match msg {
                             Msg::Job(job) => d.accept(job, now),
-                            Msg::Detach(to) if d.inflight.is_empty() && d.wbuf.is_empty() => break 'run to,
+                            Msg::Detach(to) if d.inflight.is_empty() && d.out.is_empty() => break 'run to,
                             // Callers detach only after every reply arrived; anything else is
                             // a bug upstream of here, and refusing keeps the stream consistent.
                             Msg::Detach(_) => return Exit::Protocol("detach with requests in flight".into()),
                         }
-                        if d.wbuf.len() >= WRITE_HIGH_WATER {
+                        if d.out.len() >= WRITE_HIGH_WATER {
                             break;
                         }
                         match rx.try_recv() {
@@ -245,11 +245,11 @@ impl Driver {
     /// strata one syscall instead of one per client. Under load this is what keeps batches
     /// large; when idle nothing is in flight and requests go at once.
     fn may_write(&self) -> bool {
-        !self.wbuf.is_empty()
+        !self.out.is_empty()
             && (self.writing
                 || !self.hold
                 || self.inflight.len() == self.held
-                || self.wbuf.len() >= HOLD_LIMIT)
+                || self.out.len() >= HOLD_LIMIT)
     }
 
     /// Held jobs are written now: their command timeout starts here, so a hold never eats
@@ -269,7 +269,7 @@ impl Driver {
         // A job without replies would never leave `inflight` and would hold later ones.
         debug_assert!(job.frames > 0, "a job must expect at least one reply");
         for chunk in &job.payload {
-            self.wbuf.extend_from_slice(chunk);
+            self.out.push(chunk);
         }
         self.held += 1;
         self.inflight.push_back(InFlight {

@@ -6,6 +6,7 @@
 
 mod conn;
 mod connect;
+mod outbox;
 pub mod own;
 mod pool;
 mod probe;
