@@ -36,6 +36,14 @@ async fn resp2_replies_are_forwarded_byte_for_byte() {
         cmd(&["NOSUCHCOMMAND", "x"]),
         cmd(&["EXISTS", "h", "z", "q"]),
         cmd(&["CONFIG", "GET", "maxmemory*"]),
+        // Unknown commands that look like a special one before a `|` are Redis' to refuse:
+        // none of these may close, switch or take over the connection.
+        cmd(&["QUIT|x"]),
+        cmd(&["HELLO|x", "3"]),
+        cmd(&["CLIENT|x", "SETNAME", "foo"]),
+        cmd(&["SUBSCRIBE|x", "c"]),
+        cmd(&["GEORADIUSBYMEMBER_RO_AND_MORE", "k"]),
+        cmd(&["PING"]),
     ];
     assert_same_bytes(&redis, &strata, &setup, &probes).await;
 }

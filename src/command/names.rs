@@ -9,6 +9,8 @@ use super::{CommandInfo, HashMap};
 
 /// Names of up to this many bytes are packed; the 16th byte holds the length.
 const PACKED: usize = 15;
+/// Longer names are not looked up (Redis' longest is 20 bytes).
+const LONGEST: usize = 64;
 
 /// Commands (or one command's subcommands) by lower-case name.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +51,15 @@ impl Names {
         match pack(name) {
             Some(_) if self.slots.is_empty() => None,
             Some(key) => self.slots[self.find(key)].info.as_ref(),
-            None => self.long.get(name.to_ascii_lowercase().as_slice()),
+            None => {
+                // Lower-cased on the stack: this runs per request, and a client may send any
+                // length as a command name. No command name comes near `LONGEST`.
+                let mut buf = [0u8; LONGEST];
+                let lower = buf.get_mut(..name.len())?;
+                lower.copy_from_slice(name);
+                lower.make_ascii_lowercase();
+                self.long.get(&*lower)
+            }
         }
     }
 
@@ -153,6 +163,7 @@ mod tests {
             (b"GEORADIUSBYMEMBER_RO", Some("georadiusbymember_ro")),
             (b"ABCDEFGHIJKLMNO", Some("abcdefghijklmno")),
             (b"abcdefghijklmnop", None),
+            (&[b'g'; 100_000][..], None),
             (b"", None),
         ] {
             assert_eq!(names.get(asked).map(|i| i.name.as_str()), found, "{asked:?}");

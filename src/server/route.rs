@@ -104,8 +104,12 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
     }
 }
 
-/// The kind of a command missing from the table.
+/// The kind of a command missing from the table (STRATA, or one this Redis lacks). Only
+/// a whole name counts: `QUIT|x` is an unknown command for Redis, not a QUIT.
 fn kind_by_name(name: &[u8]) -> Kind {
+    if name.contains(&b'|') {
+        return Kind::Plain;
+    }
     let mut buf = [0u8; NAME_BUF];
     match buf.get_mut(..name.len()) {
         Some(out) => {
