@@ -129,7 +129,7 @@ fn per_request<'a>(
             match pipeline::prepare(&env, &mut session, &argv, source, info) {
                 Prepared::Forward { rewrite, note } => {
                     black_box(rewrite);
-                    notes.push(note);
+                    Note::push(&mut notes, note);
                 }
                 other => {
                     black_box(other);

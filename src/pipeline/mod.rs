@@ -38,11 +38,14 @@ pub struct Env<'a> {
     pub now: Instant,
 }
 
-/// How to treat the reply frames of one request (or of a run of plain requests).
+/// How to treat the reply frames of one request, of `repeat` requests that are counted
+/// alike, or of a run of plain requests.
 #[derive(Debug)]
 pub struct Note {
-    /// Reply frames Redis sends for what was sent.
+    /// Reply frames Redis sends for what was sent (per request, when repeated).
     pub frames: usize,
+    /// How many requests in a row this note stands for (see `Note::push`).
+    pub repeat: u32,
     /// How to cut them.
     pub fix: ReplyFix,
     /// What to count once the reply is known.
@@ -56,22 +59,45 @@ pub struct Note {
 impl Note {
     /// Frames passed through untouched and uncounted.
     pub fn plain(frames: usize) -> Note {
-        Note { frames, fix: ReplyFix::None, account: None, through: None, queued: Box::default() }
+        Note { frames, repeat: 1, fix: ReplyFix::None, account: None, through: None, queued: Box::default() }
     }
 
     /// Frames cut by `fix` and counted by `account`, read through where `through` says.
     fn counted(frames: usize, fix: ReplyFix, account: Account, through: Option<Box<ReadThrough>>) -> Note {
-        Note { frames, fix, account: Some(account), through, queued: Box::default() }
+        Note { frames, repeat: 1, fix, account: Some(account), through, queued: Box::default() }
+    }
+
+    /// Adds `note` after `notes`, merged into the last one when both only count their
+    /// replies, the same way: a pipeline of GETs on one prefix keeps one note per batch
+    /// instead of one per request. Notes are read again only when the replies arrive,
+    /// by then out of the CPU cache, so their number is paid in cache misses.
+    pub fn push(notes: &mut Vec<Note>, note: Note) {
+        match notes.last_mut() {
+            Some(last) if last.repeat < u32::MAX && last.counts_like(&note) => last.repeat += 1,
+            _ => notes.push(note),
+        }
+    }
+
+    fn counts_like(&self, next: &Note) -> bool {
+        let only_counts = |n: &Note| {
+            n.account.is_some() && n.fix == ReplyFix::None && n.through.is_none() && n.queued.is_empty()
+        };
+        only_counts(self) && only_counts(next) && self.frames == next.frames && self.account == next.account
+    }
+
+    /// Frames Redis sends for all the requests of this note.
+    pub fn upstream_frames(&self) -> usize {
+        self.frames * self.repeat as usize
     }
 
     /// Replies the client gets for this note.
     pub fn client_frames(&self) -> usize {
-        if self.fix == ReplyFix::None { self.frames } else { 1 }
+        if self.fix == ReplyFix::None { self.upstream_frames() } else { self.repeat as usize }
     }
 }
 
 /// Accounting for one request's reply.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Account {
     /// Tiered keys, what the request does with them, and their argument index.
     pub keys: AccountKeys,
@@ -216,6 +242,7 @@ fn refuse(session: &Session, reply: Reply) -> Prepared {
     }
     let note = Note {
         frames: 1,
+        repeat: 1,
         fix: ReplyFix::Replace(Box::new(reply.to_bytes(session.protocol))),
         account: None,
         through: None,
@@ -414,6 +441,7 @@ fn exec_request(session: &mut Session) -> Prepared {
     }
     let note = Note {
         frames: 1,
+        repeat: 1,
         fix: ReplyFix::FilterExec { mask: mask.into_boxed_slice() },
         account: None,
         through: None,
@@ -443,6 +471,7 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
         rewrite,
         note: Note {
             frames: 1,
+            repeat: 1,
             fix: ReplyFix::AppendInfo,
             account: None,
             through: None,
@@ -463,6 +492,59 @@ name = "t"
 prefixes = ["t:"]
 default_ttl = "1h"
 "#;
+
+    /// Requests counted alike share one note; their replies are still counted one by one,
+    /// with or without the frame ends from the connection, and pass through unchanged.
+    #[tokio::test]
+    async fn repeated_notes_count_every_reply() {
+        let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
+        let tiers = TierTable::new(&config.tiers);
+        let stats = Stats::new(&tiers);
+        let commands = CommandTable::builtin();
+        let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
+        let info = || -> InfoExtra { panic!("no INFO here") };
+        let env = Env {
+            commands: &commands,
+            tiers: &tiers,
+            stats: &stats,
+            info: &info,
+            fallback: &fallback,
+            upstream_down: false,
+            now: Instant::now(),
+        };
+        let mut session = Session::new(1);
+        let replies = Bytes::from_static(b"$1\r\nv\r\n$-1\r\n$1\r\nv\r\n+PONG\r\n$-1\r\n");
+        for ends in [&[7u32, 12, 19, 26, 31][..], &[]] {
+            let mut notes = Vec::new();
+            for argv in [&[&b"GET"[..], b"t:1"][..], &[b"GET", b"t:2"], &[b"GET", b"t:3"]] {
+                let raw = crate::resp::reply::encode_command(argv);
+                let Prepared::Forward { note, .. } =
+                    prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
+                else {
+                    panic!("GET on a tier is counted")
+                };
+                Note::push(&mut notes, note);
+            }
+            assert_eq!((notes.len(), notes[0].repeat), (1, 3), "three GETs, one note");
+            notes.push(Note::plain(1));
+            let raw = crate::resp::reply::encode_command(&[b"GET", b"t:4"]);
+            let argv: &[&[u8]] = &[b"GET", b"t:4"];
+            let Prepared::Forward { note, .. } =
+                prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
+            else {
+                panic!("GET on a tier is counted")
+            };
+            Note::push(&mut notes, note);
+            assert_eq!(notes.len(), 3, "a plain note in between is not merged across");
+            let before = stats.tier(0);
+            match reply::finish(&env, replies.clone(), ends, &mut notes, env.now) {
+                reply::Settled::Ready(bytes) => assert_eq!(bytes, replies),
+                other => panic!("nothing to load: {other:?}"),
+            }
+            let after = stats.tier(0);
+            assert_eq!((after.hits - before.hits, after.misses - before.misses), (2, 2), "ends {ends:?}");
+        }
+    }
 
     /// The single-key fast paths of `tiered` must decide exactly what the general plan does.
     #[tokio::test]

@@ -41,7 +41,7 @@ pub fn finish(env: &Env, bytes: Bytes, ends: &[u32], notes: &mut [Note], started
     for note in notes.iter() {
         plain &= matches!(note.fix, ReplyFix::None);
         loads |= note.through.is_some();
-        frames += note.frames;
+        frames += note.upstream_frames();
     }
     // Ends that do not match the notes (none were asked for, or one did not fit) are
     // not used: the frames are measured again.
@@ -130,30 +130,15 @@ fn finish_cutting(
 ) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
-    for note in notes.iter_mut() {
-        let Some(frames) = take_frames(&mut bytes, note.frames) else {
-            // Fewer frames than expected cannot come from a connection task; pass on
-            // whatever is left rather than invent replies.
-            out.extend_from_slice(&bytes);
-            break;
-        };
-        let reply = fix(env, frames, &note.fix);
-        if let Some(account) = &note.account {
-            record(tally, &reply, account, micros);
-        }
-        if !note.queued.is_empty() {
-            record_exec(tally, &reply, &note.queued, micros);
-        }
-        match note.through.take() {
-            Some(through) if through::is_miss(&reply, &through) => {
-                pieces.push(Piece::Ready(out.split().freeze()));
-                pieces.push(Piece::Load { through, original: Some(reply) });
-            }
-            Some(through) if through.when_down && through::is_upstream_error(&reply) => {
-                pieces.push(Piece::Ready(out.split().freeze()));
-                pieces.push(Piece::Load { through, original: None });
-            }
-            _ => out.extend_from_slice(&reply),
+    'notes: for note in notes.iter_mut() {
+        for _ in 0..note.repeat {
+            let Some(frames) = take_frames(&mut bytes, note.frames) else {
+                // Fewer frames than expected cannot come from a connection task; pass on
+                // whatever is left rather than invent replies.
+                out.extend_from_slice(&bytes);
+                break 'notes;
+            };
+            cut_one(env, frames, note, micros, tally, &mut out, &mut pieces);
         }
     }
     if pieces.is_empty() {
@@ -161,6 +146,37 @@ fn finish_cutting(
     }
     pieces.push(Piece::Ready(out.freeze()));
     Settled::Deferred(pieces)
+}
+
+/// One request's reply frames, cut, counted, and either added to `out` or handed to
+/// PostgreSQL as a piece of its own.
+fn cut_one(
+    env: &Env,
+    frames: Vec<Bytes>,
+    note: &mut Note,
+    micros: u64,
+    tally: &mut Tally,
+    out: &mut BytesMut,
+    pieces: &mut Vec<Piece>,
+) {
+    let reply = fix(env, frames, &note.fix);
+    if let Some(account) = &note.account {
+        record(tally, &reply, account, micros);
+    }
+    if !note.queued.is_empty() {
+        record_exec(tally, &reply, &note.queued, micros);
+    }
+    match note.through.take() {
+        Some(through) if through::is_miss(&reply, &through) => {
+            pieces.push(Piece::Ready(out.split().freeze()));
+            pieces.push(Piece::Load { through, original: Some(reply) });
+        }
+        Some(through) if through.when_down && through::is_upstream_error(&reply) => {
+            pieces.push(Piece::Ready(out.split().freeze()));
+            pieces.push(Piece::Load { through, original: None });
+        }
+        _ => out.extend_from_slice(&reply),
+    }
 }
 
 /// Resolves deferred pieces. Loads run concurrently (misses for one key in one batch
@@ -202,11 +218,15 @@ enum Part {
 fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     let mut shares = Shares::new(bytes, ends);
     for note in notes {
-        // Malformed or short input: let the cutting path deal with it.
+        let Some(t) = &note.through else {
+            // Malformed or short input: let the cutting path deal with it.
+            if shares.next(note.upstream_frames()).is_none() {
+                return true;
+            }
+            continue;
+        };
         let Some(reply) = shares.next(note.frames) else { return true };
-        if let Some(t) = &note.through
-            && (through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply)))
-        {
+        if through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply)) {
             return true;
         }
     }
@@ -216,8 +236,14 @@ fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
 fn account_in_place(bytes: &[u8], ends: &[u32], notes: &[Note], micros: u64, tally: &mut Tally) {
     let mut shares = Shares::new(bytes, ends);
     for note in notes {
-        let Some(reply) = shares.next(note.frames) else { return };
-        if let Some(account) = &note.account {
+        let Some(account) = &note.account else {
+            if shares.next(note.upstream_frames()).is_none() {
+                return;
+            }
+            continue;
+        };
+        for _ in 0..note.repeat {
+            let Some(reply) = shares.next(note.frames) else { return };
             record(tally, reply, account, micros);
         }
     }

@@ -52,8 +52,8 @@ pub(super) struct Run {
     pub(super) len: usize,
     pub(super) frames: usize,
     pub(super) parts: Vec<Bytes>,
-    /// One note per prepared request (plain runs merged); empty while no request in the
-    /// run needs its reply cut or counted.
+    /// Notes for the prepared requests (plain runs and requests counted alike merged,
+    /// see `Note::push`); empty while no request in the run needs its reply cut or counted.
     pub(super) notes: Vec<Note>,
 }
 
@@ -77,7 +77,7 @@ impl Run {
                         self.notes.push(Note::plain(self.frames));
                     }
                 }
-                self.notes.push(note);
+                Note::push(&mut self.notes, note);
             }
             None if self.notes.is_empty() => {}
             None => match self.notes.last_mut() {
