@@ -72,17 +72,42 @@ impl Note {
     /// instead of one per request. Notes are read again only when the replies arrive,
     /// by then out of the CPU cache, so their number is paid in cache misses.
     pub fn push(notes: &mut Vec<Note>, note: Note) {
-        match notes.last_mut() {
-            Some(last) if last.repeat < u32::MAX && last.counts_like(&note) => last.repeat += 1,
+        match (notes.last_mut(), &note.account) {
+            (Some(last), Some(account)) if note.only_counts() && last.repeats(note.frames, account) => {
+                last.repeat += 1
+            }
             _ => notes.push(note),
         }
     }
 
-    fn counts_like(&self, next: &Note) -> bool {
-        let only_counts = |n: &Note| {
-            n.account.is_some() && n.fix == ReplyFix::None && n.through.is_none() && n.queued.is_empty()
-        };
-        only_counts(self) && only_counts(next) && self.frames == next.frames && self.account == next.account
+    /// A note that only counts one reply frame (`Prepared::Counted`'s).
+    pub fn counting(account: Account) -> Note {
+        Note::counted(1, ReplyFix::None, account, None)
+    }
+
+    /// `Note::push` of a request that only counts its one reply frame (`Prepared::Counted`),
+    /// without building its note when it joins the previous one.
+    pub fn push_counted(notes: &mut Vec<Note>, account: Account) {
+        match notes.last_mut() {
+            Some(last) if last.repeats(1, &account) => last.repeat += 1,
+            _ => notes.push(Note::counting(account)),
+        }
+    }
+
+    /// Whether a request of `frames` frames, counted by `account`, can join this note.
+    fn repeats(&self, frames: usize, account: &Account) -> bool {
+        self.repeat < u32::MAX
+            && self.frames == frames
+            && self.only_counts()
+            && self.account.as_ref() == Some(account)
+    }
+
+    /// Counted, and nothing else: no cut, no read-through, no transaction.
+    fn only_counts(&self) -> bool {
+        self.account.is_some()
+            && self.fix == ReplyFix::None
+            && self.through.is_none()
+            && self.queued.is_empty()
     }
 
     /// Frames Redis sends for all the requests of this note.
@@ -155,10 +180,26 @@ pub enum Prepared {
     Untouched,
     /// Forward (the rewritten bytes if any) and treat the reply as the note says.
     Forward { rewrite: Option<Bytes>, note: Note },
+    /// Forward (the rewritten bytes if any) and only count its one reply frame: the
+    /// usual tiered request, kept small. Its note is built only if it cannot share the
+    /// previous one (`Note::push_counted`).
+    Counted { rewrite: Option<Bytes>, account: Account },
     /// Answer with this; Redis never sees the request.
     Answer(Reply),
     /// Redis is down: answer this read from PostgreSQL.
     FromDatabase(Box<ReadThrough>),
+}
+
+impl Prepared {
+    /// `Counted` as the `Forward` it stands for; anything else as it is.
+    pub fn into_forward(self) -> Prepared {
+        match self {
+            Prepared::Counted { rewrite, account } => {
+                Prepared::Forward { rewrite, note: Note::counting(account) }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The reply to requests while the upstream breaker is open.
@@ -223,10 +264,21 @@ pub fn prepare(
 /// remember how many commands strata queued after it, and count its outcome at EXEC.
 /// A request strata answered itself never reached Redis and has no place in the array.
 fn queue_in_transaction(session: &mut Session, prepared: &mut Prepared, extra: u16) {
-    let account = match prepared {
-        Prepared::Answer(_) | Prepared::FromDatabase(_) => return,
+    let account = match std::mem::replace(prepared, Prepared::Untouched) {
+        done @ (Prepared::Answer(_) | Prepared::FromDatabase(_)) => {
+            *prepared = done;
+            return;
+        }
         Prepared::Untouched => None,
-        Prepared::Forward { note, .. } => note.account.take(),
+        Prepared::Forward { rewrite, mut note } => {
+            let account = note.account.take();
+            *prepared = Prepared::Forward { rewrite, note };
+            account
+        }
+        Prepared::Counted { rewrite, account } => {
+            *prepared = Prepared::Forward { rewrite, note: Note::plain(1) };
+            Some(account)
+        }
     };
     session.tx_mask.push(extra);
     session.tx_accounts.push(account);
@@ -368,8 +420,10 @@ fn forget_rows(env: &Env, argv: &[&[u8]], indexes: impl Iterator<Item = u32>) {
 fn plain_set_note(env: &Env, info: &CommandInfo, argv: &[&[u8]], class: Class, rewrite: Bytes) -> Prepared {
     env.stats.record_policy(class, crate::stats::PolicyCounts { ttl_rewrites: 1, ..Default::default() });
     forget_rows(env, argv, std::iter::once(1));
-    let note = Note::counted(1, ReplyFix::None, account(info, AccountKeys::First(class, Role::Write)), None);
-    Prepared::Forward { rewrite: Some(rewrite), note }
+    Prepared::Counted {
+        rewrite: Some(rewrite),
+        account: account(info, AccountKeys::First(class, Role::Write)),
+    }
 }
 
 /// How to count the reply of a request on `keys`.
@@ -397,9 +451,13 @@ fn read_note(
     keys: &[(Class, Role, u32)],
     account_keys: AccountKeys,
 ) -> Prepared {
-    let through = read_through(env, session, info, argv, keys);
-    let note = Note::counted(1, ReplyFix::None, account(info, account_keys), through);
-    Prepared::Forward { rewrite: None, note }
+    let account = account(info, account_keys);
+    match read_through(env, session, info, argv, keys) {
+        None => Prepared::Counted { rewrite: None, account },
+        through => {
+            Prepared::Forward { rewrite: None, note: Note::counted(1, ReplyFix::None, account, through) }
+        }
+    }
 }
 
 /// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched)
@@ -518,19 +576,20 @@ default_ttl = "1h"
             let mut notes = Vec::new();
             for argv in [&[&b"GET"[..], b"t:1"][..], &[b"GET", b"t:2"], &[b"GET", b"t:3"]] {
                 let raw = crate::resp::reply::encode_command(argv);
-                let Prepared::Forward { note, .. } =
+                let Prepared::Counted { account, .. } =
                     prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
                 else {
                     panic!("GET on a tier is counted")
                 };
-                Note::push(&mut notes, note);
+                Note::push_counted(&mut notes, account);
             }
             assert_eq!((notes.len(), notes[0].repeat), (1, 3), "three GETs, one note");
             notes.push(Note::plain(1));
             let raw = crate::resp::reply::encode_command(&[b"GET", b"t:4"]);
             let argv: &[&[u8]] = &[b"GET", b"t:4"];
+            // The same request as a full note joins the same way.
             let Prepared::Forward { note, .. } =
-                prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
+                prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i)).into_forward()
             else {
                 panic!("GET on a tier is counted")
             };
@@ -580,7 +639,7 @@ default_ttl = "1h"
             };
             let general = plan::plan(&input);
             let raw = crate::resp::reply::encode_command(argv);
-            let fast = prepare(&env, &mut session, argv, &raw, Some(command));
+            let fast = prepare(&env, &mut session, argv, &raw, Some(command)).into_forward();
             match (general, fast) {
                 (None, Prepared::Untouched) => {}
                 (Some(plan), Prepared::Forward { rewrite, note }) => {

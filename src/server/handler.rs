@@ -24,7 +24,7 @@ use super::pending::{Pending, Run, defer, env, keep_spare, resolve_front};
 use super::registry::Registration;
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
-use crate::pipeline::{self, Prepared};
+use crate::pipeline::{self, Note, Prepared};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
@@ -78,7 +78,7 @@ pub struct Handler {
     /// When the requests being processed were read (one clock read per batch).
     batch_start: Instant,
     /// An emptied notes vector for the next run (see `pending::keep_spare`).
-    spare_notes: Vec<crate::pipeline::Note>,
+    spare_notes: Vec<Note>,
     registration: Registration,
 }
 
@@ -275,6 +275,9 @@ impl Handler {
             Prepared::Forward { rewrite, note } if joins && (!inline || rewrite.is_some()) => {
                 run.add(&mut self.rbuf, len, rewrite, Some(note))
             }
+            Prepared::Counted { rewrite, account } if joins && (!inline || rewrite.is_some()) => {
+                run.add_counted(&mut self.rbuf, len, rewrite, account)
+            }
             prepared => return Some(Box::new((action, prepared))),
         }
         None
@@ -292,6 +295,7 @@ impl Handler {
     ) -> std::io::Result<Option<Flow>> {
         let (rewrite, note) = match prepared {
             Prepared::Untouched => (None, None),
+            Prepared::Counted { rewrite, account } => (rewrite, Some(Note::counting(account))),
             Prepared::Forward { rewrite, note } => (rewrite, Some(note)),
             Prepared::Answer(reply) => {
                 self.flush_run(run).await;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Context;
 use crate::pipeline::reply::Settled;
-use crate::pipeline::{self, Env, Note};
+use crate::pipeline::{self, Account, Env, Note};
 use crate::upstream::Replies;
 
 /// Notes reserved when a run gets its first one (clients commonly pipeline 16).
@@ -69,14 +69,7 @@ impl Run {
         let frames = note.as_ref().map_or(1, |n| n.frames);
         match note {
             Some(note) => {
-                if self.notes.is_empty() {
-                    // Sized for a typical pipeline up front: notes are large, and growing
-                    // the vector one doubling at a time copies them again and again.
-                    self.notes.reserve(NOTES_PER_RUN);
-                    if self.frames > 0 {
-                        self.notes.push(Note::plain(self.frames));
-                    }
-                }
+                self.start_notes();
                 Note::push(&mut self.notes, note);
             }
             None if self.notes.is_empty() => {}
@@ -87,6 +80,36 @@ impl Run {
                 _ => self.notes.push(Note::plain(1)),
             },
         }
+        self.append(rbuf, len, replacement, frames);
+    }
+
+    /// `add` for a request that only counts its one reply frame (`Prepared::Counted`).
+    pub(super) fn add_counted(
+        &mut self,
+        rbuf: &mut BytesMut,
+        len: usize,
+        replacement: Option<Bytes>,
+        account: Account,
+    ) {
+        self.start_notes();
+        Note::push_counted(&mut self.notes, account);
+        self.append(rbuf, len, replacement, 1);
+    }
+
+    /// Before the first note: the frames of the requests before it get a plain one.
+    fn start_notes(&mut self) {
+        if self.notes.is_empty() {
+            // Sized for a typical pipeline up front: notes are large, and growing the
+            // vector one doubling at a time copies them again and again.
+            self.notes.reserve(NOTES_PER_RUN);
+            if self.frames > 0 {
+                self.notes.push(Note::plain(self.frames));
+            }
+        }
+    }
+
+    /// The request's bytes (or its replacement) join the payload.
+    fn append(&mut self, rbuf: &mut BytesMut, len: usize, replacement: Option<Bytes>, frames: usize) {
         match replacement {
             Some(bytes) => {
                 if self.len > 0 {
