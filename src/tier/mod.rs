@@ -51,9 +51,12 @@ pub struct Class {
 pub struct TierTable {
     tiers: Vec<Tier>,
     rules: Vec<Rule>,
-    /// Prefix rule ids by the prefix's first byte, longest prefix first, so a lookup
-    /// compares only prefixes that can match and stops at the first hit.
-    by_first_byte: Vec<Vec<RuleId>>,
+    /// Prefixes grouped by first byte, longest first within a group, so a lookup compares
+    /// only prefixes that can match and stops at the first hit. Flat, with each prefix's
+    /// bytes inline: this runs for every key, and a pointer per level was a cache miss each.
+    prefixes: Vec<Prefix>,
+    /// `prefixes[group[b] as usize..group[b + 1] as usize]` start with byte `b`.
+    group: Vec<u16>,
     /// Pattern rule ids in configuration order.
     patterns: Vec<RuleId>,
 }
@@ -61,7 +64,8 @@ pub struct TierTable {
 impl TierTable {
     /// Compiles validated tier configuration.
     pub fn new(configs: &[TierConfig]) -> TierTable {
-        let mut table = TierTable { by_first_byte: vec![Vec::new(); 256], ..TierTable::default() };
+        let mut table = TierTable::default();
+        let mut by_first_byte: Vec<Vec<RuleId>> = vec![Vec::new(); 256];
         for (id, config) in configs.iter().enumerate() {
             let tier = id as TierId;
             table.tiers.push(Tier {
@@ -74,7 +78,7 @@ impl TierTable {
                 // problems, so skip them rather than index an empty string.
                 let Some(&first) = prefix.as_bytes().first() else { continue };
                 let rule = table.push_rule(prefix, false, tier);
-                table.by_first_byte[first as usize].push(rule);
+                by_first_byte[first as usize].push(rule);
             }
             for pattern in &config.patterns {
                 let rule = table.push_rule(pattern, true, tier);
@@ -82,8 +86,15 @@ impl TierTable {
             }
         }
         let rules = &table.rules;
-        for bucket in &mut table.by_first_byte {
+        table.group.push(0);
+        for mut bucket in by_first_byte {
             bucket.sort_by_key(|r| std::cmp::Reverse(rules[*r as usize].text.len()));
+            for rule in bucket {
+                let r = &rules[rule as usize];
+                table.prefixes.push(Prefix::new(r.text.as_bytes(), Class { tier: r.tier, rule }));
+            }
+            // Rule ids are u16, so the prefix count fits too.
+            table.group.push(table.prefixes.len() as u16);
         }
         table
     }
@@ -100,11 +111,11 @@ impl TierTable {
 
     /// The tier and rule for a key, or `None` for an untiered key.
     pub fn classify(&self, key: &[u8]) -> Option<Class> {
-        if let Some(&first) = key.first() {
-            for &rule in &self.by_first_byte[first as usize] {
-                let r = &self.rules[rule as usize];
-                if has_prefix(key, r.text.as_bytes()) {
-                    return Some(Class { tier: r.tier, rule });
+        if let (Some(&first), [.., _]) = (key.first(), &self.group[..]) {
+            let (from, to) = (self.group[first as usize], self.group[first as usize + 1]);
+            for prefix in &self.prefixes[from as usize..to as usize] {
+                if prefix.matches(key) {
+                    return Some(prefix.class);
                 }
             }
         }
@@ -130,11 +141,37 @@ impl TierTable {
     }
 }
 
-/// `key.starts_with(prefix)`, compared in line: prefixes are a few bytes, and this runs
-/// for every tiered key, where a call to the C library's `bcmp` cost more than the compare.
-#[inline]
-fn has_prefix(key: &[u8], prefix: &[u8]) -> bool {
-    key.len() >= prefix.len() && key.iter().zip(prefix).all(|(k, p)| k == p)
+/// One configured prefix, its first bytes held inline.
+#[derive(Debug, Clone)]
+struct Prefix {
+    /// The first `INLINE` bytes (zero-padded).
+    head: [u8; INLINE],
+    /// The rest, for prefixes longer than `INLINE`.
+    tail: Box<[u8]>,
+    len: usize,
+    class: Class,
+}
+
+/// Prefix bytes held inline: typical prefixes (`product:`, `user:preferences:`) fit.
+const INLINE: usize = 24;
+
+impl Prefix {
+    fn new(text: &[u8], class: Class) -> Prefix {
+        let mut head = [0u8; INLINE];
+        let inline = text.len().min(INLINE);
+        head[..inline].copy_from_slice(&text[..inline]);
+        Prefix { head, tail: text[inline..].into(), len: text.len(), class }
+    }
+
+    /// `key.starts_with(prefix)`, compared in line: prefixes are a few bytes, and a call
+    /// to the C library's `bcmp` cost more than the compare.
+    #[inline]
+    fn matches(&self, key: &[u8]) -> bool {
+        let inline = self.len.min(INLINE);
+        key.len() >= self.len
+            && key[..inline].iter().zip(&self.head[..inline]).all(|(k, p)| k == p)
+            && (self.tail.is_empty() || key[inline..self.len] == *self.tail)
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +198,19 @@ mod tests {
         assert_eq!(tier_of(b""), None);
         let rule = t.classify(b"user:preferences:1").unwrap().rule;
         assert_eq!(t.rules()[rule as usize].text, "user:preferences:");
+    }
+
+    #[test]
+    fn prefixes_longer_than_the_inline_bytes_compare_their_tail() {
+        let t = table(
+            "[[tiers]]\nname = \"short\"\nprefixes = [\"tenant:\"]\n\
+             [[tiers]]\nname = \"long\"\nprefixes = [\"tenant:eu-west:inventory:reservations:\"]\n",
+        );
+        let tier_of = |k: &[u8]| t.classify(k).map(|c| t.tier(c.tier).name.clone());
+        assert_eq!(tier_of(b"tenant:eu-west:inventory:reservations:9").as_deref(), Some("long"));
+        assert_eq!(tier_of(b"tenant:eu-west:inventory:reservations:").as_deref(), Some("long"));
+        assert_eq!(tier_of(b"tenant:eu-west:inventory:reservationX:9").as_deref(), Some("short"));
+        assert_eq!(tier_of(b"tenant:eu-west:inventory:reservations").as_deref(), Some("short"));
+        assert_eq!(tier_of(b"tenant").as_deref(), None);
     }
 }
