@@ -168,9 +168,21 @@ pub fn jitter_bound(j: Jitter, ttl: Duration) -> Duration {
     }
 }
 
+/// Most prefixes and patterns across all tiers (`tier::RuleId` is 16 bits).
+pub const MAX_RULES: usize = u16::MAX as usize + 1;
+
 /// Prefixes and names must be unique across tiers: the same prefix in two tiers (or twice
-/// in one) would make classification depend on file order.
+/// in one) would make classification depend on file order. And there are at most
+/// `MAX_RULES` prefixes and patterns.
 fn check_across_tiers(tiers: &[TierConfig], errors: &mut Vec<ConfigError>) {
+    // Rules (prefixes and patterns) are numbered with 16 bits on the data path.
+    let rules: usize = tiers.iter().map(|t| t.prefixes.len() + t.patterns.len()).sum();
+    if rules > MAX_RULES {
+        errors.push(ConfigError::new(
+            "tiers",
+            format!("{rules} prefixes and patterns in all; at most {MAX_RULES} are supported"),
+        ));
+    }
     let mut names = HashMap::new();
     let mut prefixes: HashMap<&str, usize> = HashMap::new();
     for (i, tier) in tiers.iter().enumerate() {
@@ -313,6 +325,13 @@ mod tests {
         );
         assert!(has(&e, "tiers[1].name: 'a' is already the name of tiers[0]"), "{e:?}");
         assert!(has(&e, "tiers[1].prefixes: 'x:' is also a prefix of tier 'a'"), "{e:?}");
+    }
+
+    #[test]
+    fn more_rules_than_the_data_path_numbers_are_refused() {
+        let prefixes: Vec<String> = (0..=MAX_RULES).map(|i| format!("\"p{i}:\"")).collect();
+        let e = errors_of(&format!("[[tiers]]\nname = \"a\"\nprefixes = [{}]\n", prefixes.join(",")));
+        assert!(has(&e, "tiers: 65537 prefixes and patterns in all; at most 65536"), "{e:?}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct TierTable {
     /// bytes inline: this runs for every key, and a pointer per level was a cache miss each.
     prefixes: Vec<Prefix>,
     /// `prefixes[group[b] as usize..group[b + 1] as usize]` start with byte `b`.
-    group: Vec<u16>,
+    group: Vec<u32>,
     /// Pattern rule ids in configuration order.
     patterns: Vec<RuleId>,
 }
@@ -93,8 +93,8 @@ impl TierTable {
                 let r = &rules[rule as usize];
                 table.prefixes.push(Prefix::new(r.text.as_bytes(), Class { tier: r.tier, rule }));
             }
-            // Rule ids are u16, so the prefix count fits too.
-            table.group.push(table.prefixes.len() as u16);
+            // Configuration allows at most `MAX_RULES` rules, far below u32::MAX.
+            table.group.push(table.prefixes.len() as u32);
         }
         table
     }
