@@ -158,12 +158,16 @@ for case in sorted({c for c, _ in runs}):
     # is not strata's cost; tier-SETPX is the same comparison with that work on both sides.
     informational = case.startswith("tier-SET-")
     if not informational:
-        worst.append(ratio)
+        worst.append((case, ratio))
     label = f"{base} -> {test}" + ("  (info: includes Redis' own TTL cost)" if informational else "")
     cb, ct = statistics.median(cpu[(case, base)]), statistics.median(cpu[(case, test)])
     print(f"{case:<16}{statistics.median(b):>14.0f}{statistics.median(t):>14.0f}{ratio:>8.3f}"
           f"{cb:>8.3f}{ct:>8.3f}{ct - cb:>+8.3f}   {label}")
-low = min(worst)
-verdict = "met" if low >= 0.95 else "MISSED"
-print(f"\nrounds: {rounds}; target: every ratio >= 0.95 (<= 5% cost), tier-SET aside; lowest: {low:.3f} ({verdict})")
+print(f"\nrounds: {rounds}; target: every ratio >= 0.95 (<= 5% cost), tier-SET aside")
+# Two targets: the tier lookup and accounting (tier-*), and the read-through hit path (hit-*).
+for label, prefix in (("tier lookup + accounting", "tier-"), ("read-through hit path", "hit")):
+    ratios = [r for c, r in worst if c.startswith(prefix)]
+    if ratios:
+        low = min(ratios)
+        print(f"  {label:<26} lowest {low:.3f} ({'met' if low >= 0.95 else 'MISSED'})")
 PY
