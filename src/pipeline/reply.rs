@@ -100,16 +100,24 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, class: Class, outcome: Outcome) {
+        self.count_n(class, outcome, 1);
+    }
+
+    fn count_n(&mut self, class: Class, outcome: Outcome, times: u64) {
         match self.outcomes.iter_mut().find(|(c, o, _)| *c == class && *o == outcome) {
-            Some((_, _, n)) => *n += 1,
-            None => self.outcomes.push((class, outcome, 1)),
+            Some((_, _, n)) => *n += times,
+            None => self.outcomes.push((class, outcome, times)),
         }
     }
 
     fn sample(&mut self, tier: u16, micros: u64) {
+        self.sample_n(tier, micros, 1);
+    }
+
+    fn sample_n(&mut self, tier: u16, micros: u64, times: u64) {
         match self.latency.iter_mut().find(|(t, m, _)| *t == tier && *m == micros) {
-            Some((_, _, n)) => *n += 1,
-            None => self.latency.push((tier, micros, 1)),
+            Some((_, _, n)) => *n += times,
+            None => self.latency.push((tier, micros, times)),
         }
     }
 
@@ -242,12 +250,45 @@ fn account_in_place(bytes: &[u8], ends: &[u32], notes: &[Note], micros: u64, tal
             }
             continue;
         };
-        for _ in 0..note.repeat {
-            let Some(reply) = shares.next(note.frames) else { return };
-            record(tally, reply, account, micros);
+        match (&account.keys, account.elements) {
+            (&AccountKeys::First(class, role), Elements::Whole) if note.repeat > 1 => {
+                // A repeated note (a pipeline of GETs on one prefix): outcomes are added
+                // up here and reach the tally once.
+                let (mut outcomes, mut replies) = ([0u64; 4], 0);
+                let complete = (0..note.repeat).all(|_| match shares.next(note.frames) {
+                    Some(reply) => {
+                        if let Some(outcome) = outcome_one(reply, account, role) {
+                            outcomes[outcome as usize] += 1;
+                        }
+                        replies += 1;
+                        true
+                    }
+                    None => false,
+                });
+                for (outcome, n) in OUTCOMES.into_iter().zip(outcomes) {
+                    if n > 0 {
+                        tally.count_n(class, outcome, n);
+                    }
+                }
+                if replies > 0 {
+                    tally.sample_n(class.tier, micros, replies);
+                }
+                if !complete {
+                    return;
+                }
+            }
+            _ => {
+                for _ in 0..note.repeat {
+                    let Some(reply) = shares.next(note.frames) else { return };
+                    record(tally, reply, account, micros);
+                }
+            }
         }
     }
 }
+
+/// Every outcome, in `Outcome as usize` order.
+const OUTCOMES: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Write, Outcome::Error];
 
 /// The length of the first `n` complete frames of `buf`.
 fn frames_len(buf: &[u8], n: usize) -> Option<usize> {
@@ -400,17 +441,22 @@ fn record(tally: &mut Tally, reply: &[u8], account: &Account, micros: u64) {
 
 /// `record` for the usual request: one key, answered by the whole reply.
 fn record_one(tally: &mut Tally, reply: &[u8], account: &Account, class: Class, role: Role, micros: u64) {
-    let outcome = match role {
+    if let Some(outcome) = outcome_one(reply, account, role) {
+        tally.count(class, outcome);
+    }
+    tally.sample(class.tier, micros);
+}
+
+/// The outcome of a one-key request's reply; `None` for a key neither read nor written.
+#[inline]
+fn outcome_one(reply: &[u8], account: &Account, role: Role) -> Option<Outcome> {
+    match role {
         _ if is_error(reply) => Some(Outcome::Error),
         Role::Write => Some(Outcome::Write),
         Role::Read if found_value(reply, account.zero_is_miss) => Some(Outcome::Hit),
         Role::Read => Some(Outcome::Miss),
         Role::Other => None,
-    };
-    if let Some(outcome) = outcome {
-        tally.count(class, outcome);
     }
-    tally.sample(class.tier, micros);
 }
 
 /// `record` for several keys, or replies whose elements answer per key or field.
