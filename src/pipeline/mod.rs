@@ -551,25 +551,46 @@ prefixes = ["t:"]
 default_ttl = "1h"
 "#;
 
+    /// What an `Env` borrows, for one tier `t:` with a default TTL.
+    struct Fixture {
+        tiers: TierTable,
+        stats: Stats,
+        commands: CommandTable,
+        fallback: std::sync::Arc<Fallback>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
+            let tiers = TierTable::new(&config.tiers);
+            let stats = Stats::new(&tiers);
+            let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
+            Fixture { tiers, stats, commands: CommandTable::builtin(), fallback }
+        }
+
+        fn env(&self) -> Env<'_> {
+            Env {
+                commands: &self.commands,
+                tiers: &self.tiers,
+                stats: &self.stats,
+                info: &no_info,
+                fallback: &self.fallback,
+                upstream_down: false,
+                now: Instant::now(),
+            }
+        }
+    }
+
+    fn no_info() -> InfoExtra {
+        panic!("no INFO here")
+    }
+
     /// Requests counted alike share one note; their replies are still counted one by one,
     /// with or without the frame ends from the connection, and pass through unchanged.
     #[tokio::test]
     async fn repeated_notes_count_every_reply() {
-        let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
-        let tiers = TierTable::new(&config.tiers);
-        let stats = Stats::new(&tiers);
-        let commands = CommandTable::builtin();
-        let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
-        let info = || -> InfoExtra { panic!("no INFO here") };
-        let env = Env {
-            commands: &commands,
-            tiers: &tiers,
-            stats: &stats,
-            info: &info,
-            fallback: &fallback,
-            upstream_down: false,
-            now: Instant::now(),
-        };
+        let fixture = Fixture::new();
+        let (env, commands, stats) = (fixture.env(), &fixture.commands, &fixture.stats);
         let mut session = Session::new(1);
         let replies = Bytes::from_static(b"$1\r\nv\r\n$-1\r\n$1\r\nv\r\n+PONG\r\n$-1\r\n");
         for ends in [&[7u32, 12, 19, 26, 31][..], &[]] {
@@ -608,21 +629,8 @@ default_ttl = "1h"
     /// The single-key fast paths of `tiered` must decide exactly what the general plan does.
     #[tokio::test]
     async fn fast_paths_agree_with_the_general_plan() {
-        let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
-        let tiers = TierTable::new(&config.tiers);
-        let stats = Stats::new(&tiers);
-        let commands = CommandTable::builtin();
-        let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
-        let info = || -> InfoExtra { panic!("no INFO here") };
-        let env = Env {
-            commands: &commands,
-            tiers: &tiers,
-            stats: &stats,
-            info: &info,
-            fallback: &fallback,
-            upstream_down: false,
-            now: Instant::now(),
-        };
+        let fixture = Fixture::new();
+        let (env, commands) = (fixture.env(), &fixture.commands);
         let mut session = Session::new(1);
         for argv in
             [&[&b"SET"[..], b"t:1", b"v"][..], &[b"GET", b"t:1"], &[b"HGET", b"t:1", b"f"], &[b"GET", b"u:1"]]
@@ -630,7 +638,7 @@ default_ttl = "1h"
             let command = commands.lookup(argv).map(|i| &**i).expect("known command");
             let keys = crate::command::keys_of(command, argv).expect("keys");
             let input = Input {
-                table: &tiers,
+                table: &fixture.tiers,
                 info: command,
                 argv,
                 keys: &keys,
