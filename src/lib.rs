@@ -17,14 +17,17 @@
 //!    tier's TTL policy (`tier::plan`: a rewrite such as `SET … PX`, or the write wrapped in
 //!    `MULTI … PEXPIRE … NX … EXEC`), and leaves a `pipeline::Note` saying how to cut the
 //!    reply back, what to count (`stats`) and whether PostgreSQL may answer a miss
-//!    (`pipeline::through`). While the Redis `breaker` is open nothing is sent: reads of
+//!    (`pipeline::through`). A request that only counts its reply carries just its
+//!    `pipeline::Account` (`Prepared::Counted`), and repeats the run's previous note when
+//!    it counts the same way, so a pipeline of GETs keeps one note per batch. While the Redis `breaker` is open nothing is sent: reads of
 //!    fallback tiers with a rule are answered from PostgreSQL, the rest get `-TRYAGAIN`.
 //! 4. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
 //!    slices of the read buffer (and rewritten requests) plus the number of replies
 //!    expected. The connection task writes the jobs of many clients together (while
-//!    earlier jobs await replies it holds new ones and sends them in one write), cuts the
-//!    replies from its read buffer with `resp::FrameScanner`, and returns them as the exact
-//!    bytes Redis sent. Its supervisor feeds the breaker (connect errors, resets, timeouts).
+//!    earlier jobs await replies it holds new ones and sends them in one write; large
+//!    chunks go by `writev`, uncopied), cuts the replies from its read buffer with
+//!    `resp::FrameScanner`, and returns them as the exact bytes Redis sent, with where each
+//!    frame ends for jobs whose replies are counted (`upstream::Replies`). Its supervisor feeds the breaker (connect errors, resets, timeouts).
 //! 5. The handler keeps one `server::pending::Pending` per request or run, in request order.
 //!    When a reply arrives, `pipeline::reply::finish` applies the notes: strata's extra
 //!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`

@@ -92,10 +92,10 @@ impl<'a> Shares<'a> {
 /// instead of one per key.
 #[derive(Default)]
 struct Tally {
-    /// `(class, outcome, count)`.
-    outcomes: smallvec::SmallVec<[(Class, Outcome, u64); 4]>,
-    /// Latency samples `(tier, micros, count)`.
-    latency: smallvec::SmallVec<[(u16, u64, u64); 4]>,
+    /// `((class, outcome), count)`.
+    outcomes: smallvec::SmallVec<[((Class, Outcome), u64); 4]>,
+    /// Latency samples `((tier, micros), count)`.
+    latency: smallvec::SmallVec<[((u16, u64), u64); 4]>,
 }
 
 impl Tally {
@@ -104,10 +104,7 @@ impl Tally {
     }
 
     fn count_n(&mut self, class: Class, outcome: Outcome, times: u64) {
-        match self.outcomes.iter_mut().find(|(c, o, _)| *c == class && *o == outcome) {
-            Some((_, _, n)) => *n += times,
-            None => self.outcomes.push((class, outcome, times)),
-        }
+        add(&mut self.outcomes, (class, outcome), times);
     }
 
     fn sample(&mut self, tier: u16, micros: u64) {
@@ -115,17 +112,25 @@ impl Tally {
     }
 
     fn sample_n(&mut self, tier: u16, micros: u64, times: u64) {
-        match self.latency.iter_mut().find(|(t, m, _)| *t == tier && *m == micros) {
-            Some((_, _, n)) => *n += times,
-            None => self.latency.push((tier, micros, times)),
-        }
+        add(&mut self.latency, (tier, micros), times);
     }
 
     fn flush(self, stats: &Stats) {
-        for (class, outcome, n) in self.outcomes {
+        for ((class, outcome), n) in self.outcomes {
             stats.record_n(class, outcome, n);
         }
-        stats.record_latencies(&self.latency);
+        let latency: smallvec::SmallVec<[(u16, u64, u64); 4]> =
+            self.latency.into_iter().map(|((tier, micros), n)| (tier, micros, n)).collect();
+        stats.record_latencies(&latency);
+    }
+}
+
+/// Adds `times` to `key`'s count: a batch has a few distinct keys, so a short list beats
+/// a map.
+fn add<K: PartialEq>(counts: &mut smallvec::SmallVec<[(K, u64); 4]>, key: K, times: u64) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += times,
+        None => counts.push((key, times)),
     }
 }
 
