@@ -80,6 +80,8 @@ pub struct CommandInfo {
     pub subcommands: Names,
     /// How strata treats it by name.
     pub kind: Kind,
+    /// `single_key`, worked out once from `key_specs`.
+    first_key: Option<u16>,
 }
 
 impl CommandInfo {
@@ -90,8 +92,20 @@ impl CommandInfo {
 
     /// The key-spec flags of a command whose one key is its first argument (GET, SET,
     /// HGET, INCR …: most requests), so the hot path can skip the general key search.
+    #[inline]
     pub fn single_key(&self) -> Option<u16> {
-        match &self.key_specs[..] {
+        self.first_key
+    }
+
+    /// A command as the table holds it.
+    pub fn new(
+        name: String,
+        arity: i64,
+        flags: u32,
+        key_specs: Vec<KeySpec>,
+        subcommands: Names,
+    ) -> CommandInfo {
+        let first_key = match &key_specs[..] {
             [
                 KeySpec {
                     flags,
@@ -100,7 +114,9 @@ impl CommandInfo {
                 },
             ] => Some(*flags),
             _ => None,
-        }
+        };
+        let kind = Kind::of(name.as_bytes());
+        CommandInfo { name, arity, flags, key_specs, subcommands, kind, first_key }
     }
 }
 
@@ -204,8 +220,7 @@ fn parse_command(frame: &OwnedFrame) -> Result<CommandInfo, TableError> {
             subcommands.insert(&short, Arc::new(info));
         }
     }
-    let kind = Kind::of(name.as_bytes());
-    Ok(CommandInfo { name, arity, flags, key_specs, subcommands, kind })
+    Ok(CommandInfo::new(name, arity, flags, key_specs, subcommands))
 }
 
 fn command_flag(name: &[u8]) -> u32 {

@@ -138,14 +138,7 @@ mod tests {
     use super::*;
 
     fn info(name: &str) -> Arc<CommandInfo> {
-        Arc::new(CommandInfo {
-            name: name.into(),
-            arity: 1,
-            flags: 0,
-            key_specs: Vec::new(),
-            subcommands: Names::default(),
-            kind: Default::default(),
-        })
+        Arc::new(CommandInfo::new(name.into(), 1, 0, Vec::new(), Names::default()))
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod pending;
 mod registry;
 mod route;
 mod session;
+mod woken;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

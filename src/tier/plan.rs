@@ -179,6 +179,7 @@ pub fn plain_read(input: &Input, keys: &Classified) -> Option<KeyRoles> {
 
 /// Whether a command on keys of these classes is a plain read: read-only, and no tier of
 /// its keys slides (a sliding read needs a TTL refresh, so a plan).
+#[inline]
 pub fn reads_plainly(
     table: &TierTable,
     info: &CommandInfo,
