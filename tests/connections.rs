@@ -202,3 +202,154 @@ async fn client_unblock_and_kill_use_strata_ids() {
     assert_eq!(&admin.command(&["CLIENT", "KILL", "ID", &id]).await[..], b":1\r\n");
     assert!(blocked.is_closed().await);
 }
+
+/// The text of a bulk (RESP2) or verbatim (RESP3) reply.
+fn text_of(reply: &[u8]) -> String {
+    let reply = String::from_utf8_lossy(reply).into_owned();
+    let body = reply.split_once("\r\n").map(|(_, b)| b).unwrap_or_default();
+    body.strip_suffix("\r\n").unwrap_or(body).trim_start_matches("txt:").to_string()
+}
+
+/// The `field=value` pairs of one CLIENT LIST line.
+fn fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+fn line_of(list: &str, id: &str) -> Option<std::collections::HashMap<String, String>> {
+    list.lines().map(fields).find(|f| f.get("id").map(String::as_str) == Some(id))
+}
+
+fn id_of(reply: &[u8]) -> String {
+    String::from_utf8_lossy(&reply[1..]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_and_info_describe_strata_clients() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut a = RawClient::connect(strata.addr).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    let (ida, idb) = (id_of(&a.command(&["CLIENT", "ID"]).await), id_of(&b.command(&["CLIENT", "ID"]).await));
+    a.command(&["CLIENT", "SETNAME", "alpha"]).await;
+    a.command(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]).await;
+    a.command(&["SELECT", "3"]).await;
+    b.command(&["GET", "k"]).await;
+
+    let list = text_of(&a.command(&["CLIENT", "LIST"]).await);
+    let mine = line_of(&list, &ida).expect("the caller is listed");
+    assert_eq!(mine["name"], "alpha");
+    assert_eq!(mine["lib-name"], "redis-py");
+    assert_eq!(mine["db"], "3");
+    assert_eq!(mine["cmd"], "client|list");
+    assert_eq!(mine["flags"], "N");
+    assert_eq!(mine["multi"], "-1");
+    assert_eq!(mine["laddr"], strata.addr.to_string());
+    assert_eq!(mine["addr"], a.stream.local_addr().unwrap().to_string());
+    // As Redis counts it: the size of `*2 $6 client $4 list` in the query buffer.
+    assert_eq!(mine["qbuf"], "26");
+    let other = line_of(&list, &idb).expect("the other client is listed");
+    assert_eq!(other["name"], "");
+    assert_eq!(other["cmd"], "get");
+    assert_eq!(other["db"], "0");
+    // Redis' own list holds strata's upstream connections, never the client names.
+    let mut direct = RawClient::port(redis.port).await;
+    assert!(!text_of(&direct.command(&["CLIENT", "LIST"]).await).contains("name=alpha"));
+
+    // Filters, and their errors as Redis words them.
+    let only_b = text_of(&a.command(&["CLIENT", "LIST", "ID", &idb]).await);
+    assert_eq!(only_b.lines().count(), 1, "{only_b}");
+    assert!(line_of(&only_b, &idb).is_some());
+    assert!(a.command(&["CLIENT", "LIST", "TYPE", "bogus"]).await.starts_with(b"-ERR Unknown client type"));
+    assert!(a.command(&["CLIENT", "LIST", "ID", "0"]).await.starts_with(b"-ERR Invalid client ID"));
+    assert!(a.command(&["CLIENT", "LIST", "bogus"]).await.starts_with(b"-ERR syntax error"));
+    assert_eq!(text_of(&a.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await), "");
+
+    // CLIENT INFO is the caller's line; in RESP3 a verbatim string, as from Redis.
+    b.command(&["HELLO", "3"]).await;
+    let info = b.command(&["CLIENT", "INFO"]).await;
+    assert!(info.starts_with(b"="), "{}", String::from_utf8_lossy(&info));
+    let info = fields(text_of(&info).trim_end());
+    assert_eq!(info["id"], idb);
+    assert_eq!(info["resp"], "3");
+    assert_eq!(info["cmd"], "client|info");
+
+    // A subscriber is listed with flags=P and found by TYPE pubsub; MULTI shows as x.
+    let mut sub = RawClient::connect(strata.addr).await;
+    let ids = id_of(&sub.command(&["CLIENT", "ID"]).await);
+    sub.command(&["SUBSCRIBE", "news"]).await;
+    let pubsub = text_of(&a.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await);
+    assert_eq!(line_of(&pubsub, &ids).expect("subscriber listed")["flags"], "P");
+    assert!(line_of(&pubsub, &ida).is_none());
+    b.command(&["MULTI"]).await;
+    b.command(&["SET", "x", "1"]).await;
+    let list = text_of(&a.command(&["CLIENT", "LIST"]).await);
+    let in_multi = line_of(&list, &idb).unwrap();
+    assert_eq!((in_multi["flags"].as_str(), in_multi["multi"].as_str()), ("x", "1"));
+
+    // A client that leaves is no longer listed.
+    drop(sub);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while line_of(&text_of(&a.command(&["CLIENT", "LIST"]).await), &ids).is_some() {
+        assert!(Instant::now() < deadline, "a closed client is still listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_filters_act_on_strata_clients() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut admin = RawClient::connect(strata.addr).await;
+    let ida = id_of(&admin.command(&["CLIENT", "ID"]).await);
+    assert!(
+        admin
+            .command(&["CLIENT", "KILL"])
+            .await
+            .starts_with(b"-ERR wrong number of arguments for 'client|kill'")
+    );
+    assert!(
+        admin.command(&["CLIENT", "KILL", "ID", "10", "wrong_arg"]).await.starts_with(b"-ERR syntax error")
+    );
+    assert!(
+        admin
+            .command(&["CLIENT", "KILL", "ID", "str"])
+            .await
+            .starts_with(b"-ERR client-id should be greater than 0")
+    );
+    assert!(admin.command(&["CLIENT", "KILL", "MAXAGE", "1"]).await.starts_with(b"-ERR syntax error"));
+    assert_eq!(&admin.command(&["CLIENT", "KILL", "127.0.0.1:1"]).await[..], b"-ERR No such client\r\n");
+    // Only Redis knows its ACL users: another user's name is Redis' to refuse.
+    assert!(admin.command(&["CLIENT", "KILL", "USER", "wrong_user"]).await.starts_with(b"-ERR No such user"));
+    assert!(
+        admin.command(&["CLIENT", "KILL", "SKIPME", "yes_or_no"]).await.starts_with(b"-ERR syntax error")
+    );
+
+    // By address, old form and new.
+    let mut b = RawClient::connect(strata.addr).await;
+    b.command(&["PING"]).await;
+    let addr_b = b.stream.local_addr().unwrap().to_string();
+    assert_eq!(&admin.command(&["CLIENT", "KILL", &addr_b]).await[..], b"+OK\r\n");
+    assert!(b.is_closed().await);
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["PING"]).await;
+    let addr_c = c.stream.local_addr().unwrap().to_string();
+    assert_eq!(&admin.command(&["CLIENT", "KILL", "ADDR", &addr_c, "SKIPME", "yes"]).await[..], b":1\r\n");
+    assert!(c.is_closed().await);
+
+    // The shared upstream connection was never touched: the admin's requests still work.
+    assert_eq!(&admin.command(&["SET", "still", "here"]).await[..], b"+OK\r\n");
+
+    // TYPE normal kills every other client (SKIPME defaults to yes) and spares the caller.
+    let mut d = RawClient::connect(strata.addr).await;
+    let mut e = RawClient::connect(strata.addr).await;
+    d.command(&["PING"]).await;
+    e.command(&["PING"]).await;
+    let killed = id_of(&admin.command(&["CLIENT", "KILL", "TYPE", "normal"]).await);
+    assert!(killed.parse::<u32>().unwrap() >= 2, "killed {killed}");
+    assert!(d.is_closed().await && e.is_closed().await);
+    assert_eq!(&admin.command(&["PING"]).await[..], b"+PONG\r\n");
+
+    // SKIPME no: the caller is killed too, after its reply, as in Redis.
+    assert_eq!(&admin.command(&["CLIENT", "KILL", "ID", &ida, "SKIPME", "no"]).await[..], b":1\r\n");
+    assert!(admin.is_closed().await);
+}

@@ -23,6 +23,9 @@ pub enum Reply {
     Int(i64),
     /// A binary-safe string.
     Bulk(Bytes),
+    /// Text as Redis sends CLIENT LIST or INFO: a bulk string in RESP2, a verbatim
+    /// string (`=…txt:`) in RESP3.
+    Text(Bytes),
     /// A missing value: `$-1` in RESP2, `_` in RESP3.
     Null,
     /// An array of replies.
@@ -53,6 +56,13 @@ impl Reply {
                 out.put_slice(b);
                 out.put_slice(b"\r\n");
             }
+            Reply::Text(t) if protocol == Protocol::Resp3 => {
+                line(out, b'=', (t.len() + 4).to_string().as_bytes());
+                out.put_slice(b"txt:");
+                out.put_slice(t);
+                out.put_slice(b"\r\n");
+            }
+            Reply::Text(t) => Reply::Bulk(t.clone()).encode(protocol, out),
             Reply::Null if protocol == Protocol::Resp3 => out.put_slice(b"_\r\n"),
             Reply::Null => out.put_slice(b"$-1\r\n"),
             Reply::Array(items) => {

@@ -11,6 +11,7 @@ mod write;
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -21,7 +22,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::Context;
 use super::pending::{Pending, Run, defer, env, keep_spare, resolve_front};
-use super::registry::Registration;
+use super::registry::{Peer, Registration, View};
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
 use super::woken::Woken;
@@ -80,7 +81,34 @@ pub struct Handler {
     batch_start: Instant,
     /// An emptied notes vector for the next run (see `pending::keep_spare`).
     spare_notes: Vec<Note>,
+    /// The last command's name, for `CLIENT LIST`.
+    last_cmd: LastCommand,
     registration: Registration,
+}
+
+/// The name of the client's last command, copied only when the command changes: per
+/// request this is one pointer comparison.
+#[derive(Default)]
+struct LastCommand {
+    /// Address of its table entry, only ever compared.
+    entry: usize,
+    name: String,
+    /// Changed since it was last published.
+    changed: bool,
+}
+
+impl LastCommand {
+    #[inline(always)]
+    fn saw(&mut self, info: Option<&crate::command::CommandInfo>) {
+        if let Some(info) = info
+            && std::ptr::from_ref(info) as usize != self.entry
+        {
+            self.entry = std::ptr::from_ref(info) as usize;
+            self.name.clear();
+            self.name.push_str(&info.name);
+            self.changed = true;
+        }
+    }
 }
 
 impl Handler {
@@ -91,11 +119,17 @@ impl Handler {
             max_multibulk: ctx.config.limits.max_multibulk_len,
         };
         let slot = ctx.pool.assign(Protocol::Resp2);
-        let registration = ctx.registry.register(id);
+        let session = Session::on_db(id, ctx.config.upstream.url.db);
+        let peer = Peer {
+            addr: stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            laddr: stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            fd: stream.as_raw_fd() as i64,
+        };
+        let registration = ctx.registry.register(&session, peer);
         Handler {
             ctx,
             stream,
-            session: Session::new(id),
+            session,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
             parser: RequestParser::new(limits),
@@ -109,6 +143,7 @@ impl Handler {
             read_chunk: READ_CHUNK,
             batch_start: Instant::now(),
             spare_notes: Vec::new(),
+            last_cmd: LastCommand::default(),
             registration,
         }
     }
@@ -198,9 +233,17 @@ impl Handler {
                 continue;
             };
             let (action, prepared) = *routed;
-            if let Some(flow) = self.dispatch(&mut run, len, encoded, action, prepared).await? {
+            let flow = self.dispatch(&mut run, len, encoded, action, prepared).await?;
+            // Every request that may change what CLIENT LIST shows takes this path.
+            self.publish();
+            if let Some(flow) = flow {
                 return Ok(flow);
             }
+        }
+        self.registration.handle.touch(batch_start);
+        if self.last_cmd.changed {
+            self.last_cmd.changed = false;
+            self.registration.handle.publish_cmd(&self.last_cmd.name);
         }
         if !self.try_flush_run(&mut run) {
             self.flush_run(&mut run).await;
@@ -227,13 +270,14 @@ impl Handler {
         encoded: Option<&Bytes>,
         batch_start: Instant,
     ) -> (Action, Prepared) {
-        let Handler { ctx, session, rbuf, ranges, .. } = self;
+        let Handler { ctx, session, rbuf, ranges, last_cmd, .. } = self;
         let source: &[u8] = encoded.map_or(&rbuf[offset..offset + len], |e| &e[..]);
         // On the stack for the usual few arguments: this runs for every request.
         // Built in place: `collect` would build it elsewhere and copy all 136 bytes.
         let mut argv: smallvec::SmallVec<[&[u8]; 8]> = smallvec::SmallVec::new();
         argv.extend(ranges.iter().map(|r| &source[r.clone()]));
         let command = server.commands.lookup(&argv).map(|i| &**i);
+        last_cmd.saw(command);
         let route_ctx = RouteContext {
             info: command,
             commands: &server.commands,
@@ -373,9 +417,9 @@ impl Handler {
             Action::ForwardBytes(route, bytes) => self.forward(route, vec![bytes], 1, Vec::new()).await,
             Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
             Action::Local(reply) => self.local(reply),
-            Action::Quit => {
+            Action::Close(reply) => {
                 self.drain().await?;
-                self.local(Reply::Status("OK"));
+                self.local(reply);
                 self.closing = true;
             }
             Action::Reset => {
@@ -408,6 +452,12 @@ impl Handler {
         {
             self.set_pinned(None);
         }
+    }
+
+    /// Publishes the session for `CLIENT LIST`.
+    fn publish(&mut self) {
+        self.last_cmd.changed = false;
+        self.registration.handle.publish(View::of(&self.session, &self.last_cmd.name));
     }
 
     /// Replaces the pinned connection, keeping the registry's upstream id in step.

@@ -1,9 +1,10 @@
 //! Commands strata answers itself because their state is per client: HELLO, AUTH with the
-//! upstream's own credentials, CLIENT ID/SETNAME/GETNAME/SETINFO/NO-EVICT/NO-TOUCH, and
-//! the STRATA introspection command.
+//! upstream's own credentials, CLIENT ID/SETNAME/GETNAME/SETINFO/NO-EVICT/NO-TOUCH (and
+//! CLIENT LIST/INFO/KILL, in `clients`), and the STRATA introspection command.
 
 use bytes::Bytes;
 
+use super::clients;
 use super::route::{Action, Route, RouteContext};
 use super::session::Session;
 use crate::command::TableSource;
@@ -148,9 +149,10 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
         b"unblock" if argv.len() == 3 || argv.len() == 4 => {
             unblock(ctx, argv).unwrap_or(Action::Forward(current))
         }
-        b"kill" if argv.len() == 4 && argv[2].eq_ignore_ascii_case(b"id") => {
-            kill_by_id(session, ctx, argv[3]).unwrap_or(Action::Forward(current))
-        }
+        b"kill" => clients::kill(session, ctx, argv, current),
+        b"list" => Action::Local(clients::list(ctx, &caller(session, "client|list", argv), argv)),
+        b"info" => arity(2, "client|info")
+            .unwrap_or_else(|| Action::Local(clients::info(ctx, &caller(session, "client|info", argv)))),
         _ => Action::Forward(current),
     }
 }
@@ -183,21 +185,11 @@ fn unblock(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Action> {
     Some(Action::ForwardBytes(Route::Shared, crate::resp::reply::encode_command(&args)))
 }
 
-/// `CLIENT KILL ID id` with a strata id closes that client's connection to strata.
-fn kill_by_id(session: &Session, ctx: &RouteContext, arg: &[u8]) -> Option<Action> {
-    let id = parse_id(arg)?;
-    if id == 0 {
-        return Some(Action::Local(Reply::err("client-id should be greater than 0")));
-    }
-    // As in Redis, SKIPME defaults to yes: a client does not kill itself.
-    let killed = match ctx.registry.get(id) {
-        Some(client) if id != session.id => {
-            client.kill.cancel();
-            1
-        }
-        _ => 0,
-    };
-    Some(Action::Local(Reply::Int(killed)))
+/// The caller of CLIENT LIST / INFO; its request's size is what Redis shows as `qbuf`.
+fn caller<'a>(session: &'a Session, cmd: &'static str, argv: &[&[u8]]) -> clients::Caller<'a> {
+    let digits = |n: usize| n.checked_ilog10().unwrap_or(0) as usize + 1;
+    let qbuf = 3 + digits(argv.len()) + argv.iter().map(|a| 5 + digits(a.len()) + a.len()).sum::<usize>();
+    clients::Caller { session, cmd, qbuf }
 }
 
 fn setinfo(session: &mut Session, argv: &[&[u8]]) -> Reply {

@@ -1,6 +1,7 @@
 //! The client-facing side: the listener with its connection limit, one handler per client,
 //! and graceful shutdown.
 
+mod clients;
 mod handler;
 mod local;
 mod pending;

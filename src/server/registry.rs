@@ -1,19 +1,93 @@
-//! Every connected client by strata id, so `CLIENT KILL ID` and `CLIENT UNBLOCK` can use
-//! the ids strata hands out (`CLIENT ID`, `HELLO`) rather than upstream connection ids.
+//! Every connected client by strata id, so `CLIENT KILL` and `CLIENT UNBLOCK` can use
+//! the ids strata hands out (`CLIENT ID`, `HELLO`) rather than upstream connection ids,
+//! and `CLIENT LIST` can describe strata's clients rather than its upstream connections.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// What other connections may do to one client.
-#[derive(Debug, Default)]
+use super::session::Session;
+use crate::resp::reply::Protocol;
+
+/// What other connections may do to, and see of, one client.
+#[derive(Debug)]
 pub struct ClientHandle {
     /// The Redis client id of its pinned connection, or -1 when it has none.
     upstream_id: AtomicI64,
-    /// Cancelled by `CLIENT KILL ID`: the client's connection closes.
+    /// Cancelled by `CLIENT KILL`: the client's connection closes.
     pub kill: CancellationToken,
+    /// The client's address, `ip:port`.
+    pub addr: String,
+    /// strata's address the client connected to.
+    pub laddr: String,
+    /// The client socket's file descriptor.
+    pub fd: i64,
+    connected: Instant,
+    /// Milliseconds from `connected` to the client's latest batch of requests.
+    active_ms: AtomicU64,
+    /// What `CLIENT LIST` shows of the client's session, as its handler last published it.
+    view: Mutex<View>,
+}
+
+/// Where a client connects from, for `CLIENT LIST`.
+#[derive(Debug, Default)]
+pub struct Peer {
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i64,
+}
+
+/// The parts of a client's session that `CLIENT LIST` shows. Its handler publishes them
+/// after every request that may change them (all of those leave the shared fast path),
+/// and the last command's name once per batch when it changed.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub name: Option<Bytes>,
+    pub lib: (Option<Bytes>, Option<Bytes>),
+    pub db: i64,
+    pub resp: u8,
+    /// Commands queued in MULTI, or -1 outside one.
+    pub multi: i64,
+    /// In pass-through after SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE.
+    pub subscribed: bool,
+    /// In pass-through after MONITOR.
+    pub monitor: bool,
+    /// The last command run, `NULL` before any.
+    pub cmd: String,
+}
+
+impl View {
+    /// `session` as it is now, `cmd` its last command.
+    pub fn of(session: &Session, cmd: &str) -> View {
+        View {
+            name: session.name.clone(),
+            lib: session.lib.clone(),
+            db: session.db,
+            resp: match session.protocol {
+                Protocol::Resp2 => 2,
+                Protocol::Resp3 => 3,
+            },
+            multi: if session.in_multi { session.tx_mask.len() as i64 } else { -1 },
+            subscribed: false,
+            monitor: false,
+            cmd: cmd.to_string(),
+        }
+    }
+
+    /// Redis' `flags` letters for what strata knows of the client.
+    pub fn flags(&self) -> &'static str {
+        match (self.subscribed, self.monitor, self.multi >= 0) {
+            (true, _, _) => "P",
+            (_, true, _) => "O",
+            (_, _, true) => "x",
+            _ => "N",
+        }
+    }
 }
 
 impl ClientHandle {
@@ -26,6 +100,46 @@ impl ClientHandle {
     pub fn upstream_id(&self) -> Option<i64> {
         Some(self.upstream_id.load(Ordering::Relaxed)).filter(|id| *id >= 0)
     }
+
+    /// The client sent a batch of requests at `at`: one relaxed store per batch.
+    pub fn touch(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.connected).as_millis() as u64;
+        self.active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the client connected.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.connected)
+    }
+
+    /// Time since the client's latest batch of requests.
+    pub fn idle(&self, now: Instant) -> Duration {
+        let active = Duration::from_millis(self.active_ms.load(Ordering::Relaxed));
+        self.age(now).saturating_sub(active)
+    }
+
+    /// A copy of what the client last published.
+    pub fn view(&self) -> View {
+        self.lock().clone()
+    }
+
+    /// Replaces the published view.
+    pub fn publish(&self, view: View) {
+        *self.lock() = view;
+    }
+
+    /// Replaces the last command's name only.
+    pub fn publish_cmd(&self, cmd: &str) {
+        let mut view = self.lock();
+        view.cmd.clear();
+        view.cmd.push_str(cmd);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, View> {
+        // A panic while holding this lock cannot leave a View half-written in a way that
+        // matters: it is only ever replaced or copied.
+        self.view.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Connected clients by strata id.
@@ -35,12 +149,29 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Adds a client; the returned guard removes it when dropped.
-    pub fn register(self: &Arc<Self>, id: u64) -> Registration {
-        let handle =
-            Arc::new(ClientHandle { upstream_id: AtomicI64::new(-1), kill: CancellationToken::new() });
-        self.clients.insert(id, handle.clone());
-        Registration { registry: self.clone(), id, handle }
+    /// Adds a client with its session as it starts; the returned guard removes it when
+    /// dropped.
+    pub fn register(self: &Arc<Self>, session: &Session, peer: Peer) -> Registration {
+        let now = Instant::now();
+        let handle = Arc::new(ClientHandle {
+            upstream_id: AtomicI64::new(-1),
+            kill: CancellationToken::new(),
+            addr: peer.addr,
+            laddr: peer.laddr,
+            fd: peer.fd,
+            connected: now,
+            active_ms: AtomicU64::new(0),
+            view: Mutex::new(View::of(session, "NULL")),
+        });
+        self.clients.insert(session.id, handle.clone());
+        Registration { registry: self.clone(), id: session.id, handle }
+    }
+
+    /// Every connected client, by id (the order they connected in).
+    pub fn clients(&self) -> Vec<(u64, Arc<ClientHandle>)> {
+        let mut all: Vec<_> = self.clients.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
 
     /// The client with strata id `id`, if connected.

@@ -34,8 +34,8 @@ pub enum Action {
     /// CLIENT REPLY OFF): replies stop being one per request. With bytes, they replace the
     /// request (an id rewritten from strata's to Redis').
     PassThrough(Option<bytes::Bytes>),
-    /// Reply `+OK` and close.
-    Quit,
+    /// Reply, then close the connection (QUIT, or CLIENT KILL of the caller itself).
+    Close(Reply),
     /// Drop all connection state and reply `+RESET`.
     Reset,
 }
@@ -95,7 +95,7 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
             Action::Forward(Route::Pinned)
         }
         Kind::Streaming if !session.in_multi => Action::PassThrough(None),
-        Kind::Quit => Action::Quit,
+        Kind::Quit => Action::Close(Reply::Status("OK")),
         Kind::Reset => Action::Reset,
         Kind::Wait => Action::Forward(Route::Pinned),
         _ if current == Route::Pinned => Action::Forward(Route::Pinned),
@@ -141,6 +141,9 @@ fn select(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current: Ro
         return Action::Forward(Route::Shared);
     }
     session.sticky = true;
+    if let Some(db) = argv.get(1).and_then(|a| std::str::from_utf8(a).ok()?.parse().ok()) {
+        session.db = db;
+    }
     // Until Redis answers we cannot know the SELECT succeeded; assuming the other
     // database only switches read-through off for the client, which is the safe side.
     session.other_db = !same_db;

@@ -34,11 +34,20 @@ pub struct Session {
     /// SELECT moved the client off the upstream URL's database: read-through rules
     /// describe that database (and write back to it), so they do not apply.
     pub other_db: bool,
+    /// The database the client selected (as asked; CLIENT LIST shows it).
+    pub db: i64,
+    /// The upstream URL's database, where a new or RESET connection starts.
+    home_db: i64,
 }
 
 impl Session {
-    /// A fresh RESP2 session.
+    /// A fresh RESP2 session on database 0.
     pub fn new(id: u64) -> Session {
+        Session::on_db(id, 0)
+    }
+
+    /// A fresh RESP2 session on database `db`, the one its upstream connections use.
+    pub fn on_db(id: u64, db: i64) -> Session {
         Session {
             id,
             protocol: Protocol::Resp2,
@@ -51,6 +60,8 @@ impl Session {
             tx_accounts: Vec::new(),
             tx_open: false,
             other_db: false,
+            db,
+            home_db: db,
         }
     }
 
@@ -67,6 +78,6 @@ impl Session {
 
     /// Back to the state of a new connection, as RESET does (the id stays).
     pub fn reset(&mut self) {
-        *self = Session::new(self.id);
+        *self = Session::on_db(self.id, self.home_db);
     }
 }

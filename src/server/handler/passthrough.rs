@@ -12,6 +12,10 @@ impl Handler {
     /// Hands the connection to Redis verbatim for the rest of its life. `first` replaces
     /// the request that started it when strata rewrote or re-encoded that request.
     pub(super) async fn pass_through(mut self, first: Option<Bytes>) -> std::io::Result<()> {
+        let mut view = super::View::of(&self.session, &self.last_cmd.name);
+        view.subscribed = matches!(self.last_cmd.name.as_str(), "subscribe" | "psubscribe" | "ssubscribe");
+        view.monitor = self.last_cmd.name == "monitor";
+        self.registration.handle.publish(view);
         self.drain().await?;
         let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
             let reply =
