@@ -393,3 +393,63 @@ async fn hostile_keys_are_bound_as_parameters_never_spliced_into_sql() {
     })
     .await;
 }
+
+// A pipeline of read-through GETs: hits cost nothing extra and keep one note; a miss
+// anywhere in it is filled from PostgreSQL in its place.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_gets_fills_each_miss_in_place_and_keeps_reply_order() {
+    within(20, async {
+        let rig = Rig::start("", PRODUCT_RULE).await;
+        let mut direct = rig.direct().await;
+        direct.command(&["SET", "product:details:42", "cached-42"]).await;
+        direct.command(&["SET", "plain", "p"]).await;
+        let mut c = rig.client().await;
+        // Hits (42), misses with a row (1, 3), a miss without one (999), and reads no rule
+        // covers, in one write. Keys of several lengths, so the batch's key entries are
+        // found by position.
+        let gets = [
+            "product:details:42",
+            "product:details:1",
+            "product:details:42",
+            "plain",
+            "product:details:3",
+            "product:details:999",
+            "product:details:42",
+            "product:other:1",
+        ];
+        let mut batch = Vec::new();
+        for key in gets {
+            batch.extend(support::encode(&[b"GET", key.as_bytes()]));
+        }
+        // An inline GET is sent on its own; its key comes from its own bytes.
+        batch.extend(b"GET product:details:2\r\n");
+        c.send(&batch).await;
+        let want: Vec<Vec<u8>> = vec![
+            bulk("cached-42"),
+            bulk(&rig.product_json(1)),
+            bulk("cached-42"),
+            bulk("p"),
+            bulk(&rig.product_json(3)),
+            b"$-1\r\n".to_vec(),
+            bulk("cached-42"),
+            b"$-1\r\n".to_vec(),
+            bulk(&rig.product_json(2)),
+        ];
+        for (i, expected) in want.iter().enumerate() {
+            assert_eq!(
+                show(&c.read_frame().await),
+                show(expected),
+                "reply {i} ({})",
+                gets.get(i).unwrap_or(&"inline")
+            );
+        }
+        // Each missing key was queried once, the inline GET's too.
+        assert_eq!(rig.calls(), 4, "queries for 1, 3, 999 and 2");
+        assert_eq!(
+            show(&direct.command(&["GET", "product:details:3"]).await),
+            show(&bulk(&rig.product_json(3)))
+        );
+    })
+    .await;
+}

@@ -18,7 +18,7 @@ use crate::server::Session;
 use crate::stats::{InfoExtra, Stats};
 use crate::tier::plan::{Input, Mode, Role};
 use crate::tier::{Class, ReplyFix, TierTable, plan};
-pub use note::{Account, AccountKeys, Elements, Note};
+pub use note::{Account, AccountKeys, DeferredGet, Elements, Note, Through};
 pub use through::ReadThrough;
 
 /// What the data path needs from the running proxy to prepare a request.
@@ -164,7 +164,7 @@ fn refuse(session: &Session, reply: Reply) -> Prepared {
         repeat: 1,
         fix: ReplyFix::Replace(Box::new(reply.to_bytes(session.protocol))),
         account: None,
-        through: None,
+        through: Through::No,
         queued: Box::default(),
     };
     Prepared::Forward { rewrite: Some(Bytes::from_static(b"*1\r\n$7\r\nPERSIST\r\n")), note }
@@ -180,7 +180,7 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
 /// PostgreSQL, everything else fails at once.
 fn when_down(prepared: Prepared) -> Prepared {
     match prepared {
-        Prepared::Forward { note: Note { through: Some(t), .. }, .. } if t.when_down => {
+        Prepared::Forward { note: Note { through: Through::Ready(t), .. }, .. } if t.when_down => {
             Prepared::FromDatabase(t)
         }
         Prepared::Answer(reply) => Prepared::Answer(reply),
@@ -210,7 +210,7 @@ fn tiered(
         if plan::reads_plainly(env.tiers, info, std::iter::once(class)) {
             let role = plan::role(true, flags);
             let keys = [(class, role, 1)];
-            return read_note(env, session, info, argv, &keys, AccountKeys::First(class, role));
+            return read_note(env, session, info, argv, raw, &keys, AccountKeys::First(class, role));
         }
         if info.kind == Kind::Set
             && let Some(rewrite) = plan::plain_set(env.tiers, class, argv, raw)
@@ -239,7 +239,7 @@ fn tiered(
     }
     // Plain reads (the hot path) skip building a plan: only their keys are needed.
     if let Some(keys) = plan::plain_read(&input, &classified) {
-        return read_note(env, session, info, argv, &keys, AccountKeys::from_roles(&keys));
+        return read_note(env, session, info, argv, raw, &keys, AccountKeys::from_roles(&keys));
     }
     let plan = plan::plan_classified(&input, classified);
     let counts = crate::stats::PolicyCounts {
@@ -259,7 +259,8 @@ fn tiered(
     if !info.has(cmd_flag::READONLY) {
         forget_rows(env, argv, plan.keys.iter().map(|k| k.2));
     }
-    let through = read_through(env, session, info, argv, &plan.keys);
+    // Planned requests may be rewritten: their key would not be where `raw` has it.
+    let through = read_through(env, session, info, argv, &plan.keys, None);
     let account = account(info, AccountKeys::from_roles(&plan.keys));
     let note = Note::counted(plan.frames, plan.fix, account, through);
     *extra = plan.queued_extra;
@@ -315,12 +316,13 @@ fn read_note(
     session: &Session,
     info: &CommandInfo,
     argv: &[&[u8]],
+    raw: &[u8],
     keys: &[(Class, Role, u32)],
     account_keys: AccountKeys,
 ) -> Prepared {
     let account = account(info, account_keys);
-    match read_through(env, session, info, argv, keys) {
-        None => Prepared::Counted { rewrite: None, account },
+    match read_through(env, session, info, argv, keys, Some(raw)) {
+        Through::No => Prepared::Counted { rewrite: None, account },
         through => {
             Prepared::Forward { rewrite: None, note: Note::counted(1, ReplyFix::None, account, through) }
         }
@@ -328,22 +330,42 @@ fn read_note(
 }
 
 /// A read PostgreSQL can answer, outside transactions (EXEC's reply cannot be patched)
-/// and only on the database the rules describe.
+/// and only on the database the rules describe. `GET key` is deferred (nothing built
+/// unless it misses) while Redis is up, when `raw` has the request's bytes as they will
+/// be sent.
 fn read_through(
     env: &Env,
     session: &Session,
     info: &CommandInfo,
     argv: &[&[u8]],
     keys: &[(Class, Role, u32)],
-) -> Option<Box<ReadThrough>> {
+    raw: Option<&[u8]>,
+) -> Through {
     if env.fallback.is_empty() || session.in_multi || session.other_db {
-        return None;
+        return Through::No;
     }
-    let mut through = through::detect(env.fallback, &info.name, argv, session.protocol)?;
-    through.when_down = keys
-        .iter()
-        .all(|(class, _, _)| env.tiers.tier(class.tier).on_upstream_down == UpstreamDown::Fallback);
-    Some(Box::new(through))
+    let when_down = || {
+        keys.iter().all(|(class, _, _)| env.tiers.tier(class.tier).on_upstream_down == UpstreamDown::Fallback)
+    };
+    if !env.upstream_down
+        && let Some(raw) = raw
+        && let Some((rule, key)) = through::plain_get(env.fallback, &info.name, argv)
+        && let Some(at) = (key.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)
+        && at + key.len() <= raw.len()
+    {
+        return Through::Get(DeferredGet {
+            rule: rule as u32,
+            at: at as u32,
+            len: key.len() as u32,
+            protocol: session.protocol,
+            when_down: when_down(),
+        });
+    }
+    let Some(mut through) = through::detect(env.fallback, &info.name, argv, session.protocol) else {
+        return Through::No;
+    };
+    through.when_down = when_down();
+    Through::Ready(Box::new(through))
 }
 
 fn mode(session: &Session, info: &CommandInfo) -> Mode {
@@ -369,7 +391,7 @@ fn exec_request(session: &mut Session) -> Prepared {
         repeat: 1,
         fix: ReplyFix::FilterExec { mask: mask.into_boxed_slice() },
         account: None,
-        through: None,
+        through: Through::No,
         queued: accounts.into_boxed_slice(),
     };
     Prepared::Forward { rewrite: None, note }
@@ -399,7 +421,7 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
             repeat: 1,
             fix: ReplyFix::AppendInfo,
             account: None,
-            through: None,
+            through: Through::No,
             queued: Box::default(),
         },
     }
@@ -484,7 +506,7 @@ default_ttl = "1h"
             Note::push(&mut notes, note);
             assert_eq!(notes.len(), 3, "a plain note in between is not merged across");
             let before = stats.tier(0);
-            match reply::finish(&env, replies.clone(), ends, &mut notes, env.now) {
+            match reply::finish(&env, replies.clone(), ends, &mut notes, &Bytes::new(), env.now) {
                 reply::Settled::Ready(bytes) => assert_eq!(bytes, replies),
                 other => panic!("nothing to load: {other:?}"),
             }

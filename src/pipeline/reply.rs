@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::{Account, AccountKeys, Elements, Env, Note, ReadThrough, through};
+use super::{Account, AccountKeys, DeferredGet, Elements, Env, Note, ReadThrough, Through, through};
 use crate::resp::{FrameScanner, Limits};
 use crate::stats::{Outcome, Stats};
 use crate::tier::plan::Role;
@@ -33,14 +33,21 @@ pub enum Settled {
 /// Turns the replies of a batch (in note order) into the client's replies; the batch was
 /// read at `started` and `env.now` is when its replies arrived. `ends` are where the
 /// frames end in `bytes`, if the connection passed them on (else empty).
-pub fn finish(env: &Env, bytes: Bytes, ends: &[u32], notes: &mut [Note], started: Instant) -> Settled {
+pub fn finish(
+    env: &Env,
+    bytes: Bytes,
+    ends: &[u32],
+    notes: &mut [Note],
+    keys: &Bytes,
+    started: Instant,
+) -> Settled {
     let mut tally = Tally::default();
     let micros = env.now.saturating_duration_since(started).as_micros() as u64;
     // One pass over the notes (they are no longer in the CPU cache when replies arrive).
     let (mut plain, mut loads, mut frames) = (true, false, 0);
     for note in notes.iter() {
         plain &= matches!(note.fix, ReplyFix::None);
-        loads |= note.through.is_some();
+        loads |= !note.through.is_no();
         frames += note.upstream_frames();
     }
     // Ends that do not match the notes (none were asked for, or one did not fit) are
@@ -52,7 +59,7 @@ pub fn finish(env: &Env, bytes: Bytes, ends: &[u32], notes: &mut [Note], started
         account_in_place(&bytes, ends, notes, micros, &mut tally);
         Settled::Ready(bytes)
     } else {
-        finish_cutting(env, bytes, notes, micros, &mut tally)
+        finish_cutting(env, bytes, notes, keys, micros, &mut tally)
     };
     tally.flush(env.stats);
     settled
@@ -138,12 +145,18 @@ fn finish_cutting(
     env: &Env,
     mut bytes: Bytes,
     notes: &mut [Note],
+    keys: &Bytes,
     micros: u64,
     tally: &mut Tally,
 ) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
+    // Deferred GETs' keys, one entry per request, in the order of their notes.
+    let mut next_key = 0;
     'notes: for note in notes.iter_mut() {
+        if let Through::Get(get) = &note.through {
+            next_key = get.at as usize;
+        }
         for _ in 0..note.repeat {
             let Some(frames) = take_frames(&mut bytes, note.frames) else {
                 // Fewer frames than expected cannot come from a connection task; pass on
@@ -151,7 +164,18 @@ fn finish_cutting(
                 out.extend_from_slice(&bytes);
                 break 'notes;
             };
-            cut_one(env, frames, note, micros, tally, &mut out, &mut pieces);
+            let through = match &note.through {
+                Through::Get(get) => match DeferredGet::entry(keys, next_key) {
+                    Some((_, key, next)) => {
+                        next_key = next;
+                        Some(Deferred { get: *get, key })
+                    }
+                    None => None,
+                },
+                _ => None,
+            };
+            let cut = Cut { env, micros, tally, out: &mut out, pieces: &mut pieces };
+            cut_one(cut, frames, note, through);
         }
     }
     if pieces.is_empty() {
@@ -161,34 +185,50 @@ fn finish_cutting(
     Settled::Deferred(pieces)
 }
 
-/// One request's reply frames, cut, counted, and either added to `out` or handed to
-/// PostgreSQL as a piece of its own.
-fn cut_one(
-    env: &Env,
-    frames: Vec<Bytes>,
-    note: &mut Note,
+/// Where `cut_one` puts what it cuts and counts.
+struct Cut<'a, 'e> {
+    env: &'a Env<'e>,
     micros: u64,
-    tally: &mut Tally,
-    out: &mut BytesMut,
-    pieces: &mut Vec<Piece>,
-) {
-    let reply = fix(env, frames, &note.fix);
+    tally: &'a mut Tally,
+    out: &'a mut BytesMut,
+    pieces: &'a mut Vec<Piece>,
+}
+
+/// A deferred GET's settings and its key, from the batch's key buffer.
+struct Deferred {
+    get: DeferredGet,
+    key: Bytes,
+}
+
+/// One request's reply frames, cut, counted, and either added to `out` or handed to
+/// PostgreSQL as a piece of its own. `deferred` is the request's key when its note is
+/// a deferred GET.
+fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, deferred: Option<Deferred>) {
+    let reply = fix(cut.env, frames, &note.fix);
     if let Some(account) = &note.account {
-        record(tally, &reply, account, micros);
+        record(cut.tally, &reply, account, cut.micros);
     }
     if !note.queued.is_empty() {
-        record_exec(tally, &reply, &note.queued, micros);
+        record_exec(cut.tally, &reply, &note.queued, cut.micros);
     }
-    match note.through.take() {
-        Some(through) if through::is_miss(&reply, &through) => {
-            pieces.push(Piece::Ready(out.split().freeze()));
-            pieces.push(Piece::Load { through, original: Some(reply) });
+    let load = match deferred {
+        Some(d) if through::is_get_miss(&reply) => Some((Box::new(d.get.read(d.key)), true)),
+        Some(d) if d.get.when_down && through::is_upstream_error(&reply) => {
+            Some((Box::new(d.get.read(d.key)), false))
         }
-        Some(through) if through.when_down && through::is_upstream_error(&reply) => {
-            pieces.push(Piece::Ready(out.split().freeze()));
-            pieces.push(Piece::Load { through, original: None });
+        Some(_) => None,
+        None => match std::mem::take(&mut note.through) {
+            Through::Ready(t) if through::is_miss(&reply, &t) => Some((t, true)),
+            Through::Ready(t) if t.when_down && through::is_upstream_error(&reply) => Some((t, false)),
+            _ => None,
+        },
+    };
+    match load {
+        Some((through, miss)) => {
+            cut.pieces.push(Piece::Ready(cut.out.split().freeze()));
+            cut.pieces.push(Piece::Load { through, original: miss.then_some(reply) });
         }
-        _ => out.extend_from_slice(&reply),
+        None => cut.out.extend_from_slice(&reply),
     }
 }
 
@@ -231,16 +271,27 @@ enum Part {
 fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     let mut shares = Shares::new(bytes, ends);
     for note in notes {
-        let Some(t) = &note.through else {
+        let calls_for = |reply: &[u8]| match &note.through {
+            Through::Get(get) => {
+                through::is_get_miss(reply) || (get.when_down && through::is_upstream_error(reply))
+            }
+            Through::Ready(t) => {
+                through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply))
+            }
+            Through::No => false,
+        };
+        if note.through.is_no() {
             // Malformed or short input: let the cutting path deal with it.
             if shares.next(note.upstream_frames()).is_none() {
                 return true;
             }
             continue;
-        };
-        let Some(reply) = shares.next(note.frames) else { return true };
-        if through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply)) {
-            return true;
+        }
+        for _ in 0..note.repeat {
+            let Some(reply) = shares.next(note.frames) else { return true };
+            if calls_for(reply) {
+                return true;
+            }
         }
     }
     false

@@ -75,10 +75,23 @@ pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protoco
     Some(ReadThrough { kind, keys: with_rules, protocol, when_down: false, write_back: true })
 }
 
+/// `GET key` (or `GETEX key`) where a string rule covers the key: the rule and the key.
+/// The read deferred on the hot path (see `pipeline::Through::Get`).
+pub fn plain_get<'a>(fallback: &Fallback, name: &str, argv: &[&'a [u8]]) -> Option<(usize, &'a [u8])> {
+    let ("get" | "getex", [_, key]) = (name, argv) else { return None };
+    let (rule, shape) = fallback.rule_for(key)?;
+    (shape == Shape::String).then_some((rule, *key))
+}
+
+/// True when a GET's reply is a miss.
+pub fn is_get_miss(reply: &[u8]) -> bool {
+    matches!(reply, b"$-1\r\n" | b"_\r\n")
+}
+
 /// True when Redis' reply is a miss that PostgreSQL may fill.
 pub fn is_miss(reply: &[u8], rt: &ReadThrough) -> bool {
     match rt.kind {
-        ReadKind::Get | ReadKind::HGet(_) => matches!(reply, b"$-1\r\n" | b"_\r\n"),
+        ReadKind::Get | ReadKind::HGet(_) => is_get_miss(reply),
         ReadKind::HGetAll => matches!(reply, b"*0\r\n" | b"%0\r\n"),
         ReadKind::HExists(_) => reply == b":0\r\n",
         ReadKind::HMGet(_) | ReadKind::MGet => {

@@ -21,12 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
-use super::pending::{Pending, Run, defer, env, keep_spare, resolve_front};
+use super::pending::{Keys, Pending, Run, defer, env, keep_spare, keep_spare_keys, resolve_front};
 use super::registry::{Peer, Registration, View};
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
 use super::woken::Woken;
-use crate::pipeline::{self, Note, Prepared};
+use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
@@ -81,6 +81,8 @@ pub struct Handler {
     batch_start: Instant,
     /// An emptied notes vector for the next run (see `pending::keep_spare`).
     spare_notes: Vec<Note>,
+    /// The key buffer of the last run (see `pending::keep_spare_keys`).
+    spare_keys: BytesMut,
     /// The last command's name, for `CLIENT LIST`.
     last_cmd: LastCommand,
     registration: Registration,
@@ -143,6 +145,7 @@ impl Handler {
             read_chunk: READ_CHUNK,
             batch_start: Instant::now(),
             spare_notes: Vec::new(),
+            spare_keys: BytesMut::new(),
             last_cmd: LastCommand::default(),
             registration,
         }
@@ -206,7 +209,11 @@ impl Handler {
     async fn process(&mut self) -> std::io::Result<Flow> {
         let depth = self.ctx.config.limits.max_pipeline_depth;
         let server = self.ctx.server.load_full();
-        let mut run = Run { notes: std::mem::take(&mut self.spare_notes), ..Run::default() };
+        let mut run = Run {
+            notes: std::mem::take(&mut self.spare_notes),
+            keys: std::mem::take(&mut self.spare_keys),
+            ..Run::default()
+        };
         // One clock read per batch of requests: latency is accounted per batch anyway.
         let batch_start = Instant::now();
         self.batch_start = batch_start;
@@ -249,6 +256,7 @@ impl Handler {
             self.flush_run(&mut run).await;
         }
         keep_spare(&mut self.spare_notes, std::mem::take(&mut run.notes));
+        keep_spare_keys(&mut self.spare_keys, std::mem::take(&mut run.keys));
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
             self.protocol_error(ProtocolError::TooLong {
                 what: "query buffer",
@@ -365,9 +373,15 @@ impl Handler {
         }
         let raw = self.rbuf.split_to(len).freeze();
         match (&action, note) {
-            (Action::Forward(route), Some(note)) => {
+            (Action::Forward(route), Some(mut note)) => {
                 let frames = note.frames;
-                self.forward(*route, vec![rewrite.or(encoded).unwrap_or(raw)], frames, vec![note]).await;
+                let request = rewrite.or(encoded).unwrap_or(raw);
+                if let Through::Get(get) = note.through {
+                    // Sent on its own: the key is read from the request's bytes.
+                    let key = request.slice(get.at as usize..(get.at + get.len) as usize);
+                    note.through = Through::Ready(Box::new(get.read(key)));
+                }
+                self.forward(*route, vec![request], frames, vec![note], Keys::new()).await;
             }
             _ => self.act(action, encoded.unwrap_or(raw)).await?,
         }
@@ -387,7 +401,7 @@ impl Handler {
             return false;
         }
         let Some(permit) = self.shared.as_ref().and_then(|tx| tx.try_reserve().ok()) else { return false };
-        let (payload, frames, notes) = run.take(&mut self.rbuf);
+        let (payload, frames, notes, keys) = run.take(&mut self.rbuf);
         let (reply, rx) = oneshot::channel();
         permit.send(Msg::Job(Job { payload, frames, frame_ends: !notes.is_empty(), reply }));
         self.queue.push_back(Pending::Waiting {
@@ -395,6 +409,7 @@ impl Handler {
             frames,
             pinned: false,
             notes,
+            keys,
             started: self.batch_start,
         });
         true
@@ -405,16 +420,18 @@ impl Handler {
         if run.len == 0 && run.parts.is_empty() {
             return;
         }
-        let (payload, frames, notes) = run.take(&mut self.rbuf);
+        let (payload, frames, notes, keys) = run.take(&mut self.rbuf);
         if frames > 0 {
-            self.forward(Route::Shared, payload, frames, notes).await;
+            self.forward(Route::Shared, payload, frames, notes, keys).await;
         }
     }
 
     async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
         match action {
-            Action::Forward(route) => self.forward(route, vec![raw], 1, Vec::new()).await,
-            Action::ForwardBytes(route, bytes) => self.forward(route, vec![bytes], 1, Vec::new()).await,
+            Action::Forward(route) => self.forward(route, vec![raw], 1, Vec::new(), Keys::new()).await,
+            Action::ForwardBytes(route, bytes) => {
+                self.forward(route, vec![bytes], 1, Vec::new(), Keys::new()).await
+            }
             Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
             Action::Local(reply) => self.local(reply),
             Action::Close(reply) => {

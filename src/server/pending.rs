@@ -12,11 +12,15 @@ use tokio::time::Instant;
 
 use super::Context;
 use crate::pipeline::reply::Settled;
-use crate::pipeline::{self, Account, Env, Note};
+use crate::pipeline::{self, Account, Env, Note, Through};
 use crate::upstream::Replies;
 
 /// Notes reserved when a run gets its first one (clients commonly pipeline 16).
 const NOTES_PER_RUN: usize = 16;
+/// Key buffer reserved for a run's first deferred GET: 16 entries of 56-byte keys.
+const KEYS_PER_RUN: usize = 1024;
+/// Largest key buffer a client keeps between runs (a pipeline of 16 keys of 4 KiB).
+const SPARE_KEYS_LIMIT: usize = 64 * 1024;
 
 /// A reply owed to the client, in request order.
 pub(super) enum Pending {
@@ -30,6 +34,7 @@ pub(super) enum Pending {
         frames: usize,
         pinned: bool,
         notes: Vec<Note>,
+        keys: Keys,
         started: Instant,
     },
 }
@@ -55,7 +60,15 @@ pub(super) struct Run {
     /// Notes for the prepared requests (plain runs and requests counted alike merged,
     /// see `Note::push`); empty while no request in the run needs its reply cut or counted.
     pub(super) notes: Vec<Note>,
+    /// Keys of the run's deferred read-through GETs (`pipeline::Through::Get`), copied
+    /// out of the read buffer so their replies can find them. Grows with the run, which
+    /// the pipeline depth bounds.
+    pub(super) keys: BytesMut,
 }
+
+/// A batch's keys of deferred read-through GETs, kept with its notes until the replies
+/// arrive.
+pub(super) type Keys = Bytes;
 
 impl Run {
     /// Adds the request of `len` bytes at `rbuf[self.len..]`, sent as `replacement` if given.
@@ -68,7 +81,15 @@ impl Run {
     ) {
         let frames = note.as_ref().map_or(1, |n| n.frames);
         match note {
-            Some(note) => {
+            Some(mut note) => {
+                if let Through::Get(get) = &mut note.through {
+                    // A deferred GET is never rewritten: its key is in the request bytes.
+                    debug_assert!(replacement.is_none(), "a deferred GET was rewritten");
+                    if self.keys.capacity() == 0 {
+                        self.keys.reserve(KEYS_PER_RUN);
+                    }
+                    get.keep_key(&rbuf[self.len..self.len + len], &mut self.keys);
+                }
                 self.start_notes();
                 Note::push(&mut self.notes, note);
             }
@@ -126,13 +147,14 @@ impl Run {
 
     /// The run's payload, frame count and notes; leaves the run empty (an unused notes
     /// vector stays, for the next requests).
-    pub(super) fn take(&mut self, rbuf: &mut BytesMut) -> (Vec<Bytes>, usize, Vec<Note>) {
+    pub(super) fn take(&mut self, rbuf: &mut BytesMut) -> (Vec<Bytes>, usize, Vec<Note>, Keys) {
         let mut payload = std::mem::take(&mut self.parts);
         if self.len > 0 {
             payload.push(rbuf.split_to(std::mem::take(&mut self.len)).freeze());
         }
         let notes = if self.notes.is_empty() { Vec::new() } else { std::mem::take(&mut self.notes) };
-        (payload, std::mem::take(&mut self.frames), notes)
+        let keys = if self.keys.is_empty() { Keys::new() } else { self.keys.split().freeze() };
+        (payload, std::mem::take(&mut self.frames), notes, keys)
     }
 }
 
@@ -160,6 +182,7 @@ pub(super) fn settle(
     ctx: &Arc<Context>,
     replies: Replies,
     notes: &mut Vec<Note>,
+    keys: &Keys,
     pinned: bool,
     started: Instant,
 ) -> Pending {
@@ -170,7 +193,7 @@ pub(super) fn settle(
     let info = || ctx.info_extra();
     let Replies { bytes, ends, arrived } = replies;
     let env = env(ctx, &server.commands, &info, arrived.unwrap_or_else(Instant::now));
-    let settled = match pipeline::reply::finish(&env, bytes, &ends, notes, started) {
+    let settled = match pipeline::reply::finish(&env, bytes, &ends, notes, keys, started) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {
             let frames = notes.iter().map(Note::client_frames).sum();
@@ -190,6 +213,16 @@ pub(super) fn keep_spare(spare: &mut Vec<Note>, notes: Vec<Note>) {
     }
 }
 
+/// Keeps a run's emptied key buffer for the next run. What is left of its allocation
+/// takes the next batch's keys, and once the replies that held the earlier keys are
+/// settled the buffer is reused from its start: no allocation per batch. A buffer grown
+/// past `SPARE_KEYS_LIMIT` by an unusually large key is not kept.
+pub(super) fn keep_spare_keys(spare: &mut BytesMut, keys: BytesMut) {
+    if keys.capacity() <= SPARE_KEYS_LIMIT {
+        *spare = keys;
+    }
+}
+
 /// Resolves pieces that wait for PostgreSQL in a task of their own, so the client's
 /// other replies keep flowing; the reply keeps its place in the queue.
 pub(super) fn defer(
@@ -203,13 +236,13 @@ pub(super) fn defer(
     tokio::spawn(async move {
         let _ = tx.send(Replies::bytes(pipeline::reply::resolve(fallback, pieces).await));
     });
-    Pending::Waiting { rx, frames, pinned, notes: Vec::new(), started: Instant::now() }
+    Pending::Waiting { rx, frames, pinned, notes: Vec::new(), keys: Keys::new(), started: Instant::now() }
 }
 
 /// Waits until the front entry's reply has arrived (or its connection is gone).
 pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Context>, spare: &mut Vec<Note>) {
     let Some(front) = queue.front_mut() else { return };
-    if let Pending::Waiting { rx, frames, pinned, notes, started } = front {
+    if let Pending::Waiting { rx, frames, pinned, notes, keys, started } = front {
         let replies = match rx.await {
             Ok(replies) => replies,
             Err(_) if *pinned => return,
@@ -217,7 +250,7 @@ pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Conte
         };
         let pinned = *pinned;
         let mut notes = std::mem::take(notes);
-        *front = settle(ctx, replies, &mut notes, pinned, *started);
+        *front = settle(ctx, replies, &mut notes, keys, pinned, *started);
         keep_spare(spare, notes);
     }
 }

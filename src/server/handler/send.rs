@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::pending::{Pending, repeat_error, settle};
+use super::super::pending::{Keys, Pending, repeat_error, settle};
 use super::super::route::Route;
 use super::Handler;
 use crate::pipeline::Note;
@@ -20,6 +20,7 @@ impl Handler {
         payload: Vec<Bytes>,
         frames: usize,
         mut notes: Vec<Note>,
+        keys: Keys,
     ) {
         if route != self.last_route {
             if let Err(e) = self.drain().await {
@@ -41,13 +42,14 @@ impl Handler {
                 frames,
                 pinned: route == Route::Pinned,
                 notes,
+                keys,
                 started: self.batch_start,
             }),
             Err(why) => {
                 self.ctx.stats.record_upstream_error();
                 let started = self.batch_start;
                 let replies = Replies::bytes(repeat_error(&why, frames));
-                self.queue.push_back(settle(&self.ctx, replies, &mut notes, false, started));
+                self.queue.push_back(settle(&self.ctx, replies, &mut notes, &keys, false, started));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
                     self.closing = true;
@@ -99,7 +101,7 @@ impl Handler {
 
     /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
     pub(super) async fn forward_hello(&mut self, proto: u8, raw: Bytes) -> std::io::Result<()> {
-        self.forward(Route::Pinned, vec![raw], 1, Vec::new()).await;
+        self.forward(Route::Pinned, vec![raw], 1, Vec::new(), Keys::new()).await;
         self.last_route = Route::Pinned;
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };

@@ -14,7 +14,7 @@ impl Handler {
         while let Some(front) = self.queue.front_mut() {
             let bytes = match front {
                 Pending::Ready(bytes) => std::mem::take(bytes),
-                Pending::Waiting { rx, frames, pinned, notes, started } => {
+                Pending::Waiting { rx, frames, pinned, notes, keys, started } => {
                     let received = match rx.try_recv() {
                         Ok(replies) => replies,
                         Err(oneshot::error::TryRecvError::Empty) => break,
@@ -24,7 +24,7 @@ impl Handler {
                         }
                     };
                     let mut notes = std::mem::take(notes);
-                    let settled = settle(&self.ctx, received, &mut notes, *pinned, *started);
+                    let settled = settle(&self.ctx, received, &mut notes, keys, *pinned, *started);
                     keep_spare(&mut self.spare_notes, notes);
                     match settled {
                         Pending::Ready(bytes) => bytes,
