@@ -260,7 +260,12 @@ async fn client_list_and_info_describe_strata_clients() {
     assert_eq!(only_b.lines().count(), 1, "{only_b}");
     assert!(line_of(&only_b, &idb).is_some());
     assert!(a.command(&["CLIENT", "LIST", "TYPE", "bogus"]).await.starts_with(b"-ERR Unknown client type"));
-    assert!(a.command(&["CLIENT", "LIST", "ID", "0"]).await.starts_with(b"-ERR Invalid client ID"));
+    assert!(a.command(&["CLIENT", "LIST", "ID", "x"]).await.starts_with(b"-ERR Invalid client ID"));
+    // As Redis 7.0: any integer is an id; below 1 none matches. Listed in the order given.
+    assert_eq!(text_of(&a.command(&["CLIENT", "LIST", "ID", "0", "-5"]).await), "");
+    let both = text_of(&a.command(&["CLIENT", "LIST", "ID", &idb, &ida]).await);
+    let order: Vec<String> = both.lines().map(|l| fields(l)["id"].clone()).collect();
+    assert_eq!(order, [idb.clone(), ida.clone()]);
     assert!(a.command(&["CLIENT", "LIST", "bogus"]).await.starts_with(b"-ERR syntax error"));
     assert_eq!(text_of(&a.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await), "");
 
@@ -285,6 +290,12 @@ async fn client_list_and_info_describe_strata_clients() {
     let list = text_of(&a.command(&["CLIENT", "LIST"]).await);
     let in_multi = line_of(&list, &idb).unwrap();
     assert_eq!((in_multi["flags"].as_str(), in_multi["multi"].as_str()), ("x", "1"));
+
+    // Inside MULTI, Redis queues CLIENT LIST like any command: EXEC's array holds its reply.
+    let mut tx = RawClient::connect(strata.addr).await;
+    assert_eq!(&tx.command(&["MULTI"]).await[..], b"+OK\r\n");
+    assert_eq!(&tx.command(&["CLIENT", "LIST"]).await[..], b"+QUEUED\r\n");
+    assert!(tx.command(&["EXEC"]).await.starts_with(b"*1\r\n$"));
 
     // A client that leaves is no longer listed.
     drop(sub);
@@ -334,6 +345,8 @@ async fn client_kill_filters_act_on_strata_clients() {
     c.command(&["PING"]).await;
     let addr_c = c.stream.local_addr().unwrap().to_string();
     assert_eq!(&admin.command(&["CLIENT", "KILL", "ADDR", &addr_c, "SKIPME", "yes"]).await[..], b":1\r\n");
+    // Killed once: not killed or counted again while it closes.
+    assert_eq!(&admin.command(&["CLIENT", "KILL", "ADDR", &addr_c]).await[..], b":0\r\n");
     assert!(c.is_closed().await);
 
     // The shared upstream connection was never touched: the admin's requests still work.

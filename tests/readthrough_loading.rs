@@ -453,3 +453,36 @@ async fn a_pipeline_of_gets_fills_each_miss_in_place_and_keeps_reply_order() {
     })
     .await;
 }
+
+// Merged GETs share a note, not a rule: each miss is loaded by its own key's rule.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_gets_under_different_rules_each_use_their_own_rule() {
+    within(20, async {
+        let name_rule = r#"
+[[read_through]]
+name = "product_name"
+key = "product:name:{id}"
+query = "SELECT name FROM products WHERE id = $1"
+"#;
+        let rig = Rig::start("", &format!("{PRODUCT_RULE}\n{name_rule}")).await;
+        let mut c = rig.client().await;
+        // One tier, so one note: details (rule 1), name (rule 2), details again.
+        let mut batch = Vec::new();
+        for key in ["product:details:1", "product:name:2", "product:name:3", "product:details:3"] {
+            batch.extend(support::encode(&[b"GET", key.as_bytes()]));
+        }
+        c.send(&batch).await;
+        let want = [bulk(&rig.product_json(1)), bulk("Desk"), bulk("Chair"), bulk(&rig.product_json(3))];
+        for (i, expected) in want.iter().enumerate() {
+            assert_eq!(show(&c.read_frame().await), show(expected), "reply {i}");
+        }
+        let mut direct = rig.direct().await;
+        assert_eq!(
+            show(&direct.command(&["GET", "product:name:2"]).await),
+            show(&bulk("Desk")),
+            "written back"
+        );
+    })
+    .await;
+}

@@ -158,14 +158,21 @@ impl DeferredGet {
     pub const HEADER: usize = 8;
 
     /// Appends the entry for the key at `self.at` of `request` to `keys`, and points
-    /// `self.at` at it.
-    pub fn keep_key(&mut self, request: &[u8], keys: &mut bytes::BytesMut) {
+    /// `self.at` at it. `false` (nothing kept) when the buffer would pass 4 GiB, which
+    /// only a client buffer limit above that allows: the caller builds the read instead.
+    pub fn keep_key(&mut self, request: &[u8], keys: &mut bytes::BytesMut) -> bool {
+        let Ok(at) = u32::try_from(keys.len()) else { return false };
         let key = &request[self.at as usize..(self.at + self.len) as usize];
-        // Batches are bounded far below 4 GiB by the client buffer limit.
-        self.at = keys.len() as u32;
+        self.at = at;
         keys.extend_from_slice(&self.rule.to_le_bytes());
         keys.extend_from_slice(&self.len.to_le_bytes());
         keys.extend_from_slice(key);
+        true
+    }
+
+    /// The key at `self.at` of `request`, copied (for a request that keeps no entry).
+    pub fn key_in(&self, request: &[u8]) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(&request[self.at as usize..(self.at + self.len) as usize])
     }
 
     /// The entry at `at` of `keys`: (rule, key), and where the next entry starts.

@@ -166,9 +166,10 @@ fn finish_cutting(
             };
             let through = match &note.through {
                 Through::Get(get) => match DeferredGet::entry(keys, next_key) {
-                    Some((_, key, next)) => {
+                    // Merged GETs share their settings, not their rule: each entry has its own.
+                    Some((rule, key, next)) => {
                         next_key = next;
-                        Some(Deferred { get: *get, key })
+                        Some(Deferred { get: DeferredGet { rule, ..*get }, key })
                     }
                     None => None,
                 },

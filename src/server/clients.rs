@@ -39,9 +39,10 @@ pub fn list(ctx: &RouteContext, caller: &Caller, argv: &[&[u8]]) -> Reply {
             b"id" if i + 1 < argv.len() => {
                 let mut wanted = Vec::new();
                 for arg in &argv[i + 1..] {
-                    match parse_id(arg) {
-                        Some(id) if id > 0 => wanted.push(id),
-                        _ => return Reply::err("Invalid client ID"),
+                    // As Redis: any integer is accepted; ids below 1 match no client.
+                    match std::str::from_utf8(arg).ok().and_then(|a| a.parse::<i64>().ok()) {
+                        Some(id) => wanted.extend(u64::try_from(id).ok().filter(|id| *id > 0)),
+                        None => return Reply::err("Invalid client ID"),
                     }
                 }
                 ids = Some(wanted);
@@ -51,10 +52,15 @@ pub fn list(ctx: &RouteContext, caller: &Caller, argv: &[&[u8]]) -> Reply {
         }
     }
     let now = Instant::now();
+    // Listed in the order the ids were given (as Redis does), else in connection order.
+    let clients = match ids {
+        Some(ids) => ids.into_iter().filter_map(|id| Some((id, ctx.registry.get(id)?))).collect(),
+        None => ctx.registry.clients(),
+    };
     let mut out = String::new();
-    for (id, handle) in ctx.registry.clients() {
+    for (id, handle) in clients {
         let view = own_or_published(caller, id, &handle);
-        if ids.as_ref().is_some_and(|ids| !ids.contains(&id)) || kind.is_some_and(|k| !k.matches(&view)) {
+        if handle.kill.is_cancelled() || kind.is_some_and(|k| !k.matches(&view)) {
             continue;
         }
         line(&mut out, ctx, id, &handle, &view, now, caller);
@@ -113,7 +119,9 @@ fn kill_matching(session: &Session, ctx: &RouteContext, filter: &Filter) -> (usi
     for (id, handle) in ctx.registry.clients() {
         let own = id == session.id;
         let view = if own { View::of(session, "client|kill") } else { handle.view() };
-        if (own && filter.skip_me) || !filter.matches(ctx, id, &handle, &view) {
+        // A client killed already is on its way out: not killed (or counted) twice.
+        let gone = handle.kill.is_cancelled();
+        if gone || (own && filter.skip_me) || !filter.matches(ctx, id, &handle, &view) {
             continue;
         }
         killed += 1;

@@ -149,6 +149,9 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
         b"unblock" if argv.len() == 3 || argv.len() == 4 => {
             unblock(ctx, argv).unwrap_or(Action::Forward(current))
         }
+        // Inside MULTI Redis queues these; its view of strata's connections is what EXEC
+        // can give (answering here would leave EXEC's array one reply short).
+        b"kill" | b"list" | b"info" if session.in_multi => Action::Forward(current),
         b"kill" => clients::kill(session, ctx, argv, current),
         b"list" => Action::Local(clients::list(ctx, &caller(session, "client|list", argv), argv)),
         b"info" => arity(2, "client|info")

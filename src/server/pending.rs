@@ -88,7 +88,11 @@ impl Run {
                     if self.keys.capacity() == 0 {
                         self.keys.reserve(KEYS_PER_RUN);
                     }
-                    get.keep_key(&rbuf[self.len..self.len + len], &mut self.keys);
+                    let request = &rbuf[self.len..self.len + len];
+                    if !get.keep_key(request, &mut self.keys) {
+                        let read = get.read(get.key_in(request));
+                        note.through = Through::Ready(Box::new(read));
+                    }
                 }
                 self.start_notes();
                 Note::push(&mut self.notes, note);

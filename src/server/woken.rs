@@ -2,7 +2,7 @@
 //! selects on its kill and shutdown signals on every turn of its loop; polling a
 //! `CancellationToken`'s future locks the token's mutex (and its waiter list's) each time,
 //! about 1.5% of strata's CPU at 16 pipelined requests per batch. Behind `Woken`, a turn
-//! in which neither signal fired costs an atomic swap and a waker registration instead.
+//! in which neither signal fired costs a waker registration and an atomic swap instead.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,9 +18,8 @@ pub struct Woken<F> {
     signal: Arc<Signal>,
     /// The waker handed to `inner`, built once: it stays valid for every later poll.
     waker: Waker,
-    /// The task waker last registered in `signal`: while it is the same and nothing
-    /// fired, a poll needs no atomic read-modify-write at all.
-    registered: Option<Waker>,
+    /// `inner` finished: it is not polled again (a finished future may panic if polled).
+    done: bool,
 }
 
 /// Set by `inner`'s waker; the task that polls `Woken` is woken in turn.
@@ -46,7 +45,7 @@ impl<F: Future> Woken<F> {
         // `fired` starts set, so the first poll reaches `inner` and registers the waker.
         let signal = Arc::new(Signal { fired: AtomicBool::new(true), task: AtomicWaker::new() });
         let waker = Waker::from(signal.clone());
-        Woken { inner: Box::pin(inner), signal, waker, registered: None }
+        Woken { inner: Box::pin(inner), signal, waker, done: false }
     }
 }
 
@@ -55,32 +54,20 @@ impl<F: Future> Future for Woken<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let same_task = this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        // Every time `fired` is consumed below, the task waker is registered again after
-        // it (a wake takes the registered waker). So while `fired` is clear, `signal`
-        // holds this task's waker and the next wake reaches it.
-        if same_task && !this.signal.fired.load(Ordering::Acquire) {
+        if this.done {
             return Poll::Pending;
         }
+        // Registered before `fired` is read, on every poll: `AtomicWaker` may drop a
+        // registration that races a wake (it wakes the task at once instead), so a
+        // registration is never assumed to last. Registering the same waker again is two
+        // atomic operations and no clone, far cheaper than the tokens' locks.
+        this.signal.task.register(cx.waker());
         if !this.signal.fired.swap(false, Ordering::AcqRel) {
-            // A new task waker (the first poll starts with `fired` set).
-            this.register(cx);
-            // A wake before that registration went to the old waker: look again.
-            if !this.signal.fired.swap(false, Ordering::AcqRel) {
-                return Poll::Pending;
-            }
+            return Poll::Pending;
         }
-        this.register(cx);
-        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
-    }
-}
-
-impl<F> Woken<F> {
-    fn register(&mut self, cx: &Context<'_>) {
-        self.signal.task.register(cx.waker());
-        if !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.registered = Some(cx.waker().clone());
-        }
+        let ready = this.inner.as_mut().poll(&mut Context::from_waker(&this.waker));
+        this.done = ready.is_ready();
+        ready
     }
 }
 
