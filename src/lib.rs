@@ -7,8 +7,9 @@
 //! 2. The handler reads into its buffer; `resp::RequestParser` finds each complete request
 //!    (multibulk or inline) without copying. The command is looked up once in
 //!    `command::CommandTable` (built from the upstream's `COMMAND`), and
-//!    `server::route::decide` chooses: answer locally (HELLO, CLIENT ID/SETNAME…, AUTH with
-//!    strata's own credentials, STRATA), forward on the client's shared connection, forward
+//!    `server::route::decide` chooses: answer locally (HELLO, CLIENT ID/SETNAME…, CLIENT
+//!    LIST/INFO/KILL from `server::registry`, AUTH with strata's own credentials, STRATA),
+//!    forward on the client's shared connection, forward
 //!    on its pinned connection (MULTI, WATCH, blocking commands, SELECT, AUTH as another
 //!    user; taken from `upstream::Spares`), or hand the socket to Redis verbatim (pub/sub,
 //!    MONITOR, CLIENT TRACKING/REPLY).
@@ -19,8 +20,12 @@
 //!    reply back, what to count (`stats`) and whether PostgreSQL may answer a miss
 //!    (`pipeline::through`). A request that only counts its reply carries just its
 //!    `pipeline::Account` (`Prepared::Counted`), and repeats the run's previous note when
-//!    it counts the same way, so a pipeline of GETs keeps one note per batch. While the Redis `breaker` is open nothing is sent: reads of
-//!    fallback tiers with a rule are answered from PostgreSQL, the rest get `-TRYAGAIN`.
+//!    it counts the same way, so a pipeline of GETs keeps one note per batch. A `GET` of
+//!    a key a read-through rule covers builds nothing either: its note is a
+//!    `pipeline::Through::Get`, and the batch keeps a copy of the key until the reply
+//!    shows whether PostgreSQL must answer. While the Redis `breaker` is open nothing is
+//!    sent: reads of fallback tiers with a rule are answered from PostgreSQL, the rest get
+//!    `-TRYAGAIN`.
 //! 4. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
 //!    slices of the read buffer (and rewritten requests) plus the number of replies
 //!    expected. The connection task writes the jobs of many clients together (while
@@ -28,7 +33,8 @@
 //!    chunks go by `writev`, uncopied), cuts the replies from its read buffer with
 //!    `resp::FrameScanner`, and returns them as the exact bytes Redis sent, with where each
 //!    frame ends for jobs whose replies are counted (`upstream::Replies`). Its supervisor feeds the breaker (connect errors, resets, timeouts).
-//! 5. The handler keeps one `server::pending::Pending` per request or run, in request order.
+//! 5. The handler keeps one `server::pending::Pending` per request or run, in request order
+//!    (with the run's keys of deferred read-through GETs).
 //!    When a reply arrives, `pipeline::reply::finish` applies the notes: strata's extra
 //!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`
 //!    section, hits and misses are counted. A miss (or strata's own upstream error) for a
