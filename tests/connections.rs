@@ -278,6 +278,15 @@ async fn client_list_and_info_describe_strata_clients() {
     assert_eq!(info["resp"], "3");
     assert_eq!(info["cmd"], "client|info");
 
+    // NO-EVICT / NO-TOUCH are kept per client and shown as Redis shows them.
+    assert_eq!(&a.command(&["CLIENT", "NO-EVICT", "on"]).await[..], b"+OK\r\n");
+    assert_eq!(fields(text_of(&a.command(&["CLIENT", "INFO"]).await).trim_end())["flags"], "e");
+    assert_eq!(&a.command(&["CLIENT", "NO-TOUCH", "on"]).await[..], b"+OK\r\n");
+    assert_eq!(fields(text_of(&a.command(&["CLIENT", "INFO"]).await).trim_end())["flags"], "eT");
+    assert!(a.command(&["CLIENT", "NO-TOUCH", "maybe"]).await.starts_with(b"-ERR syntax error"));
+    a.command(&["CLIENT", "NO-EVICT", "off"]).await;
+    a.command(&["CLIENT", "NO-TOUCH", "off"]).await;
+
     // A subscriber is listed with flags=P and found by TYPE pubsub; MULTI shows as x.
     let mut sub = RawClient::connect(strata.addr).await;
     let ids = id_of(&sub.command(&["CLIENT", "ID"]).await);

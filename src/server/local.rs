@@ -135,7 +135,15 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
         b"setinfo" => arity(4, "client|setinfo").unwrap_or_else(|| Action::Local(setinfo(session, argv))),
         b"no-evict" | b"no-touch" => {
             let name = format!("client|{}", text(&sub));
-            arity(3, &name).unwrap_or_else(|| Action::Local(on_off(argv[2])))
+            arity(3, &name).unwrap_or_else(|| {
+                // Redis' connections are strata's; the setting is kept for CLIENT LIST.
+                let Some(on) = on_off(argv[2]) else { return Action::Local(Reply::err("syntax error")) };
+                match sub.as_slice() {
+                    b"no-evict" => session.no_evict = on,
+                    _ => session.no_touch = on,
+                }
+                Action::Local(Reply::Status("OK"))
+            })
         }
         b"tracking" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"off")) => {
             // Tracking never started on this client's connections, so off is already true.
@@ -208,11 +216,13 @@ fn setinfo(session: &mut Session, argv: &[&[u8]]) -> Reply {
     Reply::Status("OK")
 }
 
-fn on_off(arg: &[u8]) -> Reply {
-    if arg.eq_ignore_ascii_case(b"on") || arg.eq_ignore_ascii_case(b"off") {
-        Reply::Status("OK")
+fn on_off(arg: &[u8]) -> Option<bool> {
+    if arg.eq_ignore_ascii_case(b"on") {
+        Some(true)
+    } else if arg.eq_ignore_ascii_case(b"off") {
+        Some(false)
     } else {
-        Reply::err("syntax error")
+        None
     }
 }
 

@@ -57,6 +57,8 @@ pub struct View {
     pub subscribed: bool,
     /// In pass-through after MONITOR.
     pub monitor: bool,
+    pub no_evict: bool,
+    pub no_touch: bool,
     /// The last command run, `NULL` before any.
     pub cmd: String,
 }
@@ -75,18 +77,23 @@ impl View {
             multi: if session.in_multi { session.tx_mask.len() as i64 } else { -1 },
             subscribed: false,
             monitor: false,
+            no_evict: session.no_evict,
+            no_touch: session.no_touch,
             cmd: cmd.to_string(),
         }
     }
 
-    /// Redis' `flags` letters for what strata knows of the client.
-    pub fn flags(&self) -> &'static str {
-        match (self.subscribed, self.monitor, self.multi >= 0) {
-            (true, _, _) => "P",
-            (_, true, _) => "O",
-            (_, _, true) => "x",
-            _ => "N",
-        }
+    /// Redis' `flags` letters for what strata knows of the client, in Redis' order.
+    pub fn flags(&self) -> String {
+        let letters = [
+            (self.monitor, 'O'),
+            (self.subscribed, 'P'),
+            (self.multi >= 0, 'x'),
+            (self.no_evict, 'e'),
+            (self.no_touch, 'T'),
+        ];
+        let flags: String = letters.iter().filter(|(on, _)| *on).map(|(_, letter)| *letter).collect();
+        if flags.is_empty() { "N".into() } else { flags }
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Session {
     pub other_db: bool,
     /// The database the client selected (as asked; CLIENT LIST shows it).
     pub db: i64,
+    /// CLIENT NO-EVICT / NO-TOUCH, shown by CLIENT LIST (strata's upstream connections
+    /// are shared, so Redis never sees them).
+    pub no_evict: bool,
+    pub no_touch: bool,
     /// The upstream URL's database, where a new or RESET connection starts.
     home_db: i64,
 }
@@ -62,6 +66,8 @@ impl Session {
             other_db: false,
             db,
             home_db: db,
+            no_evict: false,
+            no_touch: false,
         }
     }
 
