@@ -37,10 +37,10 @@
 //!    (with the run's keys of deferred read-through GETs).
 //!    When a reply arrives, `pipeline::reply::finish` applies the notes: strata's extra
 //!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`
-//!    section, hits and misses are counted. A miss (or strata's own upstream error) for a
-//!    read-through key becomes a deferred entry: `fallback` loads the row (single flight,
-//!    negative cache, database breaker), writes it back with the tier TTL and the reply
-//!    takes the entry's place in the queue.
+//!    section, hits and misses are counted (`pipeline::count`). A miss (or strata's own
+//!    upstream error) for a read-through key becomes a deferred entry: `fallback` loads
+//!    the row (single flight, negative cache, database breaker), writes it back with the
+//!    tier TTL and the reply takes the entry's place in the queue.
 //! 6. Replies are written strictly in request order, batched into one write. A route
 //!    change waits for earlier replies, so Redis sees the client's order. A lost upstream
 //!    connection turns each in-flight request into an error reply; nothing is re-sent.

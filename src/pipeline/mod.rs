@@ -3,6 +3,7 @@
 //! what the reply needs on its way back (`reply`): cutting strata's extra replies out,
 //! appending the `# Strata` INFO section, and counting hits, misses and latency.
 
+mod count;
 mod note;
 pub mod reply;
 pub mod through;
@@ -57,8 +58,10 @@ pub enum Prepared {
     FromDatabase(Box<ReadThrough>),
 }
 
+#[cfg(test)]
 impl Prepared {
-    /// `Counted` as the `Forward` it stands for; anything else as it is.
+    /// `Counted` as the `Forward` it stands for; anything else as it is (for tests that
+    /// compare the fast paths' notes with the general plan's).
     pub fn into_forward(self) -> Prepared {
         match self {
             Prepared::Counted { rewrite, account } => {

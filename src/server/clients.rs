@@ -116,9 +116,10 @@ pub fn kill(session: &Session, ctx: &RouteContext, argv: &[&[u8]], current: Rout
 /// Kills every client `filter` matches; returns how many, and whether the caller is one.
 fn kill_matching(session: &Session, ctx: &RouteContext, filter: &Filter) -> (usize, bool) {
     let (mut killed, mut me) = (0, false);
+    let caller = Caller { session, cmd: "client|kill", qbuf: 0 };
     for (id, handle) in ctx.registry.clients() {
         let own = id == session.id;
-        let view = if own { View::of(session, "client|kill") } else { handle.view() };
+        let view = own_or_published(&caller, id, &handle);
         // A client killed already is on its way out: not killed (or counted) twice.
         let gone = handle.kill.is_cancelled();
         if gone || (own && filter.skip_me) || !filter.matches(ctx, id, &handle, &view) {

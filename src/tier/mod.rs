@@ -183,13 +183,18 @@ mod tests {
         TierTable::new(&Config::parse(text, &Overrides::default()).unwrap().tiers)
     }
 
+    /// The name of the tier `key` is classified into.
+    fn tier_of(t: &TierTable, key: &[u8]) -> Option<String> {
+        t.classify(key).map(|c| t.tier(c.tier).name.clone())
+    }
+
     #[test]
     fn longest_prefix_wins_then_patterns() {
         let t = table(
             "[[tiers]]\nname = \"app\"\nprefixes = [\"user:\"]\n\
              [[tiers]]\nname = \"session\"\nprefixes = [\"user:preferences:\"]\npatterns = [\"sess-*\", \"*:cart\"]\n",
         );
-        let tier_of = |k: &[u8]| t.classify(k).map(|c| t.tier(c.tier).name.clone());
+        let tier_of = |k: &[u8]| tier_of(&t, k);
         assert_eq!(tier_of(b"user:1").as_deref(), Some("app"));
         assert_eq!(tier_of(b"user:preferences:1").as_deref(), Some("session"));
         assert_eq!(tier_of(b"sess-9").as_deref(), Some("session"));
@@ -206,7 +211,7 @@ mod tests {
             "[[tiers]]\nname = \"short\"\nprefixes = [\"tenant:\"]\n\
              [[tiers]]\nname = \"long\"\nprefixes = [\"tenant:eu-west:inventory:reservations:\"]\n",
         );
-        let tier_of = |k: &[u8]| t.classify(k).map(|c| t.tier(c.tier).name.clone());
+        let tier_of = |k: &[u8]| tier_of(&t, k);
         assert_eq!(tier_of(b"tenant:eu-west:inventory:reservations:9").as_deref(), Some("long"));
         assert_eq!(tier_of(b"tenant:eu-west:inventory:reservations:").as_deref(), Some("long"));
         assert_eq!(tier_of(b"tenant:eu-west:inventory:reservationX:9").as_deref(), Some("short"));
