@@ -14,6 +14,8 @@
 #   STRATA_CONFIG       TOML config handed to strata via --config
 #   RAW_OUT             also copy the per-run raw results (TSV) to this path
 #   MAX_RESTARTS        proxy deaths tolerated before giving up (default 5)
+#   PLACEMENT           shared (default: the kernel places every process) or split
+#                       (redis-benchmark on a CPU of its own); see bench/placement.sh
 #
 # The table goes to stdout; progress and diagnostics go to stderr.
 set -euo pipefail
@@ -42,6 +44,7 @@ RUN_TIMEOUT=300
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"   # nutcracker lives in /usr/sbin on Debian
+. "$ROOT/bench/placement.sh"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: $*"; exit 1; }
@@ -119,20 +122,20 @@ start_strata() {
     local args=(--listen "127.0.0.1:$STRATA_PORT" --upstream "redis://127.0.0.1:$REDIS_PORT")
     if [[ -n ${STRATA_CONFIG:-} ]]; then args+=(--config "$STRATA_CONFIG"); fi
     # An inherited STRATA_ADMIN could collide with another instance's admin port.
-    env -u STRATA_ADMIN "$STRATA_BIN" "${args[@]}" >>"$WORK/strata.log" 2>&1 &
+    "${SUT[@]}" env -u STRATA_ADMIN "$STRATA_BIN" "${args[@]}" >>"$WORK/strata.log" 2>&1 &
     PID[strata]=$!
     wait_ready strata "$STRATA_PORT" "${PID[strata]}"
 }
 
 start_twemproxy() {
     # Explicit stats port/pid file: the defaults (22222, /run/nutcracker) may be taken.
-    nutcracker -c "$WORK/nutcracker.yml" -s "$TWEM_STATS_PORT" -a 127.0.0.1 \
+    "${SUT[@]}" nutcracker -c "$WORK/nutcracker.yml" -s "$TWEM_STATS_PORT" -a 127.0.0.1 \
         -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" &
     PID[twemproxy]=$!
     wait_ready twemproxy "$TWEM_PORT" "${PID[twemproxy]}"
 }
 
-redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
+"${SUT[@]}" redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
     --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 wait_ready redis-server "$REDIS_PORT" "$REDIS_PID"
@@ -233,7 +236,7 @@ run_one() {
     read -r c0 f0 < <(cmd_calls "${test,,}")
     r0=$(cpu_ticks "$REDIS_PID")
     [[ -n $pid ]] && p0=$(cpu_ticks "$pid")
-    out=$(timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
+    out=$(timeout "$RUN_TIMEOUT" "${LOADGEN[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
         -t "${test,,}" -c "$CLIENTS" -n "$n" -P "$pipeline" -d "$size" --csv -q \
         2>>"$WORK/bench-stderr.log") || bench_rc=$?
     if ! check_proxies "round $round, $case via $target"; then
@@ -261,7 +264,7 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
     rev+="+dirty"
 fi
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores  strata $rev ($STRATA_BIN)" \
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores, placement $PLACEMENT  strata $rev ($STRATA_BIN)" \
     " $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)"
 log "redis :$REDIS_PORT  strata :$STRATA_PORT  twemproxy :$TWEM_PORT  | rounds=$ROUNDS" \
     "requests=$REQUESTS (P=1) / $PIPELINED_REQUESTS (P=16)  clients=$CLIENTS"

@@ -18,6 +18,7 @@
 #
 # Usage: bench/tiers.sh           ROUNDS=5 REQUESTS=200000 CLIENTS=50 (env knobs)
 #        QUICK=1 bench/tiers.sh   one short round
+#        PLACEMENT=split bench/tiers.sh   redis-benchmark on a CPU of its own (bench/placement.sh)
 #        CASES='tier-GET-P16' ROUNDS=21 bench/tiers.sh   only the cases matching a regex, with
 #                                 more rounds: the spread between rounds (±5%) is as large
 #                                 as the target, so one case is best settled by many rounds
@@ -25,6 +26,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . scripts/lib.sh
+. bench/placement.sh
 
 QUICK=${QUICK:-0}
 ROUNDS=${ROUNDS:-$([ "$QUICK" = 1 ] && echo 1 || echo 5)}
@@ -51,7 +53,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 REDIS_PORT=$(free_port); PLAIN_PORT=$(free_port); RULES_PORT=$(free_port); DEAD_PG=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+"${SUT[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 wait_port "$REDIS_PORT"
 
@@ -75,7 +77,7 @@ EOF
 declare -A STRATA_PID
 for pair in "plain:$PLAIN_PORT" "rules:$RULES_PORT"; do
   name=${pair%%:*}; port=${pair##*:}
-  RUST_LOG=warn "$STRATA_BIN" --config "$WORK/$name.toml" --listen "127.0.0.1:$port" \
+  RUST_LOG=warn "${SUT[@]}" "$STRATA_BIN" --config "$WORK/$name.toml" --listen "127.0.0.1:$port" \
     --upstream "redis://127.0.0.1:$REDIS_PORT" >"$WORK/strata-$name.log" 2>&1 &
   PIDS+=($!)
   STRATA_PID[$port]=$!
@@ -93,7 +95,7 @@ measure() {
   [ "$pipeline" -gt 1 ] && requests=$PIPELINED_REQUESTS
   local pid=${STRATA_PID[$port]} before after rps
   before=$(cpu_ticks "$pid")
-  rps=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" -r "$KEYSPACE" --csv "$@" \
+  rps=$("${LOADGEN[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" -r "$KEYSPACE" --csv "$@" \
     | tail -n 1 | python3 -c 'import csv,sys; print(next(csv.reader(sys.stdin))[1])')
   after=$(cpu_ticks "$pid")
   printf '%s\t%s\t%s\t%s\n' "$case" "$variant" "$rps" \
@@ -135,7 +137,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$RESULTS" "$ROUNDS" <<'PY'
+python3 - "$RESULTS" "$ROUNDS" "$PLACEMENT" <<'PY'
 import sys, statistics
 from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
@@ -163,7 +165,7 @@ for case in sorted({c for c, _ in runs}):
     cb, ct = statistics.median(cpu[(case, base)]), statistics.median(cpu[(case, test)])
     print(f"{case:<16}{statistics.median(b):>14.0f}{statistics.median(t):>14.0f}{ratio:>8.3f}"
           f"{cb:>8.3f}{ct:>8.3f}{ct - cb:>+8.3f}   {label}")
-print(f"\nrounds: {rounds}; target: every ratio >= 0.95 (<= 5% cost), tier-SET aside")
+print(f"\nrounds: {rounds}; placement: {sys.argv[3]}; target: every ratio >= 0.95 (<= 5% cost), tier-SET aside")
 # Two targets: the tier lookup and accounting (tier-*), and the read-through hit path (hit-*).
 for label, prefix in (("tier lookup + accounting", "tier-"), ("read-through hit path", "hit")):
     ratios = [r for c, r in worst if c.startswith(prefix)]
