@@ -36,6 +36,9 @@ def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     port, proxy, redis = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    for name, pid in (("proxy", proxy), ("redis", redis)):
+        if cpu_of(pid) < 0:
+            sys.exit(f"no process {pid} ({name} PID)")
     pipeline = sys.argv[4] if len(sys.argv) > 4 else "16"
     reports = int(sys.argv[5]) if len(sys.argv) > 5 else 80
     bench = subprocess.Popen(
@@ -50,11 +53,31 @@ def main():
             samples.append((time.time(), cpu_of(proxy), cpu_of(redis), cpu_of(bench.pid)))
             time.sleep(SAMPLE_EVERY)
 
-    sampler = threading.Thread(target=sample)
+    sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    progress = []
+    try:
+        progress = read_progress(bench.stdout, reports)
+    finally:
+        bench.kill()
+        bench.wait()
+        done.set()
+        sampler.join()
+    # The first report only opens the first interval, so REPORTS - 1 rows follow.
+    print(f"{'rps':>9}  {'proxy+redis':>11}  {'proxy+bench':>11}  {'redis+bench':>11}   (share of samples on one CPU)")
+    last = progress[0][0] if progress else 0
+    for at, rps in progress[1:]:
+        window = [s for s in samples if last <= s[0] < at]
+        last = at
+        pairs = [shared(window, a, b) for a, b in ((1, 2), (1, 3), (2, 3))]
+        print(f"{rps:>9.0f}  " + "  ".join(f"{p:>11.2f}" for p in pairs))
+
+
+def read_progress(out, reports):
+    """(time, rps) of each progress report redis-benchmark writes, up to `reports`."""
     progress, line = [], b""
     while len(progress) < reports:
-        byte = bench.stdout.read(1)
+        byte = out.read(1)
         if not byte:
             break
         if byte in b"\r\n":
@@ -64,19 +87,13 @@ def main():
             line = b""
         else:
             line += byte
-    bench.kill()
-    done.set()
-    sampler.join()
-    print(f"{'rps':>9}  share of samples on one CPU: proxy+redis  proxy+bench  redis+bench")
-    last = progress[0][0] if progress else 0
-    for at, rps in progress[1:]:
-        window = [s for s in samples if last <= s[0] < at]
-        last = at
-        if not window:
-            continue
-        n = len(window)
-        pairs = [sum(s[a] == s[b] for s in window) / n for a, b in ((1, 2), (1, 3), (2, 3))]
-        print(f"{rps:>9.0f}  {pairs[0]:>28.2f} {pairs[1]:>12.2f} {pairs[2]:>12.2f}")
+    return progress
+
+
+def shared(window, a, b):
+    """Share of the samples in which processes a and b (both seen) ran on one CPU."""
+    seen = [s for s in window if s[a] >= 0 and s[b] >= 0]
+    return sum(s[a] == s[b] for s in seen) / len(seen) if seen else float("nan")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 # processes. The kernel pairs two of them on one vCPU and moves the pairing every few
 # seconds. With strata and Redis paired, strata reaches about 1.2M rps at GET P=16;
 # with Redis and redis-benchmark paired, about 0.85M. A shared run's result is the mix
-# of the two. A split run measures one placement, so its rounds agree far more closely.
+# of the two. A split run measures one placement, so its rounds agree more closely.
 # The numbers are in bench/README.md.
 #
 # Sets SUT and LOADGEN: command prefixes (arrays, empty when shared).
@@ -21,14 +21,16 @@ LOADGEN=()
 case $PLACEMENT in
     shared) ;;
     split)
-        placement_cpus=$(nproc)
-        if ((placement_cpus < 2)); then
-            echo "PLACEMENT=split needs at least 2 CPUs; this machine has $placement_cpus" >&2
+        command -v taskset >/dev/null || { echo "PLACEMENT=split needs taskset (util-linux)" >&2; exit 64; }
+        # The CPUs this script may use (a container's cpuset need not start at 0).
+        read -r -a placement_cpus < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
+        if ((${#placement_cpus[@]} < 2)); then
+            echo "PLACEMENT=split needs at least 2 CPUs; this process may use ${#placement_cpus[@]}" >&2
             exit 64
         fi
-        command -v taskset >/dev/null || { echo "PLACEMENT=split needs taskset (util-linux)" >&2; exit 64; }
-        SUT=(taskset -c "0-$((placement_cpus - 2))")
-        LOADGEN=(taskset -c "$((placement_cpus - 1))")
+        placement_sut=("${placement_cpus[@]:0:${#placement_cpus[@]}-1}")
+        SUT=(taskset -c "$(IFS=,; echo "${placement_sut[*]}")")
+        LOADGEN=(taskset -c "${placement_cpus[-1]}")
         ;;
     *)
         echo "PLACEMENT must be 'shared' or 'split', not '$PLACEMENT'" >&2
