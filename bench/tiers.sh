@@ -7,6 +7,9 @@
 #      contains Redis' own cost of storing a TTL (SET … PX runs at ~0.7× of SET straight
 #      at Redis on this machine). `tier-SETPX` compares with an untiered SET that already
 #      carries PX: the same work in Redis, so the ratio is strata's cost alone.
+#      GET compares with untiered keys that carry a TTL too (ttl:…, set with PX): Redis
+#      spends more on a read of a key with a TTL (its expiry check), about +0.02–0.03 µs
+#      per GET here, which is the policy's cost in Redis, not strata's.
 #   2. the hit path with read-through rules configured: GETs of cached keys that a
 #      [[read_through]] rule covers (product:details:…) versus cached keys of the same
 #      tier that no rule covers (product:other:…), through the same strata, so only the
@@ -22,6 +25,8 @@
 #        CASES='tier-GET-P16' ROUNDS=21 bench/tiers.sh   only the cases matching a regex, with
 #                                 more rounds: the spread between rounds (±5%) is as large
 #                                 as the target, so one case is best settled by many rounds
+#        RAW_OUT=FILE bench/tiers.sh   also keep every run (case, variant, rps, strata µs/req,
+#                                 Redis µs/req)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -55,6 +60,7 @@ trap cleanup EXIT
 REDIS_PORT=$(free_port); PLAIN_PORT=$(free_port); RULES_PORT=$(free_port); DEAD_PG=$(free_port)
 "${SUT[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
+REDIS_PID=$!
 wait_port "$REDIS_PORT"
 
 TIERS='
@@ -88,18 +94,22 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 
 # measure CASE VARIANT PORT PIPELINE COMMAND… → one result line: rps, and the CPU the
-# strata behind PORT spent per request (µs), which is steadier than rps on a busy machine.
+# strata behind PORT spent per request (µs), which is steadier than rps on a busy machine;
+# then Redis's CPU per request (kept in RAW_OUT, not printed).
 measure() {
   local case=$1 variant=$2 port=$3 pipeline=$4; shift 4
   local requests=$REQUESTS
   [ "$pipeline" -gt 1 ] && requests=$PIPELINED_REQUESTS
-  local pid=${STRATA_PID[$port]} before after rps
+  local pid=${STRATA_PID[$port]} before after redis_before redis_after rps
   before=$(cpu_ticks "$pid")
+  redis_before=$(cpu_ticks "$REDIS_PID")
   rps=$("${LOADGEN[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" -r "$KEYSPACE" --csv "$@" \
     | tail -n 1 | python3 -c 'import csv,sys; print(next(csv.reader(sys.stdin))[1])')
   after=$(cpu_ticks "$pid")
-  printf '%s\t%s\t%s\t%s\n' "$case" "$variant" "$rps" \
-    "$(python3 -c "print(($after - $before) / $TICKS / $requests * 1e6)")" >>"$RESULTS"
+  redis_after=$(cpu_ticks "$REDIS_PID")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$variant" "$rps" \
+    "$(python3 -c "print(($after - $before) / $TICKS / $requests * 1e6)")" \
+    "$(python3 -c "print(($redis_after - $redis_before) / $TICKS / $requests * 1e6)")" >>"$RESULTS"
 }
 
 # pair ROUND CASE PIPELINE "BASE PORT ARGS…" "TEST PORT ARGS…": both runs, in an order
@@ -121,13 +131,17 @@ pair() {
 for key in u t product:details product:other; do
   redis-benchmark -h 127.0.0.1 -p "$PLAIN_PORT" -c 10 -n 20000 -r "$KEYSPACE" -q SET "$key:__rand_int__" xx >/dev/null
 done
+# The tier-GET baseline: untiered, with a TTL like the tiered keys (never rewritten by the
+# SET cases, which write u:…).
+redis-benchmark -h 127.0.0.1 -p "$PLAIN_PORT" -c 10 -n 20000 -r "$KEYSPACE" -q \
+  SET "ttl:__rand_int__" xx PX 3600000 >/dev/null
 
 RESULTS="$WORK/results.tsv"
 for round in $(seq "$ROUNDS"); do
   log "round $round/$ROUNDS"
   for p in 1 16; do
     pair "$round" "tier-SET-P$p" "$p" "untiered $PLAIN_PORT SET u:__rand_int__ xx" "tiered $PLAIN_PORT SET t:__rand_int__ xx"
-    pair "$round" "tier-GET-P$p" "$p" "untiered $PLAIN_PORT GET u:__rand_int__" "tiered $PLAIN_PORT GET t:__rand_int__"
+    pair "$round" "tier-GET-P$p" "$p" "untiered $PLAIN_PORT GET ttl:__rand_int__" "tiered $PLAIN_PORT GET t:__rand_int__"
     pair "$round" "tier-SETPX-P$p" "$p" "untiered $PLAIN_PORT SET u:__rand_int__ xx PX 3600000" \
       "tiered $PLAIN_PORT SET t:__rand_int__ xx"
     pair "$round" "hit-GET-P$p" "$p" "no-rule $RULES_PORT GET product:other:__rand_int__" \
@@ -137,6 +151,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+if [ -n "${RAW_OUT:-}" ]; then cp "$RESULTS" "$RAW_OUT"; fi
 python3 - "$RESULTS" "$ROUNDS" "$PLACEMENT" <<'PY'
 import sys, statistics
 from collections import defaultdict
@@ -144,7 +159,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 rounds = int(sys.argv[2])
 runs = defaultdict(list)
 cpu = defaultdict(list)
-for case, variant, rps, us in rows:
+for case, variant, rps, us, _redis_us in rows:
     runs[(case, variant)].append(float(rps))
     cpu[(case, variant)].append(float(us))
 pairs = {"tier": ("untiered", "tiered"), "hit": ("no-rule", "rule"), "hit2": ("no-rules", "rules")}
