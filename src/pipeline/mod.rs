@@ -324,11 +324,6 @@ fn read_note(
     account_keys: AccountKeys,
 ) -> Prepared {
     let account = account(info, account_keys);
-    // Without read-through rules (a common configuration) skip the call: this runs for
-    // every tiered read.
-    if env.fallback.is_empty() {
-        return Prepared::Counted { rewrite: None, account };
-    }
     match read_through(env, session, info, argv, keys, Some(raw)) {
         Through::No => Prepared::Counted { rewrite: None, account },
         through => {
