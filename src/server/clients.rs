@@ -213,7 +213,8 @@ fn unknown_type(arg: &[u8]) -> Reply {
     Reply::err(format!("Unknown client type '{}'", String::from_utf8_lossy(arg)))
 }
 
-fn parse_id(arg: &[u8]) -> Option<u64> {
+/// A client id argument (`CLIENT KILL ID`, `CLIENT UNBLOCK`, `CLIENT TRACKING REDIRECT`).
+pub(super) fn parse_id(arg: &[u8]) -> Option<u64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 

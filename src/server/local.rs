@@ -172,20 +172,16 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
 /// own upstream connection id. Unknown ids are left for Redis to refuse.
 fn redirect_to_upstream_id(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Bytes> {
     let at = argv.iter().position(|a| a.eq_ignore_ascii_case(b"redirect"))? + 1;
-    let upstream = ctx.registry.get(parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
+    let upstream = ctx.registry.get(clients::parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
     let mut args = argv.to_vec();
     args[at] = upstream.as_bytes();
     Some(crate::resp::reply::encode_command(&args))
 }
 
-fn parse_id(arg: &[u8]) -> Option<u64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
-}
-
 /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` with a strata id: unblocks that client's pinned
 /// connection. `None` (not a number) lets Redis produce its own error.
 fn unblock(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Action> {
-    let id = parse_id(argv[2])?;
+    let id = clients::parse_id(argv[2])?;
     let Some(upstream_id) = ctx.registry.get(id).and_then(|c| c.upstream_id()) else {
         // Not a connected client, or one with no connection of its own: it cannot be blocked.
         return Some(Action::Local(Reply::Int(0)));
