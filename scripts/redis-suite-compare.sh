@@ -13,11 +13,12 @@ SUITE=${REDIS_SUITE:-$ROOT/../shared/tools/redis-suite.sh}
 [ -x "$SUITE" ] || SUITE="bash $SUITE"
 # The CI set: data types (lists and stream consumer groups included: ready spare
 # connections keep several clients' blocking commands in the order they were sent),
-# expire, multi, pub/sub, scripting, protocol and introspection (CLIENT LIST/INFO/KILL) units.
+# expire, multi, pub/sub, scripting, protocol, introspection (CLIENT LIST/INFO/KILL) and
+# tracking (pass-through clients naming strata ids) units.
 CI_UNITS=(unit/type/string unit/type/incr unit/type/list unit/type/list-2 unit/type/list-3
   unit/type/hash unit/type/set unit/type/zset unit/type/stream unit/type/stream-cgroups
   unit/expire unit/multi unit/pubsub unit/pubsubshard unit/scripting unit/protocol
-  unit/keyspace unit/bitops unit/hyperloglog unit/geo unit/functions unit/introspection)
+  unit/keyspace unit/bitops unit/hyperloglog unit/geo unit/functions unit/introspection unit/tracking)
 UNITS=()
 for arg in "$@"; do
   case "$arg" in

@@ -203,6 +203,39 @@ async fn client_unblock_and_kill_use_strata_ids() {
     assert!(blocked.is_closed().await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_clients_name_clients_by_strata_id() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    // The redirect target learns its id, then subscribes: its connection is Redis' from then on.
+    let mut target = RawClient::connect(strata.addr).await;
+    let target_id = support::int_reply(&target.command(&["CLIENT", "ID"]).await).to_string();
+    target.command(&["SUBSCRIBE", "__redis__:invalidate"]).await;
+    let mut tracker = RawClient::connect(strata.addr).await;
+    let tracking = ["CLIENT", "TRACKING", "on", "REDIRECT", &target_id];
+    assert_eq!(&tracker.command(&tracking).await[..], b"+OK\r\n");
+    // The tracker is in pass-through now; the ids it names are still strata's.
+    assert_eq!(&tracker.command(&["CLIENT", "TRACKING", "off"]).await[..], b"+OK\r\n");
+    let broadcast = ["CLIENT", "TRACKING", "on", "BCAST", "REDIRECT", &target_id, "PREFIX", "p:"];
+    assert_eq!(&tracker.command(&broadcast).await[..], b"+OK\r\n");
+    let mut writer = RawClient::connect(strata.addr).await;
+    writer.command(&["SET", "p:1", "v"]).await;
+    let invalidation = String::from_utf8_lossy(&target.read_frame().await).into_owned();
+    assert!(invalidation.contains("__redis__:invalidate") && invalidation.contains("p:1"), "{invalidation}");
+
+    let mut blocked = RawClient::connect(strata.addr).await;
+    let blocked_id = support::int_reply(&blocked.command(&["CLIENT", "ID"]).await).to_string();
+    blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(&tracker.command(&["CLIENT", "UNBLOCK", &blocked_id]).await[..], b":1\r\n");
+    assert_eq!(&blocked.read_frame().await[..], b"*-1\r\n");
+    // No strata client has this id: nothing is unblocked, whichever Redis connection has it.
+    assert_eq!(&tracker.command(&["CLIENT", "UNBLOCK", "999999"]).await[..], b":0\r\n");
+    // Inline commands are cut and translated too.
+    tracker.send(format!("CLIENT TRACKING on BCAST REDIRECT {target_id} PREFIX q:\r\n").as_bytes()).await;
+    assert_eq!(&tracker.read_frame().await[..], b"+OK\r\n");
+}
+
 /// The text of a bulk (RESP2) or verbatim (RESP3) reply.
 fn text_of(reply: &[u8]) -> String {
     let reply = String::from_utf8_lossy(reply).into_owned();
@@ -254,6 +287,13 @@ async fn client_list_and_info_describe_strata_clients() {
     // Redis' own list holds strata's upstream connections, never the client names.
     let mut direct = RawClient::port(redis.port).await;
     assert!(!text_of(&direct.command(&["CLIENT", "LIST"]).await).contains("name=alpha"));
+    // INFO's client counts are strata's too, whichever way its clients section is asked for.
+    for request in [&["INFO", "clients"][..], &["INFO"], &["INFO", "CLIENTS", "strata"], &["INFO", "all"]] {
+        let info = text_of(&a.command(request).await);
+        assert!(info.contains("\r\nconnected_clients:2\r\n"), "{request:?}: {info}");
+        assert!(info.contains("\r\nmaxclients:10000\r\n"), "{request:?}: {info}");
+        assert!(info.contains("blocked_clients:"), "the rest of Redis' section stays: {info}");
+    }
 
     // Filters, and their errors as Redis words them.
     let only_b = text_of(&a.command(&["CLIENT", "LIST", "ID", &idb]).await);

@@ -401,13 +401,17 @@ fn exec_request(session: &mut Session) -> Prepared {
 }
 
 /// `INFO strata` is answered here; `INFO`, `INFO all|everything|default` and lists that
-/// name `strata` get Redis' sections followed by strata's.
+/// name `strata` get Redis' sections followed by strata's. Wherever Redis' `# Clients`
+/// section is asked for, its client counts are strata's.
 fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
     let sections: Vec<String> =
         argv[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
-    let wants_strata = sections.is_empty()
-        || sections.iter().any(|s| matches!(s.as_str(), "strata" | "all" | "everything" | "default"));
-    if !wants_strata {
+    let wants = |section: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| s == section || matches!(s.as_str(), "all" | "everything" | "default"))
+    };
+    let wants_strata = wants("strata");
+    if !wants_strata && !wants("clients") {
         return Prepared::Untouched;
     }
     let kept = argv[1..].iter().zip(&sections).filter(|(_, s)| s.as_str() != "strata").map(|(a, _)| *a);
@@ -422,7 +426,7 @@ fn info_request(env: &Env, argv: &[&[u8]]) -> Prepared {
         note: Note {
             frames: 1,
             repeat: 1,
-            fix: ReplyFix::AppendInfo,
+            fix: ReplyFix::Info { strata: wants_strata },
             account: None,
             through: Through::No,
             queued: Box::default(),

@@ -277,7 +277,7 @@ fn fix(env: &Env, mut frames: Vec<Bytes>, fix: &ReplyFix) -> Bytes {
         ReplyFix::DropTrailing { .. } => frames.swap_remove(0),
         ReplyFix::Exec { .. } => unwrap_exec(frames),
         ReplyFix::FilterExec { mask } => filter_exec(frames.swap_remove(0), mask),
-        ReplyFix::AppendInfo => append_info(env, frames.swap_remove(0)),
+        ReplyFix::Info { strata } => info_reply(env, frames.swap_remove(0), *strata),
         ReplyFix::Replace(bytes) => Bytes::clone(bytes),
     }
 }
@@ -326,17 +326,19 @@ fn filter_exec(exec: Bytes, mask: &[u16]) -> Bytes {
     out.freeze()
 }
 
-/// Appends the `# Strata` section to an INFO bulk (RESP2) or verbatim (RESP3) string.
-fn append_info(env: &Env, reply: Bytes) -> Bytes {
+/// An INFO bulk (RESP2) or verbatim (RESP3) string with strata's client counts in its
+/// `# Clients` section, and the `# Strata` section appended when `strata`.
+fn info_reply(env: &Env, reply: Bytes, strata: bool) -> Bytes {
     let (marker, body) = match split_bulk(&reply) {
         Some(parts) => parts,
         None => return reply,
     };
-    let section = crate::stats::info_section(env.stats, env.tiers, &(env.info)());
-    let mut text = Vec::with_capacity(body.len() + section.len() + 2);
-    text.extend_from_slice(body);
-    text.extend_from_slice(b"\r\n");
-    text.extend_from_slice(section.as_bytes());
+    let extra = (env.info)();
+    let mut text = crate::stats::with_strata_clients(body, &extra);
+    if strata {
+        text.extend_from_slice(b"\r\n");
+        text.extend_from_slice(crate::stats::info_section(env.stats, env.tiers, &extra).as_bytes());
+    }
     let mut out = BytesMut::with_capacity(text.len() + 16);
     out.extend_from_slice(format!("{}{}\r\n", marker as char, text.len()).as_bytes());
     out.extend_from_slice(&text);

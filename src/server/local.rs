@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::clients;
+use super::registry::Registry;
 use super::route::{Action, Route, RouteContext};
 use super::session::Session;
 use crate::command::TableSource;
@@ -149,7 +150,7 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
             // Tracking never started on this client's connections, so off is already true.
             Action::Local(Reply::Status("OK"))
         }
-        b"tracking" => Action::PassThrough(redirect_to_upstream_id(ctx, argv)),
+        b"tracking" => Action::PassThrough(redirect_to_upstream_id(ctx.registry, argv)),
         b"reply" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
             Action::Local(Reply::Status("OK"))
         }
@@ -170,9 +171,9 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
 
 /// `CLIENT TRACKING on REDIRECT id …` names a strata client; Redis needs that client's
 /// own upstream connection id. Unknown ids are left for Redis to refuse.
-fn redirect_to_upstream_id(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Bytes> {
+fn redirect_to_upstream_id(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
     let at = argv.iter().position(|a| a.eq_ignore_ascii_case(b"redirect"))? + 1;
-    let upstream = ctx.registry.get(clients::parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
+    let upstream = registry.get(clients::parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
     let mut args = argv.to_vec();
     args[at] = upstream.as_bytes();
     Some(crate::resp::reply::encode_command(&args))
@@ -182,14 +183,38 @@ fn redirect_to_upstream_id(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Bytes> 
 /// connection. `None` (not a number) lets Redis produce its own error.
 fn unblock(ctx: &RouteContext, argv: &[&[u8]]) -> Option<Action> {
     let id = clients::parse_id(argv[2])?;
-    let Some(upstream_id) = ctx.registry.get(id).and_then(|c| c.upstream_id()) else {
+    if ctx.registry.get(id).and_then(|c| c.upstream_id()).is_none() {
         // Not a connected client, or one with no connection of its own: it cannot be blocked.
         return Some(Action::Local(Reply::Int(0)));
-    };
-    let upstream_id = upstream_id.to_string();
+    }
+    unblock_request(ctx.registry, argv).map(|request| Action::ForwardBytes(Route::Shared, request))
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as Redis must get it: the strata id replaced by
+/// the id of that client's own upstream connection, or by 0, which no Redis connection
+/// has, when there is none (such a client cannot be blocked). `None` when `id` is not a
+/// number, for Redis to refuse in its own words.
+fn unblock_request(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
+    let id = clients::parse_id(argv[2])?;
+    let upstream_id = registry.get(id).and_then(|c| c.upstream_id()).unwrap_or(0).to_string();
     let mut args: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK", upstream_id.as_bytes()];
     args.extend(argv.get(3));
-    Some(Action::ForwardBytes(Route::Shared, crate::resp::reply::encode_command(&args)))
+    Some(crate::resp::reply::encode_command(&args))
+}
+
+/// A pass-through client's request with the strata ids it names (`CLIENT TRACKING …
+/// REDIRECT id`, `CLIENT UNBLOCK id`) replaced by Redis' ids, as `client` does for every
+/// other client: its connection is Redis', but the ids it was given are strata's.
+/// `None`: send the request as it is.
+pub(super) fn upstream_ids(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
+    if argv.len() < 3 || !argv[0].eq_ignore_ascii_case(b"client") {
+        return None;
+    }
+    match argv[1].to_ascii_lowercase().as_slice() {
+        b"tracking" => redirect_to_upstream_id(registry, argv),
+        b"unblock" if argv.len() <= 4 => unblock_request(registry, argv),
+        _ => None,
+    }
 }
 
 /// The caller of CLIENT LIST / INFO; its request's size is what Redis shows as `qbuf`.

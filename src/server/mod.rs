@@ -97,6 +97,7 @@ impl Context {
     pub fn info_extra(&self) -> InfoExtra {
         InfoExtra {
             clients: self.clients(),
+            max_clients: self.config.server.max_clients,
             upstream_connected: self.pool.connected(),
             upstream_capacity: self.pool.capacity(),
             upstream: self.config.upstream.url.to_string(),

@@ -11,6 +11,8 @@ use crate::tier::TierTable;
 pub struct InfoExtra {
     /// Clients connected to strata.
     pub clients: usize,
+    /// `server.max_clients`.
+    pub max_clients: usize,
     /// Shared upstream connections up / configured.
     pub upstream_connected: usize,
     /// Shared upstream connections configured.
@@ -75,6 +77,39 @@ pub fn section(stats: &Stats, table: &TierTable, extra: &InfoExtra) -> String {
     out
 }
 
+/// Redis' INFO text with the `# Clients` fields that would otherwise describe strata's
+/// upstream connections (`connected_clients`, `maxclients`) describing strata's clients,
+/// as `CLIENT LIST` does. The other fields stay Redis': blocked and tracking clients have
+/// connections of their own there, so Redis counts them right.
+pub fn with_strata_clients(text: &[u8], extra: &InfoExtra) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 8);
+    let mut in_clients = false;
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        if line.starts_with(b"#") {
+            in_clients = line.trim_ascii_end() == b"# Clients";
+        }
+        let field = line.iter().position(|&b| b == b':').map(|colon| &line[..colon]);
+        let value = match field {
+            Some(b"connected_clients") if in_clients => extra.clients,
+            Some(b"maxclients") if in_clients => extra.max_clients,
+            _ => {
+                out.extend_from_slice(line);
+                continue;
+            }
+        };
+        let field = field.unwrap_or_default();
+        out.extend_from_slice(field);
+        out.extend_from_slice(format!(":{value}").as_bytes());
+        if line.ends_with(b"\r") {
+            out.push(b'\r');
+        }
+    }
+    out
+}
+
 fn tier_lines(out: &mut String, stats: &Stats, id: u16, name: &str) {
     let s = stats.tier(id);
     let p = stats.latency(id);
@@ -96,5 +131,38 @@ fn tier_lines(out: &mut String, stats: &Stats, id: u16, name: &str) {
     ];
     for (field, value) in fields {
         let _ = write!(out, "tier_{name}_{field}:{value}\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extra(clients: usize, max_clients: usize) -> InfoExtra {
+        InfoExtra {
+            clients,
+            max_clients,
+            upstream_connected: 0,
+            upstream_capacity: 0,
+            upstream: String::new(),
+            breakers: Vec::new(),
+            fallback: Vec::new(),
+            fallback_latency: super::super::Percentiles::default(),
+        }
+    }
+
+    #[test]
+    fn clients_section_counts_strata_clients_only() {
+        let redis = b"txt:# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:3\r\n\
+cluster_connections:0\r\nmaxclients:10000\r\nblocked_clients:1\r\n\r\n# Other\r\nconnected_clients:9\r\n";
+        let text = with_strata_clients(redis, &extra(42, 500));
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "txt:# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:42\r\n\
+cluster_connections:0\r\nmaxclients:500\r\nblocked_clients:1\r\n\r\n# Other\r\nconnected_clients:9\r\n"
+        );
+        // Without a clients section, nothing changes.
+        let keyspace = b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n";
+        assert_eq!(with_strata_clients(keyspace, &extra(1, 1)), keyspace);
     }
 }

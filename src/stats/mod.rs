@@ -9,7 +9,7 @@ mod prometheus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-pub use info::{InfoExtra, section as info_section};
+pub use info::{InfoExtra, section as info_section, with_strata_clients};
 pub use latency::{Latency, Percentiles};
 pub use prometheus::Exporter;
 

@@ -65,8 +65,9 @@ pub enum ReplyFix {
     /// The client's EXEC: remove the elements of commands strata queued. `mask[i]` is the
     /// number of strata's elements after the client's i-th queued command.
     FilterExec { mask: Box<[u16]> },
-    /// An INFO reply: append the `# Strata` section to Redis' text.
-    AppendInfo,
+    /// An INFO reply: Redis' `# Clients` section counts strata's clients (not strata's
+    /// upstream connections), and the `# Strata` section is appended when `strata`.
+    Info { strata: bool },
     /// Answer with these bytes instead of Redis' reply (strata's own refusal, sent as a
     /// request Redis refuses so that a surrounding MULTI aborts).
     /// Boxed, like `mask`: rare, and every note is moved several times on the hot path.
