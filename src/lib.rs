@@ -11,9 +11,10 @@
 //!    LIST/INFO/KILL from `server::registry`, AUTH with strata's own credentials, STRATA),
 //!    forward on the client's shared connection, forward
 //!    on its pinned connection (MULTI, WATCH, blocking commands, SELECT, AUTH as another
-//!    user; taken from `upstream::Spares`), or hand the socket to Redis (pub/sub,
-//!    MONITOR, CLIENT TRACKING/REPLY): replies verbatim, requests as sent but for the
-//!    strata ids they name (`handler::passthrough`).
+//!    user; taken from `upstream::Spares`), or hand the socket to Redis while the
+//!    state lasts (pub/sub, MONITOR, CLIENT TRACKING/REPLY): replies verbatim, requests
+//!    as sent but for the strata ids they name; a check with Redis after UNSUBSCRIBE and
+//!    the like decides when normal service resumes (`handler::passthrough`).
 //! 3. `pipeline::prepare` finds the request's keys (one-key commands such as GET and SET
 //!    take a short path that builds no plan), classifies them (`tier`), applies the
 //!    tier's TTL policy (`tier::plan`: a rewrite such as `SET … PX`, or the write wrapped in

@@ -231,9 +231,85 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     assert_eq!(&blocked.read_frame().await[..], b"*-1\r\n");
     // No strata client has this id: nothing is unblocked, whichever Redis connection has it.
     assert_eq!(&tracker.command(&["CLIENT", "UNBLOCK", "999999"]).await[..], b":0\r\n");
+    // A prefix spelled like the option is not the option.
+    let odd_prefix = ["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "redirect", "REDIRECT", &target_id];
+    assert_eq!(&tracker.command(&odd_prefix).await[..], b"+OK\r\n");
+    // No strata client has this id: Redis refuses the redirect, whichever of its own
+    // connections has that number.
+    let unknown = tracker.command(&["CLIENT", "TRACKING", "on", "BCAST", "REDIRECT", "999999"]).await;
+    assert!(unknown.starts_with(b"-ERR The client ID you want redirect to does not exist"), "{unknown:?}");
     // Inline commands are cut and translated too.
     tracker.send(format!("CLIENT TRACKING on BCAST REDIRECT {target_id} PREFIX q:\r\n").as_bytes()).await;
     assert_eq!(&tracker.read_frame().await[..], b"+OK\r\n");
+}
+
+/// `STRATA GETKEYS` is strata's own command: a reply to it shows that strata, not Redis,
+/// is serving the client.
+async fn served_by_strata(client: &mut RawClient) -> bool {
+    client.command(&["STRATA", "GETKEYS", "GET", "k"]).await.starts_with(b"*1\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_ends_when_the_state_does() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut publisher = RawClient::connect(strata.addr).await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["CLIENT", "SETNAME", "me"]).await;
+    c.command(&["SUBSCRIBE", "a", "b"]).await;
+    c.read_frame().await;
+    assert_eq!(&publisher.command(&["PUBLISH", "a", "hi"]).await[..], b":1\r\n");
+    assert_eq!(&c.read_frame().await[..], b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
+    // Still subscribed to b: Redis answers, as it would directly.
+    assert_eq!(&c.command(&["UNSUBSCRIBE", "a"]).await[..], b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n");
+    assert_eq!(&c.command(&["PING"]).await[..], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    // The last UNSUBSCRIBE, pipelined with requests only strata can answer so: they wait
+    // for the check, whose replies never reach the client.
+    let mut pipeline = cmd(&["UNSUBSCRIBE"]);
+    pipeline.extend(cmd(&["CLIENT", "GETNAME"]));
+    pipeline.extend(cmd(&["SET", "k", "v"]));
+    c.send(&pipeline).await;
+    assert_eq!(&c.read_frame().await[..], b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n");
+    assert_eq!(&c.read_frame().await[..], b"$2\r\nme\r\n");
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    assert!(served_by_strata(&mut c).await);
+    let info = fields(text_of(&c.command(&["CLIENT", "INFO"]).await).trim_end());
+    assert_eq!((info["flags"].as_str(), info["name"].as_str()), ("N", "me"));
+
+    // RESP3 client-side caching: invalidation pushes while tracking, strata again after off.
+    c.command(&["HELLO", "3"]).await;
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "on"]).await[..], b"+OK\r\n");
+    assert_eq!(&c.command(&["GET", "k"]).await[..], b"$1\r\nv\r\n");
+    publisher.command(&["SET", "k", "w"]).await;
+    assert!(c.read_frame().await.starts_with(b">2\r\n$10\r\ninvalidate\r\n"));
+    assert!(!served_by_strata(&mut c).await, "Redis refuses STRATA while the client is tracking");
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "off"]).await[..], b"+OK\r\n");
+    assert!(served_by_strata(&mut c).await);
+
+    // A client on its own connection (SELECT) keeps it, database and all.
+    c.command(&["SELECT", "2"]).await;
+    c.command(&["SET", "in2", "yes"]).await;
+    c.command(&["SUBSCRIBE", "a"]).await;
+    c.command(&["UNSUBSCRIBE"]).await;
+    assert!(served_by_strata(&mut c).await);
+    assert_eq!(&c.command(&["GET", "in2"]).await[..], b"$3\r\nyes\r\n");
+
+    // RESET ends pass-through too, and the client starts over on database 0.
+    c.command(&["SUBSCRIBE", "a"]).await;
+    assert_eq!(&c.command(&["RESET"]).await[..], b"+RESET\r\n");
+    assert!(served_by_strata(&mut c).await);
+    assert_eq!(&c.command(&["GET", "in2"]).await[..], b"$-1\r\n");
+
+    // MONITOR stays with Redis: its stream would show strata's check.
+    let mut monitor = RawClient::connect(strata.addr).await;
+    monitor.command(&["MONITOR"]).await;
+    monitor.send(&cmd(&["UNSUBSCRIBE"])).await;
+    monitor.send(&cmd(&["PING", "after"])).await;
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|line: &String| line.contains("\"after\"")) {
+        seen.push(String::from_utf8_lossy(&monitor.read_frame().await).into_owned());
+    }
+    assert!(!seen.iter().any(|line| line.contains("strata-probe")), "{seen:?}");
 }
 
 /// The text of a bulk (RESP2) or verbatim (RESP3) reply.
@@ -259,7 +335,8 @@ fn id_of(reply: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_list_and_info_describe_strata_clients() {
     let redis = RedisServer::start();
-    let strata = Strata::start(&redis.url(), "").await;
+    // Not Redis' default maxclients (10000), so INFO shows whose limit it reports.
+    let strata = Strata::start(&redis.url(), "[server]\nmax_clients = 123\n").await;
     let mut a = RawClient::connect(strata.addr).await;
     let mut b = RawClient::connect(strata.addr).await;
     let (ida, idb) = (id_of(&a.command(&["CLIENT", "ID"]).await), id_of(&b.command(&["CLIENT", "ID"]).await));
@@ -291,7 +368,7 @@ async fn client_list_and_info_describe_strata_clients() {
     for request in [&["INFO", "clients"][..], &["INFO"], &["INFO", "CLIENTS", "strata"], &["INFO", "all"]] {
         let info = text_of(&a.command(request).await);
         assert!(info.contains("\r\nconnected_clients:2\r\n"), "{request:?}: {info}");
-        assert!(info.contains("\r\nmaxclients:10000\r\n"), "{request:?}: {info}");
+        assert!(info.contains("\r\nmaxclients:123\r\n"), "{request:?}: {info}");
         assert!(info.contains("blocked_clients:"), "the rest of Redis' section stays: {info}");
     }
 
@@ -317,6 +394,11 @@ async fn client_list_and_info_describe_strata_clients() {
     assert_eq!(info["id"], idb);
     assert_eq!(info["resp"], "3");
     assert_eq!(info["cmd"], "client|info");
+    // In RESP3, INFO is a verbatim string whose text starts with `txt:`, here right
+    // before the clients section.
+    let info = b.command(&["INFO", "clients"]).await;
+    assert!(info.starts_with(b"="), "{}", String::from_utf8_lossy(&info));
+    assert!(text_of(&info).contains("connected_clients:2\r\n"), "{}", String::from_utf8_lossy(&info));
 
     // NO-EVICT / NO-TOUCH are kept per client and shown as Redis shows them.
     assert_eq!(&a.command(&["CLIENT", "NO-EVICT", "on"]).await[..], b"+OK\r\n");

@@ -161,7 +161,10 @@ impl Handler {
         let mut shutdown = Woken::new(self.ctx.shutdown.clone().cancelled_owned());
         loop {
             if let Flow::PassThrough(rewritten) = self.process().await? {
-                return self.pass_through(rewritten).await;
+                if self.pass_through(rewritten).await? {
+                    continue;
+                }
+                return Ok(());
             }
             self.write_ready().await?;
             if self.closing && self.queue.is_empty() {

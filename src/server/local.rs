@@ -169,14 +169,31 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
     }
 }
 
-/// `CLIENT TRACKING on REDIRECT id …` names a strata client; Redis needs that client's
-/// own upstream connection id. Unknown ids are left for Redis to refuse.
+/// `CLIENT TRACKING on REDIRECT id …` names a strata client; Redis needs the id of that
+/// client's own upstream connection, or 0, which no Redis connection has, when there is
+/// none: Redis then refuses the redirect, where the strata number left as it was could
+/// name one of strata's shared connections. `None`: no REDIRECT, or an id that is not a
+/// number, for Redis to refuse in its own words.
 fn redirect_to_upstream_id(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
-    let at = argv.iter().position(|a| a.eq_ignore_ascii_case(b"redirect"))? + 1;
-    let upstream = registry.get(clients::parse_id(argv.get(at)?)?)?.upstream_id()?.to_string();
+    let at = redirect_position(argv)?;
+    let id = clients::parse_id(argv[at])?;
+    let upstream = registry.get(id).and_then(|c| c.upstream_id()).unwrap_or(0).to_string();
     let mut args = argv.to_vec();
     args[at] = upstream.as_bytes();
     Some(crate::resp::reply::encode_command(&args))
+}
+
+/// Where the id of `CLIENT TRACKING on|off … REDIRECT id …` is: options are read in
+/// order, so a prefix spelled `redirect` is not taken for the option.
+fn redirect_position(argv: &[&[u8]]) -> Option<usize> {
+    let mut at = 3;
+    while at < argv.len() {
+        if argv[at].eq_ignore_ascii_case(b"redirect") {
+            return (at + 1 < argv.len()).then_some(at + 1);
+        }
+        at += if argv[at].eq_ignore_ascii_case(b"prefix") { 2 } else { 1 };
+    }
+    None
 }
 
 /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` with a strata id: unblocks that client's pinned

@@ -30,10 +30,10 @@ pub enum Action {
     ForwardHello(u8),
     /// Answer with this reply; Redis never sees the request.
     Local(Reply),
-    /// Hand the connection over to Redis (pub/sub, MONITOR, CLIENT TRACKING, CLIENT REPLY
-    /// OFF): replies stop being one per request and go back verbatim; requests naming
-    /// strata ids are still translated. With bytes, they replace the request (an id
-    /// rewritten from strata's to Redis').
+    /// Hand the connection over to Redis while the state lasts (pub/sub, MONITOR, CLIENT
+    /// TRACKING, CLIENT REPLY OFF): replies stop being one per request and go back
+    /// verbatim; requests naming strata ids are still translated. With bytes, they
+    /// replace the request (an id rewritten from strata's to Redis').
     PassThrough(Option<bytes::Bytes>),
     /// Reply, then close the connection (QUIT, or CLIENT KILL of the caller itself).
     Close(Reply),

@@ -88,8 +88,10 @@ pub fn with_strata_clients(text: &[u8], extra: &InfoExtra) -> Vec<u8> {
         if i > 0 {
             out.push(b'\n');
         }
-        if line.starts_with(b"#") {
-            in_clients = line.trim_ascii_end() == b"# Clients";
+        // A RESP3 verbatim string's text starts with its format, `txt:`.
+        let header = if i == 0 { line.strip_prefix(b"txt:").unwrap_or(line) } else { line };
+        if header.starts_with(b"#") {
+            in_clients = header.trim_ascii_end() == b"# Clients";
         }
         let field = line.iter().position(|&b| b == b':').map(|colon| &line[..colon]);
         let value = match field {
@@ -161,6 +163,10 @@ cluster_connections:0\r\nmaxclients:10000\r\nblocked_clients:1\r\n\r\n# Other\r\
             "txt:# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:42\r\n\
 cluster_connections:0\r\nmaxclients:500\r\nblocked_clients:1\r\n\r\n# Other\r\nconnected_clients:9\r\n"
         );
+        // RESP3's verbatim text starts with its format, here right before the section.
+        let resp3 = b"txt:# Clients\r\nconnected_clients:3\r\nmaxclients:10000\r\n";
+        let text = with_strata_clients(resp3, &extra(42, 500));
+        assert_eq!(text, b"txt:# Clients\r\nconnected_clients:42\r\nmaxclients:500\r\n");
         // Without a clients section, nothing changes.
         let keyspace = b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n";
         assert_eq!(with_strata_clients(keyspace, &extra(1, 1)), keyspace);

@@ -1,22 +1,89 @@
 //! Pass-through mode (pub/sub, MONITOR, CLIENT TRACKING/REPLY): the client's socket is
-//! joined to an upstream socket of its own for the rest of its life. Replies and pushes
-//! go back verbatim; requests go on as sent, except those naming clients by strata id.
+//! joined to an upstream socket of its own while that state lasts. Replies and pushes go
+//! back as Redis sent them; requests go on as sent, except those naming clients by strata
+//! id. After a request that may end the state (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT
+//! REPLY ON, RESET) strata holds the client's next requests and asks Redis what state the
+//! connection is in (`check`); if it is back to what strata would give the client, normal
+//! service resumes, and the held requests are served as usual.
+
+mod check;
 
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
+use self::check::{Expect, Follow, Probe, is_push};
 use super::{Handler, READ_CHUNK};
-use crate::resp::{Frame, Reply, RequestParser};
+use crate::resp::reply::Protocol;
+use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
 use crate::server::local::upstream_ids;
 use crate::server::registry::Registry;
+use crate::server::route::Route;
+use crate::upstream::{Dedicated, ServerInfo};
+
+/// How a pass-through stretch ended.
+enum Ended {
+    /// The connection is over (either side closed, kill, shutdown).
+    Closed,
+    /// Redis showed the connection back in a plain state, on database `db`.
+    Resumed { db: i64 },
+}
+
+/// What the two directions of one pass-through connection share. They run in one task,
+/// so the locks are never contended; nothing is held across an await.
+#[derive(Default)]
+struct Probing {
+    /// What the requests sent so far did to the connection.
+    follow: Mutex<Follow>,
+    /// The probe sent after the last request that may have ended the state, until the
+    /// replies reach it.
+    armed: Mutex<Option<Probe>>,
+    /// The probe found the state going on: the requests resume.
+    stay: Notify,
+}
+
+impl Probing {
+    fn follow(&self) -> MutexGuard<'_, Follow> {
+        self.follow.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn armed(&self) -> MutexGuard<'_, Option<Probe>> {
+        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What strata knew of the client when pass-through began: what a plain connection must
+/// match for normal service to resume.
+struct Before {
+    protocol: Protocol,
+    db: i64,
+    home_db: i64,
+    user: String,
+    own_connection: bool,
+}
+
+impl Before {
+    fn expect(&self, follow: &Follow) -> Expect<'_> {
+        // A connection that stays the client's keeps whatever database and user it has;
+        // after RESET the client continues as a new one, on the shared connections.
+        let checked = !(self.own_connection || follow.sticky || follow.reset);
+        Expect {
+            protocol: if follow.reset { Protocol::Resp2 } else { self.protocol },
+            db: checked.then_some(if follow.reset { self.home_db } else { self.db }),
+            user: checked.then_some(self.user.as_str()),
+        }
+    }
+}
 
 impl Handler {
-    /// Hands the connection to Redis verbatim for the rest of its life. `first` replaces
-    /// the request that started it when strata rewrote or re-encoded that request.
-    pub(super) async fn pass_through(mut self, first: Option<Bytes>) -> std::io::Result<()> {
+    /// Serves the client in pass-through until the state that needed it ends (`true`:
+    /// normal service resumes) or the connection does (`false`). `first` replaces the
+    /// request that started it when strata rewrote or re-encoded that request.
+    pub(super) async fn pass_through(&mut self, first: Option<Bytes>) -> std::io::Result<bool> {
         let mut view = super::View::of(&self.session, &self.last_cmd.name);
         view.subscribed = matches!(self.last_cmd.name.as_str(), "subscribe" | "psubscribe" | "ssubscribe");
         view.monitor = self.last_cmd.name == "monitor";
@@ -26,36 +93,97 @@ impl Handler {
             let reply =
                 Reply::err("upstream unavailable: cannot open a connection").to_bytes(self.session.protocol);
             self.stream.write_all(&reply).await?;
-            return self.stream.shutdown().await;
+            self.stream.shutdown().await?;
+            return Ok(false);
         };
+        let first_sent = first.is_some();
         if let Some(first) = first {
             upstream.write_all(&first).await?;
         }
         self.stream.write_all(&leftover).await?;
+        let probing = Probing::default();
+        // A request strata rewrote or re-encoded (inline) was sent as `first` and is not
+        // cut again below, so what it does is noted here.
+        let trigger = self.last_cmd.name.as_str();
+        probing.follow().monitor = matches!(trigger, "monitor" | "sync" | "psync");
+        let probe_first = first_sent
+            && matches!(trigger, "unsubscribe" | "punsubscribe" | "sunsubscribe")
+            && !probing.follow().monitor;
+        let before = Before {
+            protocol: self.session.protocol,
+            db: self.session.db,
+            home_db: self.ctx.config.upstream.url.db,
+            user: self.ctx.config.upstream.url.username.clone().unwrap_or_else(|| "default".into()),
+            own_connection: self.session.needs_pinned(),
+        };
+        match self.join(&mut upstream, &probing, &before, probe_first).await? {
+            Ended::Closed => Ok(false),
+            Ended::Resumed { db } => {
+                self.resume(upstream, &probing.follow(), db);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Joins the client's socket to `upstream` until one of them closes or a probe finds
+    /// the state over.
+    async fn join(
+        &mut self,
+        upstream: &mut TcpStream,
+        probing: &Probing,
+        before: &Before,
+        probe_first: bool,
+    ) -> std::io::Result<Ended> {
         let shutdown = self.ctx.shutdown.clone();
         let kill = self.registration.handle.kill.clone();
-        let Handler { stream, rbuf, parser, ranges, ctx, .. } = &mut self;
+        let server = self.ctx.server.load_full();
+        let Handler { stream, rbuf, parser, ranges, ctx, session, .. } = self;
         let (mut from_client, mut to_client) = stream.split();
         let (mut from_redis, mut to_redis) = upstream.split();
-        // Each direction ends by shutting down the other side's writes, as
-        // `copy_bidirectional` does: a client that stops sending still gets its replies,
-        // and one whose Redis went away sees its connection close.
+        // Redis decides when this ends: a client that stops sending still gets every
+        // reply (Redis closes once it has read our shutdown), and once Redis closes the
+        // client is closed too, whether or not it would ever have noticed.
         let requests = async {
             let limit = ctx.config.limits.max_client_buffer;
-            Requests { rbuf, parser, ranges, registry: &ctx.registry, limit }
-                .forward(&mut from_client, &mut to_redis)
+            let seed = fastrand::u64(..) ^ session.id;
+            Requests { rbuf, parser, ranges, registry: &ctx.registry, server: &server, limit, probing, seed }
+                .forward(&mut from_client, &mut to_redis, probe_first)
                 .await?;
-            to_redis.shutdown().await
+            to_redis.shutdown().await?;
+            std::future::pending().await
         };
-        let replies = async {
-            tokio::io::copy(&mut from_redis, &mut to_client).await?;
-            to_client.shutdown().await
-        };
+        let replies = forward_replies(&mut from_redis, &mut to_client, probing, before);
         tokio::select! {
-            done = async { tokio::try_join!(requests, replies) } => done.map(|_| ()),
-            () = shutdown.cancelled() => Ok(()),
-            () = kill.cancelled() => Ok(()),
+            ended = replies => ended,
+            ended = requests => ended,
+            () = shutdown.cancelled() => Ok(Ended::Closed),
+            () = kill.cancelled() => Ok(Ended::Closed),
         }
+    }
+
+    /// Back to normal service after pass-through: the session takes what the requests in
+    /// pass-through did, and the connection stays the client's own only if its state needs one.
+    fn resume(&mut self, upstream: TcpStream, follow: &Follow, db: i64) {
+        if follow.reset {
+            self.session.reset();
+        }
+        if follow.sticky {
+            self.session.sticky = true;
+            self.session.db = db;
+            self.session.other_db = db != self.ctx.config.upstream.url.db;
+        }
+        if self.session.needs_pinned() {
+            let id = self.registration.handle.upstream_id();
+            self.set_pinned(Some((Dedicated::attach(upstream, id), self.session.protocol)));
+            self.last_route = Route::Pinned;
+        } else {
+            self.registration.handle.set_upstream_id(-1);
+            self.last_route = Route::Shared;
+        }
+        if self.slot.protocol != self.session.protocol {
+            self.reassign();
+        }
+        self.publish();
     }
 
     /// The client's pinned socket, or a fresh one; its Redis id goes to the registry so
@@ -79,32 +207,64 @@ impl Handler {
 
 /// The client-to-Redis half of pass-through. Requests are cut with the client's own
 /// parser, starting with those already read, and sent on as they came, except that
-/// strata ids become Redis' (`local::upstream_ids`). Bytes that are not RESP, or a
-/// request still incomplete past `limit` bytes, end the cutting: from there on bytes are
-/// copied as they come and Redis judges them, so a client's stream is never held or lost.
+/// strata ids become Redis' (`local::upstream_ids`). After one that may end the state,
+/// a probe follows it and the next requests wait for its verdict. Bytes that are not
+/// RESP, or a request still incomplete past `limit` bytes, end the cutting: from there on
+/// bytes are copied as they come and Redis judges them, so a client's stream is never
+/// held or lost.
 struct Requests<'a> {
     rbuf: &'a mut BytesMut,
     parser: &'a mut RequestParser,
     ranges: &'a mut Vec<Range<usize>>,
     registry: &'a Registry,
+    server: &'a ServerInfo,
     /// `limits.max_client_buffer`: the most one incomplete request may hold here.
     limit: usize,
+    probing: &'a Probing,
+    /// Makes this connection's probe tokens unguessable.
+    seed: u64,
+}
+
+/// Where cutting requests stopped.
+enum Cut {
+    /// The buffer ends inside a request: read more.
+    More,
+    /// The last request may have ended the state: probe before going on.
+    Probe,
+    /// Not RESP, or too large: copy the rest as it comes.
+    Raw,
 }
 
 impl Requests<'_> {
-    async fn forward<R, W>(mut self, from: &mut R, to: &mut W) -> std::io::Result<()>
+    /// `probe_first`: the request that started pass-through may already have ended it.
+    async fn forward<R, W>(mut self, from: &mut R, to: &mut W, probe_first: bool) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let mut probes = 0;
+        let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
         loop {
-            let (ready, cut) = self.take_ready();
+            let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
             if !ready.is_empty() {
                 to.write_all(&ready).await?;
             }
-            if !cut {
-                tokio::io::copy(from, to).await?;
-                return Ok(());
+            match cut {
+                Cut::Raw => {
+                    tokio::io::copy(from, to).await?;
+                    return Ok(());
+                }
+                Cut::Probe => {
+                    probes += 1;
+                    let probe = Probe::new(self.seed, probes);
+                    let markers = probe.requests();
+                    // Armed before it can be answered: both halves run in this one task.
+                    *self.probing.armed() = Some(probe);
+                    to.write_all(&markers).await?;
+                    self.probing.stay.notified().await;
+                    continue;
+                }
+                Cut::More => {}
             }
             self.rbuf.reserve(READ_CHUNK);
             if from.read_buf(self.rbuf).await? == 0 {
@@ -114,35 +274,135 @@ impl Requests<'_> {
         }
     }
 
-    /// Takes every complete request off the buffer, as the bytes Redis is to get, and
-    /// whether requests can still be cut (`false`: everything buffered was taken).
-    fn take_ready(&mut self) -> (BytesMut, bool) {
+    /// Takes complete requests off the buffer, as the bytes Redis is to get, up to one
+    /// that may end the state.
+    fn take_ready(&mut self) -> (BytesMut, Cut) {
         let mut ready = BytesMut::new();
         loop {
             let frame = match self.parser.next(self.rbuf, self.ranges) {
                 Ok(Some(frame)) => frame,
-                Ok(None) if self.rbuf.len() <= self.limit => return (ready, true),
+                Ok(None) if self.rbuf.len() <= self.limit => return (ready, Cut::More),
                 Ok(None) | Err(_) => {
                     ready.extend_from_slice(&std::mem::take(self.rbuf));
-                    return (ready, false);
+                    return (ready, Cut::Raw);
                 }
             };
-            let (len, translated) = match frame {
-                Frame::Empty { len } => (len, None),
-                Frame::Multibulk { len } => (len, self.translate(&self.rbuf[..len])),
-                Frame::Inline { consumed, encoded } => (consumed, self.translate(&encoded)),
+            let (len, translated, may_end) = match frame {
+                Frame::Empty { len } => (len, None, false),
+                Frame::Multibulk { len } => {
+                    let (translated, may_end) = self.look_at(&self.rbuf[..len]);
+                    (len, translated, may_end)
+                }
+                Frame::Inline { consumed, encoded } => {
+                    let (translated, may_end) = self.look_at(&encoded);
+                    (consumed, translated, may_end)
+                }
             };
             match translated {
                 Some(request) => ready.extend_from_slice(&request),
                 None => ready.extend_from_slice(&self.rbuf[..len]),
             }
             self.rbuf.advance(len);
+            if may_end && self.probing.follow().can_probe() {
+                return (ready, Cut::Probe);
+            }
         }
     }
 
-    /// The request in `source` (which `ranges` index) with Redis' ids, if it names strata's.
-    fn translate(&self, source: &[u8]) -> Option<Bytes> {
+    /// The request in `source` (which `ranges` index): with Redis' ids if it names
+    /// strata's, and whether it may end the state.
+    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, bool) {
         let argv: smallvec::SmallVec<[&[u8]; 8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
-        upstream_ids(self.registry, &argv)
+        let kind = self.server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
+        let may_end = self.probing.follow().see(kind, &argv);
+        (upstream_ids(self.registry, &argv), may_end)
+    }
+}
+
+/// Where the replies are in a probe.
+enum Stage {
+    /// No probe: everything goes to the client.
+    Idle,
+    /// Before the first marker's reply: the client's replies still come.
+    Before(Probe),
+    /// Between the markers: pushes go to the client; the one reply is `CLIENT INFO`'s.
+    Between(Probe, Option<Bytes>),
+}
+
+/// The Redis-to-client half: frames go back as Redis sent them, except the replies to a
+/// probe, which end pass-through (`Ended::Resumed`) or let the requests go on.
+async fn forward_replies<R, W>(
+    from: &mut R,
+    to: &mut W,
+    probing: &Probing,
+    before: &Before,
+) -> std::io::Result<Ended>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut scanner = FrameScanner::reply();
+    let mut stage = Stage::Idle;
+    loop {
+        buf.reserve(READ_CHUNK);
+        if from.read_buf(&mut buf).await? == 0 {
+            to.shutdown().await?;
+            return Ok(Ended::Closed);
+        }
+        // Frames before `sent` are the client's, not yet written.
+        let mut sent = 0;
+        loop {
+            let len = match scanner.scan(&buf[sent..], &Limits::UNBOUNDED) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(_) => {
+                    // Never from Redis; if it happens, stop looking and copy.
+                    to.write_all(&buf).await?;
+                    tokio::io::copy(from, to).await?;
+                    to.shutdown().await?;
+                    return Ok(Ended::Closed);
+                }
+            };
+            if matches!(stage, Stage::Idle)
+                && let Some(probe) = probing.armed().take()
+            {
+                stage = Stage::Before(probe);
+            }
+            let frame = &buf[sent..sent + len];
+            let (keep, next) = match std::mem::replace(&mut stage, Stage::Idle) {
+                Stage::Idle => (true, Stage::Idle),
+                Stage::Before(probe) if probe.is_before(frame) => (false, Stage::Between(probe, None)),
+                Stage::Before(probe) => (true, Stage::Before(probe)),
+                Stage::Between(probe, info) if probe.is_after(frame) => {
+                    let db = info.and_then(|info| before.expect(&probing.follow()).judge(&info));
+                    to.write_all(&buf.split_to(sent)).await?;
+                    buf.advance(len);
+                    sent = 0;
+                    match db {
+                        // Nothing may follow: Redis had no more requests to answer.
+                        Some(db) if buf.is_empty() => return Ok(Ended::Resumed { db }),
+                        _ => probing.stay.notify_one(),
+                    }
+                    continue;
+                }
+                // The one reply between the markers is CLIENT INFO's.
+                Stage::Between(probe, None) if !is_push(frame) => {
+                    (false, Stage::Between(probe, Some(Bytes::copy_from_slice(frame))))
+                }
+                Stage::Between(probe, info) => (true, Stage::Between(probe, info)),
+            };
+            stage = next;
+            if keep {
+                sent += len;
+            } else {
+                to.write_all(&buf.split_to(sent)).await?;
+                buf.advance(len);
+                sent = 0;
+            }
+        }
+        if sent > 0 {
+            to.write_all(&buf.split_to(sent)).await?;
+        }
     }
 }
