@@ -312,6 +312,42 @@ async fn pass_through_ends_when_the_state_does() {
     assert!(!seen.iter().any(|line| line.contains("strata-probe")), "{seen:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_ends_on_reset_and_after_multi() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw"]);
+    let strata = Strata::start(&format!("redis://:pw@127.0.0.1:{}", redis.port), "").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["SUBSCRIBE", "a"]).await;
+    // Sent on, RESET would log Redis' connection in as `default`, without the password.
+    let mut pipeline = cmd(&["RESET"]);
+    pipeline.extend(cmd(&["SET", "k", "v"]));
+    c.send(&pipeline).await;
+    assert_eq!(&c.read_frame().await[..], b"+RESET\r\n");
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    assert!(served_by_strata(&mut c).await);
+
+    // Tracking switched off inside MULTI: no probe while the transaction is open (Redis
+    // would queue it), one at the next chance.
+    c.command(&["HELLO", "3"]).await;
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "on"]).await[..], b"+OK\r\n");
+    c.command(&["MULTI"]).await;
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "off"]).await[..], b"+QUEUED\r\n");
+    assert_eq!(&c.command(&["EXEC"]).await[..], b"*1\r\n+OK\r\n");
+    assert!(!served_by_strata(&mut c).await);
+    assert!(c.command(&["UNSUBSCRIBE"]).await.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"));
+    assert!(served_by_strata(&mut c).await);
+    assert_eq!(&c.command(&["GET", "k"]).await[..], b"$1\r\nv\r\n");
+
+    // Pass-through begun inside MULTI is never checked: the transaction holds only the
+    // client's commands, and the client stays with Redis.
+    c.command(&["MULTI"]).await;
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "on"]).await[..], b"+QUEUED\r\n");
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "off"]).await[..], b"+QUEUED\r\n");
+    assert_eq!(&c.command(&["EXEC"]).await[..], b"*2\r\n+OK\r\n+OK\r\n");
+    assert!(c.command(&["UNSUBSCRIBE"]).await.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"));
+    assert!(!served_by_strata(&mut c).await);
+}
+
 /// The text of a bulk (RESP2) or verbatim (RESP3) reply.
 fn text_of(reply: &[u8]) -> String {
     let reply = String::from_utf8_lossy(reply).into_owned();

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use self::check::{Expect, Follow, Probe, is_push};
+use self::check::{Expect, Follow, Probe, Seen, is_push};
 use super::{Handler, READ_CHUNK};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
@@ -31,6 +31,8 @@ enum Ended {
     Closed,
     /// Redis showed the connection back in a plain state, on database `db`.
     Resumed { db: i64 },
+    /// The client sent RESET and every reply before it is out: strata answers it.
+    Reset,
 }
 
 /// What the two directions of one pass-through connection share. They run in one task,
@@ -61,19 +63,17 @@ impl Probing {
 struct Before {
     protocol: Protocol,
     db: i64,
-    home_db: i64,
     user: String,
     own_connection: bool,
 }
 
 impl Before {
     fn expect(&self, follow: &Follow) -> Expect<'_> {
-        // A connection that stays the client's keeps whatever database and user it has;
-        // after RESET the client continues as a new one, on the shared connections.
-        let checked = !(self.own_connection || follow.sticky || follow.reset);
+        // A connection that stays the client's keeps whatever database it has.
+        let checked = !(self.own_connection || follow.sticky);
         Expect {
-            protocol: if follow.reset { Protocol::Resp2 } else { self.protocol },
-            db: checked.then_some(if follow.reset { self.home_db } else { self.db }),
+            protocol: self.protocol,
+            db: checked.then_some(self.db),
             user: checked.then_some(self.user.as_str()),
         }
     }
@@ -96,23 +96,29 @@ impl Handler {
             self.stream.shutdown().await?;
             return Ok(false);
         };
-        let first_sent = first.is_some();
-        if let Some(first) = first {
-            upstream.write_all(&first).await?;
+        let probing = Probing::default();
+        // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
+        // connection is checked.
+        let answered = !self.session.in_multi
+            && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
+            && leftover.is_empty()
+            && self.probe_answered(&mut upstream).await;
+        {
+            let mut follow = probing.follow();
+            follow.in_multi = self.session.in_multi;
+            follow.unprobeable = !answered;
         }
         self.stream.write_all(&leftover).await?;
-        let probing = Probing::default();
-        // A request strata rewrote or re-encoded (inline) was sent as `first` and is not
-        // cut again below, so what it does is noted here.
-        let trigger = self.last_cmd.name.as_str();
-        probing.follow().monitor = matches!(trigger, "monitor" | "sync" | "psync");
-        let probe_first = first_sent
-            && matches!(trigger, "unsubscribe" | "punsubscribe" | "sunsubscribe")
-            && !probing.follow().monitor;
+        // A request strata rewrote or re-encoded (inline) goes as `first` and is not cut
+        // again below, so what it does is noted here.
+        let mut probe_first = false;
+        if let Some(first) = first {
+            probe_first = self.see_first(&first, &probing) == Seen::MayEnd;
+            upstream.write_all(&first).await?;
+        }
         let before = Before {
             protocol: self.session.protocol,
             db: self.session.db,
-            home_db: self.ctx.config.upstream.url.db,
             user: self.ctx.config.upstream.url.username.clone().unwrap_or_else(|| "default".into()),
             own_connection: self.session.needs_pinned(),
         };
@@ -122,7 +128,42 @@ impl Handler {
                 self.resume(upstream, &probing.follow(), db);
                 Ok(true)
             }
+            Ended::Reset => {
+                drop(upstream);
+                self.session.reset();
+                self.registration.handle.set_upstream_id(-1);
+                self.last_route = Route::Shared;
+                self.reassign();
+                self.local(Reply::Status("RESET"));
+                self.publish();
+                Ok(true)
+            }
         }
+    }
+
+    /// Whether Redis answers a probe on this idle connection, for its user: with PING or
+    /// CLIENT INFO refused (an ACL), a probe's replies could not be told from the client's.
+    async fn probe_answered(&self, upstream: &mut TcpStream) -> bool {
+        let probe = Probe::new(false);
+        let mut rbuf = BytesMut::new();
+        let requests = probe.requests();
+        let roundtrip = crate::upstream::roundtrip(upstream, &mut rbuf, &requests, 3);
+        let limit = self.ctx.config.upstream.connect_timeout;
+        match tokio::time::timeout(limit, roundtrip).await {
+            Ok(Ok(replies)) => rbuf.is_empty() && probe.answered(&replies),
+            _ => false,
+        }
+    }
+
+    /// What the request that started pass-through, sent as `first`, does to its state.
+    fn see_first(&self, first: &[u8], probing: &Probing) -> Seen {
+        let mut parser = RequestParser::new(Limits::UNBOUNDED);
+        let mut ranges = Vec::new();
+        let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else { return Seen::Nothing };
+        let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &first[r.clone()]).collect();
+        let server = self.ctx.server.load();
+        let kind = server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
+        probing.follow().see(kind, &argv)
     }
 
     /// Joins the client's socket to `upstream` until one of them closes or a probe finds
@@ -137,7 +178,7 @@ impl Handler {
         let shutdown = self.ctx.shutdown.clone();
         let kill = self.registration.handle.kill.clone();
         let server = self.ctx.server.load_full();
-        let Handler { stream, rbuf, parser, ranges, ctx, session, .. } = self;
+        let Handler { stream, rbuf, parser, ranges, ctx, .. } = self;
         let (mut from_client, mut to_client) = stream.split();
         let (mut from_redis, mut to_redis) = upstream.split();
         // Redis decides when this ends: a client that stops sending still gets every
@@ -145,8 +186,7 @@ impl Handler {
         // client is closed too, whether or not it would ever have noticed.
         let requests = async {
             let limit = ctx.config.limits.max_client_buffer;
-            let seed = fastrand::u64(..) ^ session.id;
-            Requests { rbuf, parser, ranges, registry: &ctx.registry, server: &server, limit, probing, seed }
+            Requests { rbuf, parser, ranges, registry: &ctx.registry, server: &server, limit, probing }
                 .forward(&mut from_client, &mut to_redis, probe_first)
                 .await?;
             to_redis.shutdown().await?;
@@ -164,8 +204,11 @@ impl Handler {
     /// Back to normal service after pass-through: the session takes what the requests in
     /// pass-through did, and the connection stays the client's own only if its state needs one.
     fn resume(&mut self, upstream: TcpStream, follow: &Follow, db: i64) {
-        if follow.reset {
-            self.session.reset();
+        // Redis showed no MULTI; what WATCH left is known only from the requests.
+        self.session.in_multi = false;
+        self.session.close_tx();
+        if let Some(watching) = follow.watching {
+            self.session.watching = watching;
         }
         if follow.sticky {
             self.session.sticky = true;
@@ -221,8 +264,6 @@ struct Requests<'a> {
     /// `limits.max_client_buffer`: the most one incomplete request may hold here.
     limit: usize,
     probing: &'a Probing,
-    /// Makes this connection's probe tokens unguessable.
-    seed: u64,
 }
 
 /// Where cutting requests stopped.
@@ -231,6 +272,8 @@ enum Cut {
     More,
     /// The last request may have ended the state: probe before going on.
     Probe,
+    /// The client sent RESET (not passed on): flush, then strata answers it.
+    Reset,
     /// Not RESP, or too large: copy the rest as it comes.
     Raw,
 }
@@ -242,7 +285,6 @@ impl Requests<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut probes = 0;
         let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
         loop {
             let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
@@ -254,9 +296,8 @@ impl Requests<'_> {
                     tokio::io::copy(from, to).await?;
                     return Ok(());
                 }
-                Cut::Probe => {
-                    probes += 1;
-                    let probe = Probe::new(self.seed, probes);
+                Cut::Probe | Cut::Reset => {
+                    let probe = Probe::new(matches!(cut, Cut::Reset));
                     let markers = probe.requests();
                     // Armed before it can be answered: both halves run in this one task.
                     *self.probing.armed() = Some(probe);
@@ -287,35 +328,39 @@ impl Requests<'_> {
                     return (ready, Cut::Raw);
                 }
             };
-            let (len, translated, may_end) = match frame {
-                Frame::Empty { len } => (len, None, false),
+            let (len, translated, seen) = match frame {
+                Frame::Empty { len } => (len, None, Seen::Nothing),
                 Frame::Multibulk { len } => {
-                    let (translated, may_end) = self.look_at(&self.rbuf[..len]);
-                    (len, translated, may_end)
+                    let (translated, seen) = self.look_at(&self.rbuf[..len]);
+                    (len, translated, seen)
                 }
                 Frame::Inline { consumed, encoded } => {
-                    let (translated, may_end) = self.look_at(&encoded);
-                    (consumed, translated, may_end)
+                    let (translated, seen) = self.look_at(&encoded);
+                    (consumed, translated, seen)
                 }
             };
-            match translated {
-                Some(request) => ready.extend_from_slice(&request),
-                None => ready.extend_from_slice(&self.rbuf[..len]),
+            match (seen, translated) {
+                (Seen::Reset, _) => {
+                    self.rbuf.advance(len);
+                    return (ready, Cut::Reset);
+                }
+                (_, Some(request)) => ready.extend_from_slice(&request),
+                (_, None) => ready.extend_from_slice(&self.rbuf[..len]),
             }
             self.rbuf.advance(len);
-            if may_end && self.probing.follow().can_probe() {
+            if seen == Seen::MayEnd && self.probing.follow().can_probe() {
                 return (ready, Cut::Probe);
             }
         }
     }
 
     /// The request in `source` (which `ranges` index): with Redis' ids if it names
-    /// strata's, and whether it may end the state.
-    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, bool) {
+    /// strata's, and what it may do to the state.
+    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, Seen) {
         let argv: smallvec::SmallVec<[&[u8]; 8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
         let kind = self.server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
-        let may_end = self.probing.follow().see(kind, &argv);
-        (upstream_ids(self.registry, &argv), may_end)
+        let seen = self.probing.follow().see(kind, &argv);
+        (upstream_ids(self.registry, &argv), seen)
     }
 }
 
@@ -372,6 +417,10 @@ where
             let frame = &buf[sent..sent + len];
             let (keep, next) = match std::mem::replace(&mut stage, Stage::Idle) {
                 Stage::Idle => (true, Stage::Idle),
+                Stage::Before(probe) if probe.flush && probe.is_after(frame) => {
+                    to.write_all(&buf.split_to(sent)).await?;
+                    return Ok(Ended::Reset);
+                }
                 Stage::Before(probe) if probe.is_before(frame) => (false, Stage::Between(probe, None)),
                 Stage::Before(probe) => (true, Stage::Before(probe)),
                 Stage::Between(probe, info) if probe.is_after(frame) => {

@@ -2,7 +2,9 @@
 //! sent on it (`Follow`); after one that may have ended the state it asks Redis between
 //! two markers (`Probe`: `PING <token>`, `CLIENT INFO`, `PING <token>`), and the
 //! connection goes back to normal service only if Redis describes it as strata would
-//! have left it (`Expect::judge`).
+//! have left it (`Expect::judge`). A probe is sent only when Redis is sure to answer it
+//! in order: never on a MONITOR connection, with replies off, inside MULTI, or after
+//! the connection's user may have changed.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -19,59 +21,95 @@ pub struct Follow {
     pub replies_off: bool,
     /// Inside MULTI: the markers would only be queued.
     pub in_multi: bool,
-    /// SELECT, AUTH, READONLY/READWRITE or WATCH changed the connection for good: if
-    /// normal service resumes, the client keeps this connection as its own.
+    /// Never probe again: AUTH or HELLO may have changed the user (who may not be allowed
+    /// PING), RESET went to Redis (which logs the connection in as `default`), CLIENT
+    /// SETNAME/SETINFO/NO-EVICT/NO-TOUCH changed what strata shows of the client, or the
+    /// upstream user may not run the probe's commands.
+    pub unprobeable: bool,
+    /// SELECT, READONLY/READWRITE or WATCH changed the connection: if normal service
+    /// resumes, the client keeps this connection as its own.
     pub sticky: bool,
-    /// RESET was sent: Redis put the connection back to its first state.
-    pub reset: bool,
+    /// WATCH (`Some(true)`) or EXEC, DISCARD, UNWATCH (`Some(false)`) was sent.
+    pub watching: Option<bool>,
+}
+
+/// What one request may do to the state that needs pass-through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing that ends it.
+    Nothing,
+    /// It may have ended it: probe after it.
+    MayEnd,
+    /// RESET, which strata answers itself once every earlier reply is out: it ends
+    /// everything, and sent to Redis it would log the connection out of strata's user.
+    Reset,
 }
 
 impl Follow {
-    /// Notes what the request `argv` (of `kind`) does to the connection; `true` when it
-    /// may have ended what needs pass-through.
-    pub fn see(&mut self, kind: Kind, argv: &[&[u8]]) -> bool {
+    /// Notes what the request `argv` (of `kind`) does to the connection.
+    pub fn see(&mut self, kind: Kind, argv: &[&[u8]]) -> Seen {
         let sub = |name: &[u8]| argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(name));
         let value = |v: &[u8]| argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(v));
+        let may_end = |yes: bool| if yes { Seen::MayEnd } else { Seen::Nothing };
         match kind {
             Kind::Streaming => {
                 let name = argv[0].to_ascii_lowercase();
-                if matches!(name.as_slice(), b"monitor" | b"sync" | b"psync") {
-                    self.monitor = true;
-                }
-                matches!(name.as_slice(), b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
+                self.monitor |= matches!(name.as_slice(), b"monitor" | b"sync" | b"psync");
+                may_end(matches!(name.as_slice(), b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"))
             }
-            Kind::Client if sub(b"tracking") => value(b"off"),
+            Kind::Client if sub(b"tracking") => may_end(value(b"off")),
             Kind::Client if sub(b"reply") => {
-                // SKIP silences only the next request, which is the one that may end the
-                // state, never a marker.
-                self.replies_off = value(b"off");
-                value(b"on")
+                // SKIP only silences the request after it, and Redis ignores it while
+                // replies are off; anything else is refused and changes nothing.
+                if value(b"off") {
+                    self.replies_off = true;
+                } else if value(b"on") {
+                    self.replies_off = false;
+                }
+                may_end(value(b"on"))
+            }
+            Kind::Client if sub(b"setname") || sub(b"setinfo") || sub(b"no-evict") || sub(b"no-touch") => {
+                self.unprobeable = true;
+                Seen::Nothing
+            }
+            Kind::Auth | Kind::Hello => {
+                self.unprobeable = true;
+                Seen::Nothing
             }
             Kind::Multi => {
                 self.in_multi = true;
-                false
+                Seen::Nothing
             }
             Kind::Exec | Kind::Discard => {
                 self.in_multi = false;
-                false
+                self.watching = Some(false);
+                Seen::Nothing
             }
-            Kind::Select | Kind::Auth | Kind::ReadMode | Kind::Watch => {
+            Kind::Watch => {
                 self.sticky = true;
-                false
+                self.watching = Some(true);
+                Seen::Nothing
             }
+            Kind::Unwatch => {
+                self.watching = Some(false);
+                Seen::Nothing
+            }
+            Kind::Select | Kind::ReadMode => {
+                self.sticky = true;
+                Seen::Nothing
+            }
+            Kind::Reset if self.can_probe() => Seen::Reset,
             Kind::Reset => {
-                // Redis leaves MONITOR on RESET too, but the reply to RESET may come
-                // after monitor lines strata cannot tell from replies: stay as it is.
-                *self = Follow { monitor: self.monitor, reset: true, ..Follow::default() };
-                !self.monitor
+                self.unprobeable = true;
+                Seen::Nothing
             }
-            _ => false,
+            _ => Seen::Nothing,
         }
     }
 
     /// Markers can be sent now: Redis will answer them, in order.
     pub fn can_probe(&self) -> bool {
-        !self.monitor && !self.replies_off && !self.in_multi
+        !self.monitor && !self.replies_off && !self.in_multi && !self.unprobeable
     }
 }
 
@@ -80,34 +118,47 @@ impl Follow {
 pub struct Probe {
     before: Bytes,
     after: Bytes,
+    /// Only the last marker: everything before its reply is the client's (RESET).
+    pub flush: bool,
 }
 
 impl Probe {
-    /// A probe whose tokens no client can guess: `seed` is random, `n` counts probes.
-    pub fn new(seed: u64, n: u64) -> Probe {
-        Probe {
-            before: Bytes::from(format!("strata-probe-{seed:016x}-{n}-a")),
-            after: Bytes::from(format!("strata-probe-{seed:016x}-{n}-b")),
-        }
+    /// A probe with fresh random tokens.
+    pub fn new(flush: bool) -> Probe {
+        let token = |end: &str| {
+            Bytes::from(format!("strata-probe-{:016x}{:016x}-{end}", fastrand::u64(..), fastrand::u64(..)))
+        };
+        Probe { before: token("a"), after: token("b"), flush }
     }
 
-    /// `PING before`, `CLIENT INFO`, `PING after`, as one write.
+    /// `PING before`, `CLIENT INFO`, `PING after` (only the last for a flush), as one write.
     pub fn requests(&self) -> BytesMut {
         let mut out = BytesMut::new();
-        for args in [&[&b"PING"[..], &self.before][..], &[b"CLIENT", b"INFO"], &[b"PING", &self.after]] {
-            out.put_slice(&crate::resp::reply::encode_command(args));
+        if !self.flush {
+            out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.before[..]]));
+            out.put_slice(&crate::resp::reply::encode_command(&[b"CLIENT", b"INFO"]));
         }
+        out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.after[..]]));
         out
     }
 
     /// The reply to the first marker: from here on, only the probe's replies and pushes come.
     pub fn is_before(&self, frame: &[u8]) -> bool {
-        is_ping_reply(frame, &self.before)
+        !self.flush && is_ping_reply(frame, &self.before)
     }
 
     /// The reply to the last marker: the probe is over.
     pub fn is_after(&self, frame: &[u8]) -> bool {
         is_ping_reply(frame, &self.after)
+    }
+
+    /// Whether `replies`, to `requests()` sent on an idle connection, show that Redis
+    /// answers the probe's commands for this connection's user.
+    pub fn answered(&self, replies: &[Bytes]) -> bool {
+        match replies {
+            [first, info, last] => self.is_before(first) && !info.starts_with(b"-") && self.is_after(last),
+            _ => false,
+        }
     }
 }
 
@@ -188,7 +239,7 @@ fn client_info_text(reply: &[u8]) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn see(follow: &mut Follow, kind: Kind, words: &str) -> bool {
+    fn see(follow: &mut Follow, kind: Kind, words: &str) -> Seen {
         let argv: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
         follow.see(kind, &argv)
     }
@@ -196,44 +247,62 @@ mod tests {
     #[test]
     fn follows_what_may_end_the_state() {
         let mut f = Follow::default();
-        assert!(!see(&mut f, Kind::Streaming, "SUBSCRIBE a"));
-        assert!(see(&mut f, Kind::Streaming, "UNSUBSCRIBE"));
-        assert!(see(&mut f, Kind::Streaming, "sunsubscribe x"));
-        assert!(see(&mut f, Kind::Client, "CLIENT TRACKING off"));
-        assert!(!see(&mut f, Kind::Client, "CLIENT TRACKING on REDIRECT 4"));
-        assert!(!see(&mut f, Kind::Client, "CLIENT REPLY OFF"));
+        assert_eq!(see(&mut f, Kind::Streaming, "SUBSCRIBE a"), Seen::Nothing);
+        assert_eq!(see(&mut f, Kind::Streaming, "UNSUBSCRIBE"), Seen::MayEnd);
+        assert_eq!(see(&mut f, Kind::Streaming, "sunsubscribe x"), Seen::MayEnd);
+        assert_eq!(see(&mut f, Kind::Client, "CLIENT TRACKING off"), Seen::MayEnd);
+        assert_eq!(see(&mut f, Kind::Client, "CLIENT TRACKING on REDIRECT 4"), Seen::Nothing);
+        assert_eq!(see(&mut f, Kind::Client, "CLIENT REPLY OFF"), Seen::Nothing);
+        // Redis ignores SKIP while replies are off: the markers would still get no reply.
+        assert_eq!(see(&mut f, Kind::Client, "CLIENT REPLY SKIP"), Seen::Nothing);
         assert!(!f.can_probe());
-        assert!(see(&mut f, Kind::Client, "CLIENT REPLY ON"));
+        assert_eq!(see(&mut f, Kind::Client, "CLIENT REPLY ON"), Seen::MayEnd);
         assert!(f.can_probe());
-        assert!(!see(&mut f, Kind::Multi, "MULTI"));
+        see(&mut f, Kind::Multi, "MULTI");
         assert!(!f.can_probe());
         see(&mut f, Kind::Exec, "EXEC");
         assert!(f.can_probe());
-        see(&mut f, Kind::Select, "SELECT 2");
-        assert!(f.sticky);
-        assert!(see(&mut f, Kind::Reset, "RESET"));
-        assert_eq!(f, Follow { reset: true, ..Follow::default() });
-        see(&mut f, Kind::Streaming, "MONITOR");
-        assert!(!f.can_probe());
-        assert!(!see(&mut f, Kind::Reset, "RESET"), "a MONITOR connection is never probed");
+        see(&mut f, Kind::Watch, "WATCH k");
+        assert_eq!((f.sticky, f.watching), (true, Some(true)));
+        see(&mut f, Kind::Unwatch, "UNWATCH");
+        assert_eq!(f.watching, Some(false));
+        assert_eq!(see(&mut f, Kind::Reset, "RESET"), Seen::Reset, "strata answers RESET itself");
+
+        let mut monitor = Follow::default();
+        see(&mut monitor, Kind::Streaming, "MONITOR");
+        assert!(!monitor.can_probe());
+        assert_eq!(see(&mut monitor, Kind::Reset, "RESET"), Seen::Nothing, "RESET goes to Redis");
+        assert!(monitor.unprobeable);
+
+        for (kind, words) in [
+            (Kind::Auth, "AUTH other secret"),
+            (Kind::Hello, "HELLO 3 AUTH other secret"),
+            (Kind::Client, "CLIENT SETNAME x"),
+        ] {
+            let mut f = Follow::default();
+            see(&mut f, kind, words);
+            assert!(!f.can_probe(), "{words}");
+        }
     }
 
     #[test]
     fn recognises_only_its_own_markers() {
-        let probe = Probe::new(0xfeed, 7);
-        let token = "strata-probe-000000000000feed-7-a";
+        let probe = Probe::new(false);
+        let token = String::from_utf8(probe.before.to_vec()).unwrap();
         assert!(probe.is_before(format!("${}\r\n{token}\r\n", token.len()).as_bytes()));
         assert!(probe.is_before(format!("*2\r\n$4\r\npong\r\n${}\r\n{token}\r\n", token.len()).as_bytes()));
         assert!(!probe.is_after(format!("${}\r\n{token}\r\n", token.len()).as_bytes()));
         assert!(!probe.is_before(b"$5\r\nhello\r\n"));
-        assert!(!probe.is_before(
-            format!("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n${}\r\n{token}\r\n", token.len()).as_bytes()
-        ));
+        let message = format!("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n${}\r\n{token}\r\n", token.len());
+        assert!(!probe.is_before(message.as_bytes()));
+        assert_ne!(Probe::new(false).before, probe.before, "every probe draws new tokens");
         let requests = String::from_utf8(probe.requests().to_vec()).unwrap();
         assert!(
             requests.starts_with("*2\r\n$4\r\nPING\r\n")
                 && requests.contains("$6\r\nCLIENT\r\n$4\r\nINFO\r\n")
         );
+        let flush = Probe::new(true);
+        assert_eq!(flush.requests().iter().filter(|&&b| b == b'*').count(), 1, "a flush sends one PING");
         assert!(is_push(b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"));
         assert!(is_push(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nv\r\n"));
         assert!(!is_push(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n"));
