@@ -212,6 +212,11 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     let target_id = support::int_reply(&target.command(&["CLIENT", "ID"]).await).to_string();
     target.command(&["SUBSCRIBE", "__redis__:invalidate"]).await;
     let mut tracker = RawClient::connect(strata.addr).await;
+    // A client on strata's shared connections has nowhere to receive invalidations.
+    let mut plain = RawClient::connect(strata.addr).await;
+    let plain_id = support::int_reply(&plain.command(&["CLIENT", "ID"]).await).to_string();
+    let refused = tracker.command(&["CLIENT", "TRACKING", "on", "REDIRECT", &plain_id]).await;
+    assert!(refused.starts_with(b"-ERR strata: client"), "{}", String::from_utf8_lossy(&refused));
     let tracking = ["CLIENT", "TRACKING", "on", "REDIRECT", &target_id];
     assert_eq!(&tracker.command(&tracking).await[..], b"+OK\r\n");
     // The tracker is in pass-through now; the ids it names are still strata's.
@@ -325,6 +330,22 @@ async fn pass_through_ends_on_reset_and_after_multi() {
     assert_eq!(&c.read_frame().await[..], b"+RESET\r\n");
     assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
     assert!(served_by_strata(&mut c).await);
+
+    // After CLIENT REPLY SKIP, RESET gets no reply, as from Redis.
+    let mut quiet = RawClient::connect(strata.addr).await;
+    let mut pipeline = cmd(&["CLIENT", "REPLY", "SKIP"]);
+    pipeline.extend(cmd(&["RESET"]));
+    pipeline.extend(cmd(&["PING", "next"]));
+    quiet.send(&pipeline).await;
+    assert_eq!(&quiet.read_frame().await[..], b"$4\r\nnext\r\n");
+    assert!(served_by_strata(&mut quiet).await);
+
+    // MONITOR is never probed; its RESET goes to Redis, whose +RESET ends pass-through.
+    let mut monitor = RawClient::connect(strata.addr).await;
+    assert_eq!(&monitor.command(&["MONITOR"]).await[..], b"+OK\r\n");
+    monitor.send(&cmd(&["RESET"])).await;
+    while monitor.read_frame().await[..] != b"+RESET\r\n"[..] {}
+    assert!(served_by_strata(&mut monitor).await);
 
     // Tracking switched off inside MULTI: no probe while the transaction is open (Redis
     // would queue it), one at the next chance.

@@ -150,7 +150,13 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
             // Tracking never started on this client's connections, so off is already true.
             Action::Local(Reply::Status("OK"))
         }
-        b"tracking" => Action::PassThrough(redirect_to_upstream_id(ctx.registry, argv)),
+        b"tracking" => match redirect_target_shares(ctx.registry, argv) {
+            Some(id) => Action::Local(Reply::err(format!(
+                "strata: client {id} shares strata's connections and cannot receive invalidations; \
+                 it can once it subscribes to __redis__:invalidate or enables tracking itself"
+            ))),
+            None => Action::PassThrough(redirect_to_upstream_id(ctx.registry, argv)),
+        },
         b"reply" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
             Action::Local(Reply::Status("OK"))
         }
@@ -181,6 +187,14 @@ fn redirect_to_upstream_id(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes>
     let mut args = argv.to_vec();
     args[at] = upstream.as_bytes();
     Some(crate::resp::reply::encode_command(&args))
+}
+
+/// The strata id named by `REDIRECT` when it is a connected client without a connection
+/// of its own: Redis would push invalidations to it, and through strata it has nowhere
+/// to receive them.
+fn redirect_target_shares(registry: &Registry, argv: &[&[u8]]) -> Option<u64> {
+    let id = clients::parse_id(argv[redirect_position(argv)?])?;
+    registry.get(id).is_some_and(|c| c.upstream_id().is_none()).then_some(id)
 }
 
 /// Where the id of `CLIENT TRACKING on|off … REDIRECT id …` is: options are read in

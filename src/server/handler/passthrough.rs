@@ -2,9 +2,11 @@
 //! joined to an upstream socket of its own while that state lasts. Replies and pushes go
 //! back as Redis sent them; requests go on as sent, except those naming clients by strata
 //! id. After a request that may end the state (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT
-//! REPLY ON, RESET) strata holds the client's next requests and asks Redis what state the
+//! REPLY ON) strata holds the client's next requests and asks Redis what state the
 //! connection is in (`check`); if it is back to what strata would give the client, normal
-//! service resumes, and the held requests are served as usual.
+//! service resumes, and the held requests are served as usual. RESET always ends it: strata
+//! answers it once a marker shows every earlier reply out, or, where no marker can go,
+//! lets Redis answer it and ends at Redis' `+RESET`.
 
 mod check;
 
@@ -16,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use self::check::{Expect, Follow, Probe, Seen, is_push};
+use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen, is_push};
 use super::{Handler, READ_CHUNK};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
@@ -31,8 +33,9 @@ enum Ended {
     Closed,
     /// Redis showed the connection back in a plain state, on database `db`.
     Resumed { db: i64 },
-    /// The client sent RESET and every reply before it is out: strata answers it.
-    Reset,
+    /// The client's RESET ended it; every reply before it is out, and with `answer`
+    /// strata answers the RESET (Redis never saw it).
+    Reset { answer: bool },
 }
 
 /// What the two directions of one pass-through connection share. They run in one task,
@@ -99,14 +102,21 @@ impl Handler {
         let probing = Probing::default();
         // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
         // connection is checked.
-        let answered = !self.session.in_multi
+        let checked = !self.session.in_multi
             && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
-            && leftover.is_empty()
-            && self.probe_answered(&mut upstream).await;
+            && leftover.is_empty();
+        let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
+        if entry == Entry::Lost {
+            let reply = Reply::err("upstream connection out of step: no reply to strata's check in time")
+                .to_bytes(self.session.protocol);
+            self.stream.write_all(&reply).await?;
+            self.stream.shutdown().await?;
+            return Ok(false);
+        }
         {
             let mut follow = probing.follow();
             follow.in_multi = self.session.in_multi;
-            follow.unprobeable = !answered;
+            follow.unprobeable = entry == Entry::Unprobeable;
         }
         self.stream.write_all(&leftover).await?;
         // A request strata rewrote or re-encoded (inline) goes as `first` and is not cut
@@ -128,13 +138,16 @@ impl Handler {
                 self.resume(upstream, &probing.follow(), db);
                 Ok(true)
             }
-            Ended::Reset => {
+            Ended::Reset { answer } => {
+                // The connection goes, and with it whatever RESET would have cleared there.
                 drop(upstream);
                 self.session.reset();
                 self.registration.handle.set_upstream_id(-1);
                 self.last_route = Route::Shared;
                 self.reassign();
-                self.local(Reply::Status("RESET"));
+                if answer {
+                    self.local(Reply::Status("RESET"));
+                }
                 self.publish();
                 Ok(true)
             }
@@ -143,15 +156,17 @@ impl Handler {
 
     /// Whether Redis answers a probe on this idle connection, for its user: with PING or
     /// CLIENT INFO refused (an ACL), a probe's replies could not be told from the client's.
-    async fn probe_answered(&self, upstream: &mut TcpStream) -> bool {
-        let probe = Probe::new(false);
+    /// `Lost` when the replies were not the probe's or did not come within the connect
+    /// timeout: they could still come, so the connection cannot be used.
+    async fn check_entry(&self, upstream: &mut TcpStream) -> Entry {
+        let probe = Probe::new(ProbeKind::Check);
         let mut rbuf = BytesMut::new();
         let requests = probe.requests();
         let roundtrip = crate::upstream::roundtrip(upstream, &mut rbuf, &requests, 3);
         let limit = self.ctx.config.upstream.connect_timeout;
         match tokio::time::timeout(limit, roundtrip).await {
-            Ok(Ok(replies)) => rbuf.is_empty() && probe.answered(&replies),
-            _ => false,
+            Ok(Ok(replies)) if rbuf.is_empty() => probe.entry(&replies),
+            _ => Entry::Lost,
         }
     }
 
@@ -272,8 +287,9 @@ enum Cut {
     More,
     /// The last request may have ended the state: probe before going on.
     Probe,
-    /// The client sent RESET (not passed on): flush, then strata answers it.
-    Reset,
+    /// The client sent RESET: a flush before strata answers it (Redis does not get it),
+    /// or it went to Redis, whose `+RESET` ends pass-through.
+    Reset(ProbeKind),
     /// Not RESP, or too large: copy the rest as it comes.
     Raw,
 }
@@ -288,6 +304,16 @@ impl Requests<'_> {
         let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
         loop {
             let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
+            let kind = match cut {
+                Cut::Probe => Some(ProbeKind::Check),
+                Cut::Reset(kind) => Some(kind),
+                Cut::More | Cut::Raw => None,
+            };
+            if let Some(kind) = kind {
+                // Armed before anything it waits for can be answered (`ready` may hold the
+                // RESET): both halves run in this one task.
+                *self.probing.armed() = Some(Probe::new(kind));
+            }
             if !ready.is_empty() {
                 to.write_all(&ready).await?;
             }
@@ -296,11 +322,8 @@ impl Requests<'_> {
                     tokio::io::copy(from, to).await?;
                     return Ok(());
                 }
-                Cut::Probe | Cut::Reset => {
-                    let probe = Probe::new(matches!(cut, Cut::Reset));
-                    let markers = probe.requests();
-                    // Armed before it can be answered: both halves run in this one task.
-                    *self.probing.armed() = Some(probe);
+                Cut::Probe | Cut::Reset(_) => {
+                    let markers = self.probing.armed().as_ref().map(Probe::requests).unwrap_or_default();
                     to.write_all(&markers).await?;
                     self.probing.stay.notified().await;
                     continue;
@@ -340,14 +363,17 @@ impl Requests<'_> {
                 }
             };
             match (seen, translated) {
-                (Seen::Reset, _) => {
+                (Seen::Reset(kind @ ProbeKind::Flush { .. }), _) => {
                     self.rbuf.advance(len);
-                    return (ready, Cut::Reset);
+                    return (ready, Cut::Reset(kind));
                 }
                 (_, Some(request)) => ready.extend_from_slice(&request),
                 (_, None) => ready.extend_from_slice(&self.rbuf[..len]),
             }
             self.rbuf.advance(len);
+            if let Seen::Reset(kind) = seen {
+                return (ready, Cut::Reset(kind));
+            }
             if seen == Seen::MayEnd && self.probing.follow().can_probe() {
                 return (ready, Cut::Probe);
             }
@@ -417,9 +443,19 @@ where
             let frame = &buf[sent..sent + len];
             let (keep, next) = match std::mem::replace(&mut stage, Stage::Idle) {
                 Stage::Idle => (true, Stage::Idle),
-                Stage::Before(probe) if probe.flush && probe.is_after(frame) => {
-                    to.write_all(&buf.split_to(sent)).await?;
-                    return Ok(Ended::Reset);
+                Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
+                    // A flush's marker is strata's; Redis' `+RESET` is the client's reply.
+                    let (end, answer) = match probe.kind {
+                        ProbeKind::Flush { reply } => (sent, reply),
+                        _ => (sent + len, false),
+                    };
+                    to.write_all(&buf.split_to(end)).await?;
+                    return Ok(Ended::Reset { answer });
+                }
+                // The marker meant to take a skip was answered: there was no skip in effect.
+                Stage::Before(mut probe) if probe.kind != ProbeKind::Check && probe.is_before(frame) => {
+                    probe.kind = ProbeKind::Flush { reply: true };
+                    (false, Stage::Before(probe))
                 }
                 Stage::Before(probe) if probe.is_before(frame) => (false, Stage::Between(probe, None)),
                 Stage::Before(probe) => (true, Stage::Before(probe)),

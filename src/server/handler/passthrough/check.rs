@@ -3,8 +3,8 @@
 //! two markers (`Probe`: `PING <token>`, `CLIENT INFO`, `PING <token>`), and the
 //! connection goes back to normal service only if Redis describes it as strata would
 //! have left it (`Expect::judge`). A probe is sent only when Redis is sure to answer it
-//! in order: never on a MONITOR connection, with replies off, inside MULTI, or after
-//! the connection's user may have changed.
+//! in order: never on a MONITOR connection, with replies off or the next one skipped,
+//! inside MULTI, or after the connection's user may have changed.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -19,6 +19,8 @@ pub struct Follow {
     pub monitor: bool,
     /// CLIENT REPLY OFF: the markers would get no reply.
     pub replies_off: bool,
+    /// CLIENT REPLY SKIP: the next request's reply is not sent.
+    pub skip_next: bool,
     /// Inside MULTI: the markers would only be queued.
     pub in_multi: bool,
     /// Never probe again: AUTH or HELLO may have changed the user (who may not be allowed
@@ -40,9 +42,10 @@ pub enum Seen {
     Nothing,
     /// It may have ended it: probe after it.
     MayEnd,
-    /// RESET, which strata answers itself once every earlier reply is out: it ends
-    /// everything, and sent to Redis it would log the connection out of strata's user.
-    Reset,
+    /// RESET: it ends everything. Strata answers it itself once a flush shows every
+    /// earlier reply out (sent to Redis, it would log the connection in as `default`),
+    /// or, where no probe can go, it goes to Redis, whose `+RESET` ends pass-through.
+    Reset(ProbeKind),
 }
 
 impl Follow {
@@ -51,6 +54,8 @@ impl Follow {
         let sub = |name: &[u8]| argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(name));
         let value = |v: &[u8]| argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(v));
         let may_end = |yes: bool| if yes { Seen::MayEnd } else { Seen::Nothing };
+        // A skip applies to this request, whatever it is.
+        let skipped = std::mem::take(&mut self.skip_next);
         match kind {
             Kind::Streaming => {
                 let name = argv[0].to_ascii_lowercase();
@@ -65,6 +70,9 @@ impl Follow {
                     self.replies_off = true;
                 } else if value(b"on") {
                     self.replies_off = false;
+                } else if value(b"skip") {
+                    // Queued inside MULTI; ignored while replies are off.
+                    self.skip_next = !self.replies_off && !self.in_multi;
                 }
                 may_end(value(b"on"))
             }
@@ -98,19 +106,35 @@ impl Follow {
                 self.sticky = true;
                 Seen::Nothing
             }
-            Kind::Reset if self.can_probe() => Seen::Reset,
-            Kind::Reset => {
+            Kind::Reset if self.can_probe() => Seen::Reset(ProbeKind::Flush { reply: !skipped }),
+            // Redis would not send the `+RESET` that would end pass-through: it goes on.
+            Kind::Reset if skipped => {
                 self.unprobeable = true;
                 Seen::Nothing
             }
+            Kind::Reset => Seen::Reset(ProbeKind::RedisReset),
             _ => Seen::Nothing,
         }
     }
 
     /// Markers can be sent now: Redis will answer them, in order.
     pub fn can_probe(&self) -> bool {
-        !self.monitor && !self.replies_off && !self.in_multi && !self.unprobeable
+        !self.monitor && !self.replies_off && !self.skip_next && !self.in_multi && !self.unprobeable
     }
+}
+
+/// What a probe waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// The markers around `CLIENT INFO`: has the state ended?
+    Check,
+    /// One marker: every reply before it is out (RESET, which strata answers). With
+    /// `reply` false a CLIENT REPLY SKIP came before the RESET: a first marker takes the
+    /// skip, and only if Redis answers it anyway (the SKIP was refused) does strata
+    /// answer the RESET.
+    Flush { reply: bool },
+    /// No marker: the client's RESET went to Redis, and its `+RESET` is the end.
+    RedisReset,
 }
 
 /// The markers of one probe: their requests, and how to recognise their replies.
@@ -118,48 +142,77 @@ impl Follow {
 pub struct Probe {
     before: Bytes,
     after: Bytes,
-    /// Only the last marker: everything before its reply is the client's (RESET).
-    pub flush: bool,
+    pub kind: ProbeKind,
 }
 
 impl Probe {
     /// A probe with fresh random tokens.
-    pub fn new(flush: bool) -> Probe {
+    pub fn new(kind: ProbeKind) -> Probe {
         let token = |end: &str| {
             Bytes::from(format!("strata-probe-{:016x}{:016x}-{end}", fastrand::u64(..), fastrand::u64(..)))
         };
-        Probe { before: token("a"), after: token("b"), flush }
+        Probe { before: token("a"), after: token("b"), kind }
     }
 
-    /// `PING before`, `CLIENT INFO`, `PING after` (only the last for a flush), as one write.
+    /// `PING before`, `CLIENT INFO`, `PING after` (a flush: only the last, after `PING
+    /// before` to take a skip), as one write.
     pub fn requests(&self) -> BytesMut {
         let mut out = BytesMut::new();
-        if !self.flush {
+        if matches!(self.kind, ProbeKind::Check | ProbeKind::Flush { reply: false }) {
             out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.before[..]]));
+        }
+        if self.kind == ProbeKind::Check {
             out.put_slice(&crate::resp::reply::encode_command(&[b"CLIENT", b"INFO"]));
         }
-        out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.after[..]]));
+        if self.kind != ProbeKind::RedisReset {
+            out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.after[..]]));
+        }
         out
     }
 
     /// The reply to the first marker: from here on, only the probe's replies and pushes come.
     pub fn is_before(&self, frame: &[u8]) -> bool {
-        !self.flush && is_ping_reply(frame, &self.before)
+        matches!(self.kind, ProbeKind::Check | ProbeKind::Flush { reply: false })
+            && is_ping_reply(frame, &self.before)
     }
 
-    /// The reply to the last marker: the probe is over.
+    /// The reply to the last marker, or Redis' `+RESET`: the probe is over. (A client
+    /// could fake `+RESET` with a script before its RESET, only to end its own
+    /// pass-through early.)
     pub fn is_after(&self, frame: &[u8]) -> bool {
-        is_ping_reply(frame, &self.after)
-    }
-
-    /// Whether `replies`, to `requests()` sent on an idle connection, show that Redis
-    /// answers the probe's commands for this connection's user.
-    pub fn answered(&self, replies: &[Bytes]) -> bool {
-        match replies {
-            [first, info, last] => self.is_before(first) && !info.starts_with(b"-") && self.is_after(last),
-            _ => false,
+        match self.kind {
+            ProbeKind::RedisReset => frame == b"+RESET\r\n",
+            _ => is_ping_reply(frame, &self.after),
         }
     }
+
+    /// What `replies` to a check's `requests()`, sent on an idle connection, say.
+    pub fn entry(&self, replies: &[Bytes]) -> Entry {
+        match replies {
+            [first, info, last] if self.is_before(first) && self.is_after(last) => {
+                if info.starts_with(b"-") {
+                    Entry::Unprobeable
+                } else {
+                    Entry::Probeable
+                }
+            }
+            // Refused, all of them (an ACL): in step, but no probe can ever work.
+            [_, _, _] if replies.iter().all(|r| r.starts_with(b"-")) => Entry::Unprobeable,
+            _ => Entry::Lost,
+        }
+    }
+}
+
+/// What the check of a connection entering pass-through found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Redis answers probes for this connection's user.
+    Probeable,
+    /// Redis refuses PING or CLIENT INFO: never probe this connection.
+    Unprobeable,
+    /// The replies were not the probe's (a push came first): the connection is not in
+    /// step and must not be used.
+    Lost,
 }
 
 /// `PING token`'s reply: a bulk string, or `["pong", token]` on a subscribed RESP2
@@ -266,13 +319,24 @@ mod tests {
         assert_eq!((f.sticky, f.watching), (true, Some(true)));
         see(&mut f, Kind::Unwatch, "UNWATCH");
         assert_eq!(f.watching, Some(false));
-        assert_eq!(see(&mut f, Kind::Reset, "RESET"), Seen::Reset, "strata answers RESET itself");
+        assert_eq!(see(&mut f, Kind::Reset, "RESET"), Seen::Reset(ProbeKind::Flush { reply: true }));
+        // SKIP silences the next request: a marker in its place would never be answered,
+        // and RESET's own reply is not sent.
+        see(&mut f, Kind::Client, "CLIENT REPLY SKIP");
+        assert!(!f.can_probe());
+        assert_eq!(see(&mut f, Kind::Reset, "RESET"), Seen::Reset(ProbeKind::Flush { reply: false }));
+        see(&mut f, Kind::Client, "CLIENT REPLY SKIP");
+        assert_eq!(see(&mut f, Kind::Streaming, "UNSUBSCRIBE"), Seen::MayEnd);
+        assert!(f.can_probe(), "the skip went to the UNSUBSCRIBE");
 
         let mut monitor = Follow::default();
         see(&mut monitor, Kind::Streaming, "MONITOR");
         assert!(!monitor.can_probe());
-        assert_eq!(see(&mut monitor, Kind::Reset, "RESET"), Seen::Nothing, "RESET goes to Redis");
-        assert!(monitor.unprobeable);
+        assert_eq!(
+            see(&mut monitor, Kind::Reset, "RESET"),
+            Seen::Reset(ProbeKind::RedisReset),
+            "RESET goes to Redis"
+        );
 
         for (kind, words) in [
             (Kind::Auth, "AUTH other secret"),
@@ -287,7 +351,7 @@ mod tests {
 
     #[test]
     fn recognises_only_its_own_markers() {
-        let probe = Probe::new(false);
+        let probe = Probe::new(ProbeKind::Check);
         let token = String::from_utf8(probe.before.to_vec()).unwrap();
         assert!(probe.is_before(format!("${}\r\n{token}\r\n", token.len()).as_bytes()));
         assert!(probe.is_before(format!("*2\r\n$4\r\npong\r\n${}\r\n{token}\r\n", token.len()).as_bytes()));
@@ -295,14 +359,32 @@ mod tests {
         assert!(!probe.is_before(b"$5\r\nhello\r\n"));
         let message = format!("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n${}\r\n{token}\r\n", token.len());
         assert!(!probe.is_before(message.as_bytes()));
-        assert_ne!(Probe::new(false).before, probe.before, "every probe draws new tokens");
+        assert_ne!(Probe::new(ProbeKind::Check).before, probe.before, "every probe draws new tokens");
         let requests = String::from_utf8(probe.requests().to_vec()).unwrap();
         assert!(
             requests.starts_with("*2\r\n$4\r\nPING\r\n")
                 && requests.contains("$6\r\nCLIENT\r\n$4\r\nINFO\r\n")
         );
-        let flush = Probe::new(true);
+        let flush = Probe::new(ProbeKind::Flush { reply: true });
         assert_eq!(flush.requests().iter().filter(|&&b| b == b'*').count(), 1, "a flush sends one PING");
+        let after_skip = Probe::new(ProbeKind::Flush { reply: false });
+        assert_eq!(
+            after_skip.requests().iter().filter(|&&b| b == b'*').count(),
+            2,
+            "a first PING takes the skip"
+        );
+        let reset = Probe::new(ProbeKind::RedisReset);
+        assert!(reset.requests().is_empty() && reset.is_after(b"+RESET\r\n") && !reset.is_after(b"+OK\r\n"));
+        let ok = |token: &Bytes| {
+            Bytes::from(format!("${}\r\n{}\r\n", token.len(), String::from_utf8_lossy(token)))
+        };
+        let info = Bytes::from_static(b"$4\r\nid=1\r\n");
+        let refused = Bytes::from_static(b"-NOPERM no\r\n");
+        assert_eq!(probe.entry(&[ok(&probe.before), info.clone(), ok(&probe.after)]), Entry::Probeable);
+        assert_eq!(probe.entry(&[ok(&probe.before), refused.clone(), ok(&probe.after)]), Entry::Unprobeable);
+        assert_eq!(probe.entry(&[refused.clone(), refused.clone(), refused]), Entry::Unprobeable);
+        let push = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*0\r\n");
+        assert_eq!(probe.entry(&[push, ok(&probe.before), info]), Entry::Lost);
         assert!(is_push(b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"));
         assert!(is_push(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nv\r\n"));
         assert!(!is_push(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n"));
