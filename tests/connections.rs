@@ -212,9 +212,13 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     let target_id = support::int_reply(&target.command(&["CLIENT", "ID"]).await).to_string();
     target.command(&["SUBSCRIBE", "__redis__:invalidate"]).await;
     let mut tracker = RawClient::connect(strata.addr).await;
-    // A client on strata's shared connections has nowhere to receive invalidations.
+    // A client on strata's shared connections, or on a pinned one (WATCH) that carries
+    // replies, has nowhere to receive invalidations.
     let mut plain = RawClient::connect(strata.addr).await;
     let plain_id = support::int_reply(&plain.command(&["CLIENT", "ID"]).await).to_string();
+    let refused = tracker.command(&["CLIENT", "TRACKING", "on", "REDIRECT", &plain_id]).await;
+    assert!(refused.starts_with(b"-ERR strata: client"), "{}", String::from_utf8_lossy(&refused));
+    plain.command(&["WATCH", "x"]).await;
     let refused = tracker.command(&["CLIENT", "TRACKING", "on", "REDIRECT", &plain_id]).await;
     assert!(refused.starts_with(b"-ERR strata: client"), "{}", String::from_utf8_lossy(&refused));
     let tracking = ["CLIENT", "TRACKING", "on", "REDIRECT", &target_id];
@@ -291,12 +295,12 @@ async fn pass_through_ends_when_the_state_does() {
     assert_eq!(&c.command(&["CLIENT", "TRACKING", "off"]).await[..], b"+OK\r\n");
     assert!(served_by_strata(&mut c).await);
 
-    // A client on its own connection (SELECT) keeps it, database and all.
+    // A client on a connection of its own (SELECT) stays with Redis: its state lives there.
     c.command(&["SELECT", "2"]).await;
     c.command(&["SET", "in2", "yes"]).await;
     c.command(&["SUBSCRIBE", "a"]).await;
     c.command(&["UNSUBSCRIBE"]).await;
-    assert!(served_by_strata(&mut c).await);
+    assert!(!served_by_strata(&mut c).await);
     assert_eq!(&c.command(&["GET", "in2"]).await[..], b"$3\r\nyes\r\n");
 
     // RESET ends pass-through too, and the client starts over on database 0.

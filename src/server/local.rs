@@ -150,12 +150,14 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
             // Tracking never started on this client's connections, so off is already true.
             Action::Local(Reply::Status("OK"))
         }
-        b"tracking" => match redirect_target_shares(ctx.registry, argv) {
-            Some(id) => Action::Local(Reply::err(format!(
-                "strata: client {id} shares strata's connections and cannot receive invalidations; \
-                 it can once it subscribes to __redis__:invalidate or enables tracking itself"
+        // Inside MULTI the refusal would be strata's alone and EXEC's array one short;
+        // there the id becomes 0 and Redis refuses it at EXEC.
+        b"tracking" => match redirect_target_cannot_receive(ctx.registry, argv, session.id) {
+            Some(id) if !session.in_multi => Action::Local(Reply::err(format!(
+                "strata: client {id} has no connection of its own to receive invalidations; \
+                 it gets one when it subscribes to __redis__:invalidate or enables tracking itself"
             ))),
-            None => Action::PassThrough(redirect_to_upstream_id(ctx.registry, argv)),
+            _ => Action::PassThrough(redirect_to_upstream_id(ctx.registry, argv)),
         },
         b"reply" if argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
             Action::Local(Reply::Status("OK"))
@@ -176,25 +178,27 @@ pub fn client(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current
 }
 
 /// `CLIENT TRACKING on REDIRECT id …` names a strata client; Redis needs the id of that
-/// client's own upstream connection, or 0, which no Redis connection has, when there is
-/// none: Redis then refuses the redirect, where the strata number left as it was could
-/// name one of strata's shared connections. `None`: no REDIRECT, or an id that is not a
-/// number, for Redis to refuse in its own words.
+/// client's connection in pass-through, or 0, which no Redis connection has, when it is
+/// not in pass-through: Redis then refuses the redirect, where the strata number left as
+/// it was could name one of strata's shared connections, and a pinned connection would
+/// get pushes among its replies. `None`: no REDIRECT, or an id that is not a number, for
+/// Redis to refuse in its own words.
 fn redirect_to_upstream_id(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
     let at = redirect_position(argv)?;
     let id = clients::parse_id(argv[at])?;
-    let upstream = registry.get(id).and_then(|c| c.upstream_id()).unwrap_or(0).to_string();
+    let upstream = registry.get(id).and_then(|c| c.redirect_target()).unwrap_or(0).to_string();
     let mut args = argv.to_vec();
     args[at] = upstream.as_bytes();
     Some(crate::resp::reply::encode_command(&args))
 }
 
-/// The strata id named by `REDIRECT` when it is a connected client without a connection
-/// of its own: Redis would push invalidations to it, and through strata it has nowhere
-/// to receive them.
-fn redirect_target_shares(registry: &Registry, argv: &[&[u8]]) -> Option<u64> {
+/// The strata id named by `REDIRECT` when it is another connected client that is not in
+/// pass-through: Redis would push invalidations to it, and through strata it has nowhere
+/// to receive them. (A client naming itself gets Redis' own refusal.)
+fn redirect_target_cannot_receive(registry: &Registry, argv: &[&[u8]], caller: u64) -> Option<u64> {
     let id = clients::parse_id(argv[redirect_position(argv)?])?;
-    registry.get(id).is_some_and(|c| c.upstream_id().is_none()).then_some(id)
+    let receives = registry.get(id)?.redirect_target().is_some();
+    (id != caller && !receives).then_some(id)
 }
 
 /// Where the id of `CLIENT TRACKING on|off … REDIRECT id …` is: options are read in

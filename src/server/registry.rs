@@ -2,7 +2,7 @@
 //! the ids strata hands out (`CLIENT ID`, `HELLO`) rather than upstream connection ids,
 //! and `CLIENT LIST` can describe strata's clients rather than its upstream connections.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ use crate::resp::reply::Protocol;
 pub struct ClientHandle {
     /// The Redis client id of its pinned connection, or -1 when it has none.
     upstream_id: AtomicI64,
+    /// In pass-through: its connection carries whatever Redis pushes, so it can be the
+    /// target of another client's `CLIENT TRACKING … REDIRECT`.
+    pass_through: AtomicBool,
     /// Cancelled by `CLIENT KILL`: the client's connection closes.
     pub kill: CancellationToken,
     /// The client's address, `ip:port`.
@@ -108,6 +111,17 @@ impl ClientHandle {
         Some(self.upstream_id.load(Ordering::Relaxed)).filter(|id| *id >= 0)
     }
 
+    /// Records whether the client is in pass-through.
+    pub fn set_pass_through(&self, on: bool) {
+        self.pass_through.store(on, Ordering::Relaxed);
+    }
+
+    /// The Redis id of the client's connection if it is in pass-through: the one kind
+    /// of connection that can receive another client's invalidations.
+    pub fn redirect_target(&self) -> Option<i64> {
+        self.upstream_id().filter(|_| self.pass_through.load(Ordering::Relaxed))
+    }
+
     /// The client sent a batch of requests at `at`: one relaxed store per batch.
     pub fn touch(&self, at: Instant) {
         let ms = at.saturating_duration_since(self.connected).as_millis() as u64;
@@ -162,6 +176,7 @@ impl Registry {
         let now = Instant::now();
         let handle = Arc::new(ClientHandle {
             upstream_id: AtomicI64::new(-1),
+            pass_through: AtomicBool::new(false),
             kill: CancellationToken::new(),
             addr: peer.addr,
             laddr: peer.laddr,

@@ -60,11 +60,6 @@ impl Dedicated {
         Ok(Self::spawn(conn.stream, conn.leftover, None, conn.client_id))
     }
 
-    /// A connection whose socket comes back from pass-through, idle, as a client's own.
-    pub fn attach(stream: TcpStream, upstream_id: Option<i64>) -> Dedicated {
-        Self::spawn(stream, BytesMut::new(), None, upstream_id)
-    }
-
     fn spawn(
         stream: TcpStream,
         leftover: BytesMut,

@@ -4,9 +4,10 @@
 //! id. After a request that may end the state (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT
 //! REPLY ON) strata holds the client's next requests and asks Redis what state the
 //! connection is in (`check`); if it is back to what strata would give the client, normal
-//! service resumes, and the held requests are served as usual. RESET always ends it: strata
+//! service resumes, and the held requests are served as usual. RESET ends it too: strata
 //! answers it once a marker shows every earlier reply out, or, where no marker can go,
-//! lets Redis answer it and ends at Redis' `+RESET`.
+//! lets Redis answer it and ends at Redis' `+RESET` (unless a CLIENT REPLY SKIP would
+//! swallow that; then pass-through goes on).
 
 mod check;
 
@@ -25,14 +26,14 @@ use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
 use crate::server::local::upstream_ids;
 use crate::server::registry::Registry;
 use crate::server::route::Route;
-use crate::upstream::{Dedicated, ServerInfo};
+use crate::upstream::ServerInfo;
 
 /// How a pass-through stretch ended.
 enum Ended {
     /// The connection is over (either side closed, kill, shutdown).
     Closed,
-    /// Redis showed the connection back in a plain state, on database `db`.
-    Resumed { db: i64 },
+    /// Redis showed the connection back in a plain state.
+    Resumed,
     /// The client's RESET ended it; every reply before it is out, and with `answer`
     /// strata answers the RESET (Redis never saw it).
     Reset { answer: bool },
@@ -67,18 +68,22 @@ struct Before {
     protocol: Protocol,
     db: i64,
     user: String,
+    /// The client had a connection of its own (SELECT, WATCH, AUTH, READONLY): its state
+    /// lives there, so normal service never resumes without it.
     own_connection: bool,
 }
 
 impl Before {
-    fn expect(&self, follow: &Follow) -> Expect<'_> {
-        // A connection that stays the client's keeps whatever database it has.
-        let checked = !(self.own_connection || follow.sticky);
-        Expect {
+    /// What the connection must show for normal service to resume; `None` when it never
+    /// can: its state (SELECT, WATCH, READONLY, before or during pass-through) would go
+    /// with it, and a connection kept as the client's own could be another client's
+    /// redirect target, whose pushes a pinned connection cannot carry.
+    fn expect(&self, follow: &Follow) -> Option<Expect<'_>> {
+        (!self.own_connection && !follow.sticky).then_some(Expect {
             protocol: self.protocol,
-            db: checked.then_some(self.db),
-            user: checked.then_some(self.user.as_str()),
-        }
+            db: self.db,
+            user: &self.user,
+        })
     }
 }
 
@@ -91,6 +96,7 @@ impl Handler {
         view.subscribed = matches!(self.last_cmd.name.as_str(), "subscribe" | "psubscribe" | "ssubscribe");
         view.monitor = self.last_cmd.name == "monitor";
         self.registration.handle.publish(view);
+        self.registration.handle.set_pass_through(true);
         self.drain().await?;
         let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
             let reply =
@@ -107,8 +113,10 @@ impl Handler {
             && leftover.is_empty();
         let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
         if entry == Entry::Lost {
-            let reply = Reply::err("upstream connection out of step: no reply to strata's check in time")
-                .to_bytes(self.session.protocol);
+            let reply = Reply::err(
+                "upstream connection out of step: strata's check of it got no reply in time, or another's",
+            )
+            .to_bytes(self.session.protocol);
             self.stream.write_all(&reply).await?;
             self.stream.shutdown().await?;
             return Ok(false);
@@ -134,21 +142,20 @@ impl Handler {
         };
         match self.join(&mut upstream, &probing, &before, probe_first).await? {
             Ended::Closed => Ok(false),
-            Ended::Resumed { db } => {
-                self.resume(upstream, &probing.follow(), db);
+            Ended::Resumed => {
+                // The connection goes: it holds nothing the client still needs.
+                drop(upstream);
+                self.back_to_shared();
                 Ok(true)
             }
             Ended::Reset { answer } => {
                 // The connection goes, and with it whatever RESET would have cleared there.
                 drop(upstream);
                 self.session.reset();
-                self.registration.handle.set_upstream_id(-1);
-                self.last_route = Route::Shared;
-                self.reassign();
+                self.back_to_shared();
                 if answer {
                     self.local(Reply::Status("RESET"));
                 }
-                self.publish();
                 Ok(true)
             }
         }
@@ -216,28 +223,11 @@ impl Handler {
         }
     }
 
-    /// Back to normal service after pass-through: the session takes what the requests in
-    /// pass-through did, and the connection stays the client's own only if its state needs one.
-    fn resume(&mut self, upstream: TcpStream, follow: &Follow, db: i64) {
-        // Redis showed no MULTI; what WATCH left is known only from the requests.
-        self.session.in_multi = false;
-        self.session.close_tx();
-        if let Some(watching) = follow.watching {
-            self.session.watching = watching;
-        }
-        if follow.sticky {
-            self.session.sticky = true;
-            self.session.db = db;
-            self.session.other_db = db != self.ctx.config.upstream.url.db;
-        }
-        if self.session.needs_pinned() {
-            let id = self.registration.handle.upstream_id();
-            self.set_pinned(Some((Dedicated::attach(upstream, id), self.session.protocol)));
-            self.last_route = Route::Pinned;
-        } else {
-            self.registration.handle.set_upstream_id(-1);
-            self.last_route = Route::Shared;
-        }
+    /// Back to normal service on the shared connections, the pass-through connection gone.
+    fn back_to_shared(&mut self) {
+        self.registration.handle.set_upstream_id(-1);
+        self.registration.handle.set_pass_through(false);
+        self.last_route = Route::Shared;
         if self.slot.protocol != self.session.protocol {
             self.reassign();
         }
@@ -309,26 +299,28 @@ impl Requests<'_> {
                 Cut::Reset(kind) => Some(kind),
                 Cut::More | Cut::Raw => None,
             };
-            if let Some(kind) = kind {
+            let markers = kind.map(|kind| {
+                let probe = Probe::new(kind);
+                let markers = probe.requests();
                 // Armed before anything it waits for can be answered (`ready` may hold the
                 // RESET): both halves run in this one task.
-                *self.probing.armed() = Some(Probe::new(kind));
-            }
+                *self.probing.armed() = Some(probe);
+                markers
+            });
             if !ready.is_empty() {
                 to.write_all(&ready).await?;
             }
-            match cut {
-                Cut::Raw => {
+            match (cut, markers) {
+                (Cut::Raw, _) => {
                     tokio::io::copy(from, to).await?;
                     return Ok(());
                 }
-                Cut::Probe | Cut::Reset(_) => {
-                    let markers = self.probing.armed().as_ref().map(Probe::requests).unwrap_or_default();
+                (_, Some(markers)) => {
                     to.write_all(&markers).await?;
                     self.probing.stay.notified().await;
                     continue;
                 }
-                Cut::More => {}
+                (_, None) => {}
             }
             self.rbuf.reserve(READ_CHUNK);
             if from.read_buf(self.rbuf).await? == 0 {
@@ -460,15 +452,16 @@ where
                 Stage::Before(probe) if probe.is_before(frame) => (false, Stage::Between(probe, None)),
                 Stage::Before(probe) => (true, Stage::Before(probe)),
                 Stage::Between(probe, info) if probe.is_after(frame) => {
-                    let db = info.and_then(|info| before.expect(&probing.follow()).judge(&info));
+                    let expect = before.expect(&probing.follow());
+                    let plain = info.zip(expect).is_some_and(|(info, expect)| expect.judge(&info));
                     to.write_all(&buf.split_to(sent)).await?;
                     buf.advance(len);
                     sent = 0;
-                    match db {
-                        // Nothing may follow: Redis had no more requests to answer.
-                        Some(db) if buf.is_empty() => return Ok(Ended::Resumed { db }),
-                        _ => probing.stay.notify_one(),
+                    // Nothing may follow: Redis had no more requests to answer.
+                    if plain && buf.is_empty() {
+                        return Ok(Ended::Resumed);
                     }
+                    probing.stay.notify_one();
                     continue;
                 }
                 // The one reply between the markers is CLIENT INFO's.

@@ -19,8 +19,11 @@ pub struct Follow {
     pub monitor: bool,
     /// CLIENT REPLY OFF: the markers would get no reply.
     pub replies_off: bool,
-    /// CLIENT REPLY SKIP: the next request's reply is not sent.
+    /// CLIENT REPLY SKIP: the next request's reply may not be sent. Set on every SKIP
+    /// (one Redis refused only costs a marker), since a skip missed would swallow one.
     pub skip_next: bool,
+    /// A SKIP queued inside MULTI: Redis 7.0 applies it after EXEC.
+    pub skip_after_exec: bool,
     /// Inside MULTI: the markers would only be queued.
     pub in_multi: bool,
     /// Never probe again: AUTH or HELLO may have changed the user (who may not be allowed
@@ -28,11 +31,9 @@ pub struct Follow {
     /// SETNAME/SETINFO/NO-EVICT/NO-TOUCH changed what strata shows of the client, or the
     /// upstream user may not run the probe's commands.
     pub unprobeable: bool,
-    /// SELECT, READONLY/READWRITE or WATCH changed the connection: if normal service
-    /// resumes, the client keeps this connection as its own.
+    /// SELECT, READONLY/READWRITE or WATCH changed the connection for good: normal
+    /// service does not resume on it.
     pub sticky: bool,
-    /// WATCH (`Some(true)`) or EXEC, DISCARD, UNWATCH (`Some(false)`) was sent.
-    pub watching: Option<bool>,
 }
 
 /// What one request may do to the state that needs pass-through.
@@ -70,9 +71,10 @@ impl Follow {
                     self.replies_off = true;
                 } else if value(b"on") {
                     self.replies_off = false;
+                } else if value(b"skip") && self.in_multi {
+                    self.skip_after_exec = true;
                 } else if value(b"skip") {
-                    // Queued inside MULTI; ignored while replies are off.
-                    self.skip_next = !self.replies_off && !self.in_multi;
+                    self.skip_next = true;
                 }
                 may_end(value(b"on"))
             }
@@ -88,21 +90,17 @@ impl Follow {
                 self.in_multi = true;
                 Seen::Nothing
             }
-            Kind::Exec | Kind::Discard => {
+            Kind::Exec => {
                 self.in_multi = false;
-                self.watching = Some(false);
+                self.skip_next = std::mem::take(&mut self.skip_after_exec);
                 Seen::Nothing
             }
-            Kind::Watch => {
-                self.sticky = true;
-                self.watching = Some(true);
+            Kind::Discard => {
+                self.in_multi = false;
+                self.skip_after_exec = false;
                 Seen::Nothing
             }
-            Kind::Unwatch => {
-                self.watching = Some(false);
-                Seen::Nothing
-            }
-            Kind::Select | Kind::ReadMode => {
+            Kind::Select | Kind::ReadMode | Kind::Watch => {
                 self.sticky = true;
                 Seen::Nothing
             }
@@ -196,8 +194,8 @@ impl Probe {
                     Entry::Probeable
                 }
             }
-            // Refused, all of them (an ACL): in step, but no probe can ever work.
-            [_, _, _] if replies.iter().all(|r| r.starts_with(b"-")) => Entry::Unprobeable,
+            // PING refused (an ACL): in step, but no probe can ever work.
+            [first, _, last] if first.starts_with(b"-") && last.starts_with(b"-") => Entry::Unprobeable,
             _ => Entry::Lost,
         }
     }
@@ -243,17 +241,21 @@ pub fn is_push(frame: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Expect<'a> {
     pub protocol: Protocol,
-    /// The client's database, unless the connection is to stay the client's own.
-    pub db: Option<i64>,
-    /// The upstream URL's user, unless the connection is to stay the client's own.
-    pub user: Option<&'a str>,
+    /// The client's database.
+    pub db: i64,
+    /// The upstream URL's user.
+    pub user: &'a str,
 }
 
 impl Expect<'_> {
-    /// `Some(db)` when `reply` (to `CLIENT INFO`) shows a connection in no special state
-    /// (no subscription, tracking, MONITOR, MULTI, name or redirect) that matches what
-    /// strata expects; `db` is its database. `None` for anything else, errors included.
-    pub fn judge(&self, reply: &[u8]) -> Option<i64> {
+    /// Whether `reply` (to `CLIENT INFO`) shows a connection in no special state (no
+    /// subscription, tracking, MONITOR, MULTI, name or redirect) in the protocol,
+    /// database and user strata expects. Errors and anything unreadable say no.
+    pub fn judge(&self, reply: &[u8]) -> bool {
+        self.plain(reply).unwrap_or(false)
+    }
+
+    fn plain(&self, reply: &[u8]) -> Option<bool> {
         let text = client_info_text(reply)?;
         let field = |name: &str| {
             text.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
@@ -271,9 +273,7 @@ impl Expect<'_> {
             && field("redir")? == "-1"
             && field("resp")? == resp;
         let db: i64 = field("db")?.parse().ok()?;
-        let same_db = self.db.is_none_or(|want| want == db);
-        let same_user = self.user.is_none_or(|want| field("user") == Some(want));
-        (idle && same_db && same_user).then_some(db)
+        Some(idle && db == self.db && field("user") == Some(self.user))
     }
 }
 
@@ -315,10 +315,20 @@ mod tests {
         assert!(!f.can_probe());
         see(&mut f, Kind::Exec, "EXEC");
         assert!(f.can_probe());
+        see(&mut f, Kind::Multi, "MULTI");
+        see(&mut f, Kind::Client, "CLIENT REPLY SKIP");
+        assert!(!f.skip_next, "queued");
+        see(&mut f, Kind::Exec, "EXEC");
+        assert!(f.skip_next, "Redis 7.0 applies a queued SKIP after EXEC");
+        see(&mut f, Kind::Plain, "GET k");
+        assert!(f.can_probe());
+        // A SKIP Redis may have refused (replies off, RESP2 subscribed) still counts.
+        see(&mut f, Kind::Client, "CLIENT REPLY OFF");
+        see(&mut f, Kind::Client, "CLIENT REPLY SKIP");
+        assert!(f.skip_next);
+        see(&mut f, Kind::Client, "CLIENT REPLY ON");
         see(&mut f, Kind::Watch, "WATCH k");
-        assert_eq!((f.sticky, f.watching), (true, Some(true)));
-        see(&mut f, Kind::Unwatch, "UNWATCH");
-        assert_eq!(f.watching, Some(false));
+        assert!(f.sticky);
         assert_eq!(see(&mut f, Kind::Reset, "RESET"), Seen::Reset(ProbeKind::Flush { reply: true }));
         // SKIP silences the next request: a marker in its place would never be answered,
         // and RESET's own reply is not sent.
@@ -382,7 +392,8 @@ mod tests {
         let refused = Bytes::from_static(b"-NOPERM no\r\n");
         assert_eq!(probe.entry(&[ok(&probe.before), info.clone(), ok(&probe.after)]), Entry::Probeable);
         assert_eq!(probe.entry(&[ok(&probe.before), refused.clone(), ok(&probe.after)]), Entry::Unprobeable);
-        assert_eq!(probe.entry(&[refused.clone(), refused.clone(), refused]), Entry::Unprobeable);
+        assert_eq!(probe.entry(&[refused.clone(), refused.clone(), refused.clone()]), Entry::Unprobeable);
+        assert_eq!(probe.entry(&[refused.clone(), info.clone(), refused]), Entry::Unprobeable);
         let push = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*0\r\n");
         assert_eq!(probe.entry(&[push, ok(&probe.before), info]), Entry::Lost);
         assert!(is_push(b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"));
@@ -402,17 +413,17 @@ mod tests {
                 _ => format!("${}\r\n{text}\r\n", text.len()),
             }
         };
-        let shared = Expect { protocol: Protocol::Resp2, db: Some(0), user: Some("default") };
-        assert_eq!(shared.judge(info("N", 0, 2).as_bytes()), Some(0));
-        assert_eq!(shared.judge(info("P", 0, 2).as_bytes()), None, "still subscribed");
-        assert_eq!(shared.judge(info("t", 0, 2).as_bytes()), None, "still tracking");
-        assert_eq!(shared.judge(info("N", 3, 2).as_bytes()), None, "another database");
-        assert_eq!(shared.judge(info("N", 0, 3).as_bytes()), None, "another protocol");
+        let shared = Expect { protocol: Protocol::Resp2, db: 0, user: "default" };
+        assert!(shared.judge(info("N", 0, 2).as_bytes()));
+        assert!(!shared.judge(info("P", 0, 2).as_bytes()), "still subscribed");
+        assert!(!shared.judge(info("t", 0, 2).as_bytes()), "still tracking");
+        assert!(!shared.judge(info("N", 3, 2).as_bytes()), "another database");
+        assert!(!shared.judge(info("N", 0, 3).as_bytes()), "another protocol");
         let resp3 = Expect { protocol: Protocol::Resp3, ..shared.clone() };
-        assert_eq!(resp3.judge(info("N", 0, 3).as_bytes()), Some(0));
-        let own = Expect { protocol: Protocol::Resp2, db: None, user: None };
-        assert_eq!(own.judge(info("N", 3, 2).as_bytes()), Some(3));
+        assert!(resp3.judge(info("N", 0, 3).as_bytes()));
+        let other_user = Expect { user: "app", ..shared.clone() };
+        assert!(!other_user.judge(info("N", 0, 2).as_bytes()), "another user");
         let refused = b"-ERR Can't execute 'client|info': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n";
-        assert_eq!(shared.judge(refused), None);
+        assert!(!shared.judge(refused));
     }
 }
