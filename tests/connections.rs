@@ -247,6 +247,10 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     // connections has that number.
     let unknown = tracker.command(&["CLIENT", "TRACKING", "on", "BCAST", "REDIRECT", "999999"]).await;
     assert!(unknown.starts_with(b"-ERR The client ID you want redirect to does not exist"), "{unknown:?}");
+    // CLIENT KILL by filter would close strata's shared connections under every client:
+    // from pass-through it matches nothing.
+    assert_eq!(&tracker.command(&["CLIENT", "KILL", "TYPE", "normal"]).await[..], b":0\r\n");
+    assert_eq!(&writer.command(&["GET", "p:1"]).await[..], b"$1\r\nv\r\n");
     // Inline commands are cut and translated too.
     tracker.send(format!("CLIENT TRACKING on BCAST REDIRECT {target_id} PREFIX q:\r\n").as_bytes()).await;
     assert_eq!(&tracker.read_frame().await[..], b"+OK\r\n");
@@ -284,6 +288,10 @@ async fn pass_through_ends_when_the_state_does() {
     assert!(served_by_strata(&mut c).await);
     let info = fields(text_of(&c.command(&["CLIENT", "INFO"]).await).trim_end());
     assert_eq!((info["flags"].as_str(), info["name"].as_str()), ("N", "me"));
+    // On a subscribed RESP2 connection strata never asks what Redis would refuse: no
+    // error of its checks shows in Redis' statistics.
+    let errors = RawClient::port(redis.port).await.command(&["INFO", "errorstats"]).await;
+    assert!(!String::from_utf8_lossy(&errors).contains("errorstat_"), "{}", String::from_utf8_lossy(&errors));
 
     // RESP3 client-side caching: invalidation pushes while tracking, strata again after off.
     c.command(&["HELLO", "3"]).await;
@@ -371,6 +379,19 @@ async fn pass_through_ends_on_reset_and_after_multi() {
     assert_eq!(&c.command(&["EXEC"]).await[..], b"*2\r\n+OK\r\n+OK\r\n");
     assert!(c.command(&["UNSUBSCRIBE"]).await.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"));
     assert!(!served_by_strata(&mut c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_is_not_idle_time() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[server]\nidle_timeout_ms = 300\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["SUBSCRIBE", "a"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.command(&["UNSUBSCRIBE"]).await;
+    // Back in normal service, the idle timeout starts over.
+    assert_eq!(&c.command(&["PING"]).await[..], b"+PONG\r\n");
+    assert!(served_by_strata(&mut c).await);
 }
 
 /// The text of a bulk (RESP2) or verbatim (RESP3) reply.

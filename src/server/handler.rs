@@ -162,6 +162,8 @@ impl Handler {
         loop {
             if let Flow::PassThrough(rewritten) = self.process().await? {
                 if self.pass_through(rewritten).await? {
+                    // Idle time counts from normal service again, not from before.
+                    idle_deadline = idle.map(|d| Instant::now() + d);
                     continue;
                 }
                 return Ok(());

@@ -238,9 +238,9 @@ fn unblock_request(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
 }
 
 /// A pass-through client's request with the strata ids it names (`CLIENT TRACKING …
-/// REDIRECT id`, `CLIENT UNBLOCK id`) replaced by Redis' ids, as `client` does for every
-/// other client: its connection is Redis', but the ids it was given are strata's.
-/// `None`: send the request as it is.
+/// REDIRECT id`, `CLIENT UNBLOCK id`, `CLIENT KILL ID id`) replaced by Redis' ids, as
+/// `client` does for every other client: its connection is Redis', but the ids it was
+/// given are strata's. `None`: send the request as it is.
 pub(super) fn upstream_ids(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
     if argv.len() < 3 || !argv[0].eq_ignore_ascii_case(b"client") {
         return None;
@@ -248,8 +248,25 @@ pub(super) fn upstream_ids(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes>
     match argv[1].to_ascii_lowercase().as_slice() {
         b"tracking" => redirect_to_upstream_id(registry, argv),
         b"unblock" if argv.len() <= 4 => unblock_request(registry, argv),
+        b"kill" => Some(kill_request(registry, argv)),
         _ => None,
     }
+}
+
+/// `CLIENT KILL` from a pass-through client, as Redis must get it. Redis only knows
+/// connections: `ID id` reaches a strata client with a connection of its own; other
+/// filters (`TYPE normal` would close strata's shared connections under every client)
+/// and the old `ip:port` form match nothing, so Redis answers 0 or "No such client".
+/// (Redis refuses `ID 0`; no connection ever gets the largest id.)
+fn kill_request(registry: &Registry, argv: &[&[u8]]) -> Bytes {
+    let encode = crate::resp::reply::encode_command;
+    if argv.len() == 3 {
+        return encode(&[b"CLIENT", b"KILL", b"0.0.0.0:0"]);
+    }
+    let by_id = argv.len() == 4 && argv[2].eq_ignore_ascii_case(b"id");
+    let id = by_id.then(|| clients::parse_id(argv[3])).flatten();
+    let upstream = id.and_then(|id| registry.get(id)?.upstream_id()).unwrap_or(i64::MAX).to_string();
+    encode(&[b"CLIENT", b"KILL", b"ID", upstream.as_bytes()])
 }
 
 /// The caller of CLIENT LIST / INFO; its request's size is what Redis shows as `qbuf`.

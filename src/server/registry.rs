@@ -17,11 +17,13 @@ use crate::resp::reply::Protocol;
 /// What other connections may do to, and see of, one client.
 #[derive(Debug)]
 pub struct ClientHandle {
-    /// The Redis client id of its pinned connection, or -1 when it has none.
+    /// The Redis client id of its pinned or pass-through connection, or -1 when it has none.
     upstream_id: AtomicI64,
     /// In pass-through: its connection carries whatever Redis pushes, so it can be the
     /// target of another client's `CLIENT TRACKING … REDIRECT`.
     pass_through: AtomicBool,
+    /// Another client's REDIRECT named it: its connection must outlive its own state.
+    redirect_target: AtomicBool,
     /// Cancelled by `CLIENT KILL`: the client's connection closes.
     pub kill: CancellationToken,
     /// The client's address, `ip:port`.
@@ -116,10 +118,18 @@ impl ClientHandle {
         self.pass_through.store(on, Ordering::Relaxed);
     }
 
-    /// The Redis id of the client's connection if it is in pass-through: the one kind
-    /// of connection that can receive another client's invalidations.
+    /// The Redis id of the client's connection if it is in pass-through, the one kind
+    /// of connection that can receive another client's invalidations; from then on it
+    /// counts as a redirect target.
     pub fn redirect_target(&self) -> Option<i64> {
-        self.upstream_id().filter(|_| self.pass_through.load(Ordering::Relaxed))
+        let id = self.upstream_id().filter(|_| self.pass_through.load(Ordering::Relaxed))?;
+        self.redirect_target.store(true, Ordering::Relaxed);
+        Some(id)
+    }
+
+    /// Another client's REDIRECT has named this client.
+    pub fn is_redirect_target(&self) -> bool {
+        self.redirect_target.load(Ordering::Relaxed)
     }
 
     /// The client sent a batch of requests at `at`: one relaxed store per batch.
@@ -177,6 +187,7 @@ impl Registry {
         let handle = Arc::new(ClientHandle {
             upstream_id: AtomicI64::new(-1),
             pass_through: AtomicBool::new(false),
+            redirect_target: AtomicBool::new(false),
             kill: CancellationToken::new(),
             addr: peer.addr,
             laddr: peer.laddr,

@@ -12,19 +12,19 @@
 mod check;
 
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen, is_push};
+use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen, is_push, is_subscribed_pong};
 use super::{Handler, READ_CHUNK};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
 use crate::server::local::upstream_ids;
-use crate::server::registry::Registry;
+use crate::server::registry::{ClientHandle, Registry};
 use crate::server::route::Route;
 use crate::upstream::ServerInfo;
 
@@ -48,8 +48,18 @@ struct Probing {
     /// The probe sent after the last request that may have ended the state, until the
     /// replies reach it.
     armed: Mutex<Option<Probe>>,
-    /// The probe found the state going on: the requests resume.
-    stay: Notify,
+    /// What the requests half is to do next in a probe (see `Order`).
+    order: Mutex<Option<Order>>,
+    /// An order was given.
+    wake: Notify,
+}
+
+/// What the replies half tells the requests half during a probe.
+enum Order {
+    /// Send the rest of the check.
+    Send(BytesMut),
+    /// The state goes on: requests resume.
+    Stay,
 }
 
 impl Probing {
@@ -59,6 +69,23 @@ impl Probing {
 
     fn armed(&self) -> MutexGuard<'_, Option<Probe>> {
         self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Gives the requests half its next order. Orders never pile up: the second of a
+    /// probe can only follow Redis' answer to what the first made the requests half send.
+    fn order(&self, order: Order) {
+        *self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(order);
+        self.wake.notify_one();
+    }
+
+    /// Waits for the requests half's next order.
+    async fn next_order(&self) -> Order {
+        loop {
+            self.wake.notified().await;
+            if let Some(order) = self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+                return order;
+            }
+        }
     }
 }
 
@@ -71,6 +98,8 @@ struct Before {
     /// The client had a connection of its own (SELECT, WATCH, AUTH, READONLY): its state
     /// lives there, so normal service never resumes without it.
     own_connection: bool,
+    /// The client's registry entry: another client may make it a redirect target.
+    handle: Arc<ClientHandle>,
 }
 
 impl Before {
@@ -78,12 +107,11 @@ impl Before {
     /// can: its state (SELECT, WATCH, READONLY, before or during pass-through) would go
     /// with it, and a connection kept as the client's own could be another client's
     /// redirect target, whose pushes a pinned connection cannot carry.
+    /// A redirect target keeps its connection too: closing it would break the other
+    /// client's tracking for good (Redis keeps a redirect through UNSUBSCRIBE).
     fn expect(&self, follow: &Follow) -> Option<Expect<'_>> {
-        (!self.own_connection && !follow.sticky).then_some(Expect {
-            protocol: self.protocol,
-            db: self.db,
-            user: &self.user,
-        })
+        let stays = self.own_connection || follow.sticky || self.handle.is_redirect_target();
+        (!stays).then_some(Expect { protocol: self.protocol, db: self.db, user: &self.user })
     }
 }
 
@@ -96,42 +124,28 @@ impl Handler {
         view.subscribed = matches!(self.last_cmd.name.as_str(), "subscribe" | "psubscribe" | "ssubscribe");
         view.monitor = self.last_cmd.name == "monitor";
         self.registration.handle.publish(view);
-        self.registration.handle.set_pass_through(true);
-        self.drain().await?;
-        let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
-            let reply =
-                Reply::err("upstream unavailable: cannot open a connection").to_bytes(self.session.protocol);
-            self.stream.write_all(&reply).await?;
-            self.stream.shutdown().await?;
-            return Ok(false);
+        let kill = self.registration.handle.kill.clone();
+        // A kill must not wait for the replies the drain waits for (a blocking command).
+        let entered = tokio::select! {
+            biased;
+            () = kill.cancelled() => return Ok(false),
+            entered = self.enter() => entered?,
         };
+        let Some((mut upstream, leftover, entry)) = entered else { return Ok(false) };
         let probing = Probing::default();
-        // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
-        // connection is checked.
-        let checked = !self.session.in_multi
-            && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
-            && leftover.is_empty();
-        let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
-        if entry == Entry::Lost {
-            let reply = Reply::err(
-                "upstream connection out of step: strata's check of it got no reply in time, or another's",
-            )
-            .to_bytes(self.session.protocol);
-            self.stream.write_all(&reply).await?;
-            self.stream.shutdown().await?;
-            return Ok(false);
-        }
         {
             let mut follow = probing.follow();
             follow.in_multi = self.session.in_multi;
             follow.unprobeable = entry == Entry::Unprobeable;
         }
         self.stream.write_all(&leftover).await?;
-        // A request strata rewrote or re-encoded (inline) goes as `first` and is not cut
-        // again below, so what it does is noted here.
-        let mut probe_first = false;
+        // The request that started pass-through is followed by a check too: Redis may
+        // have refused it (a bare SUBSCRIBE, a bad REDIRECT), leaving nothing to stay for.
+        // Sent as `first` (rewritten or inline) it is not cut again below, so what it does
+        // is noted here.
+        let probe_first = first.is_some();
         if let Some(first) = first {
-            probe_first = self.see_first(&first, &probing) == Seen::MayEnd;
+            self.see_first(&first, &probing);
             upstream.write_all(&first).await?;
         }
         let before = Before {
@@ -139,7 +153,10 @@ impl Handler {
             db: self.session.db,
             user: self.ctx.config.upstream.url.username.clone().unwrap_or_else(|| "default".into()),
             own_connection: self.session.needs_pinned(),
+            handle: self.registration.handle.clone(),
         };
+        // Only now can other clients name it in REDIRECT: its connection is Redis' alone.
+        self.registration.handle.set_pass_through(true);
         match self.join(&mut upstream, &probing, &before, probe_first).await? {
             Ended::Closed => Ok(false),
             Ended::Resumed => {
@@ -161,6 +178,34 @@ impl Handler {
         }
     }
 
+    /// Waits for the client's earlier replies, takes a connection for it and checks it.
+    /// `None`: the client was told why it cannot go on, and its connection closed.
+    async fn enter(&mut self) -> std::io::Result<Option<(TcpStream, BytesMut, Entry)>> {
+        self.drain().await?;
+        let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
+            self.refuse_and_close("upstream unavailable: cannot open a connection").await?;
+            return Ok(None);
+        };
+        // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
+        // connection is checked.
+        let checked = !self.session.in_multi
+            && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
+            && leftover.is_empty();
+        let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
+        if entry == Entry::Lost {
+            let why =
+                "upstream connection out of step: strata's check of it got no reply in time, or another's";
+            self.refuse_and_close(why).await?;
+            return Ok(None);
+        }
+        Ok(Some((upstream, leftover, entry)))
+    }
+
+    async fn refuse_and_close(&mut self, why: &str) -> std::io::Result<()> {
+        self.stream.write_all(&Reply::err(why).to_bytes(self.session.protocol)).await?;
+        self.stream.shutdown().await
+    }
+
     /// Whether Redis answers a probe on this idle connection, for its user: with PING or
     /// CLIENT INFO refused (an ACL), a probe's replies could not be told from the client's.
     /// `Lost` when the replies were not the probe's or did not come within the connect
@@ -168,7 +213,8 @@ impl Handler {
     async fn check_entry(&self, upstream: &mut TcpStream) -> Entry {
         let probe = Probe::new(ProbeKind::Check);
         let mut rbuf = BytesMut::new();
-        let requests = probe.requests();
+        let mut requests = probe.requests();
+        requests.extend_from_slice(&probe.rest());
         let roundtrip = crate::upstream::roundtrip(upstream, &mut rbuf, &requests, 3);
         let limit = self.ctx.config.upstream.connect_timeout;
         match tokio::time::timeout(limit, roundtrip).await {
@@ -208,9 +254,19 @@ impl Handler {
         // client is closed too, whether or not it would ever have noticed.
         let requests = async {
             let limit = ctx.config.limits.max_client_buffer;
-            Requests { rbuf, parser, ranges, registry: &ctx.registry, server: &server, limit, probing }
-                .forward(&mut from_client, &mut to_redis, probe_first)
-                .await?;
+            let after_trigger = !probe_first;
+            Requests {
+                rbuf,
+                parser,
+                ranges,
+                registry: &ctx.registry,
+                server: &server,
+                limit,
+                probing,
+                after_trigger,
+            }
+            .forward(&mut from_client, &mut to_redis, probe_first)
+            .await?;
             to_redis.shutdown().await?;
             std::future::pending().await
         };
@@ -269,6 +325,8 @@ struct Requests<'a> {
     /// `limits.max_client_buffer`: the most one incomplete request may hold here.
     limit: usize,
     probing: &'a Probing,
+    /// The request that started pass-through is still in the buffer: a check follows it.
+    after_trigger: bool,
 }
 
 /// Where cutting requests stopped.
@@ -291,6 +349,7 @@ impl Requests<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let probe_first = probe_first && self.probing.follow().can_probe();
         let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
         loop {
             let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
@@ -317,7 +376,9 @@ impl Requests<'_> {
                 }
                 (_, Some(markers)) => {
                     to.write_all(&markers).await?;
-                    self.probing.stay.notified().await;
+                    while let Order::Send(rest) = self.probing.next_order().await {
+                        to.write_all(&rest).await?;
+                    }
                     continue;
                 }
                 (_, None) => {}
@@ -343,6 +404,7 @@ impl Requests<'_> {
                     return (ready, Cut::Raw);
                 }
             };
+            let trigger = !matches!(frame, Frame::Empty { .. }) && std::mem::take(&mut self.after_trigger);
             let (len, translated, seen) = match frame {
                 Frame::Empty { len } => (len, None, Seen::Nothing),
                 Frame::Multibulk { len } => {
@@ -366,7 +428,7 @@ impl Requests<'_> {
             if let Seen::Reset(kind) = seen {
                 return (ready, Cut::Reset(kind));
             }
-            if seen == Seen::MayEnd && self.probing.follow().can_probe() {
+            if (seen == Seen::MayEnd || trigger) && self.probing.follow().can_probe() {
                 return (ready, Cut::Probe);
             }
         }
@@ -449,7 +511,19 @@ where
                     probe.kind = ProbeKind::Flush { reply: true };
                     (false, Stage::Before(probe))
                 }
-                Stage::Before(probe) if probe.is_before(frame) => (false, Stage::Between(probe, None)),
+                // A subscribed RESP2 connection: still in pub/sub, nothing more to ask.
+                Stage::Before(probe)
+                    if probe.kind == ProbeKind::Check
+                        && is_subscribed_pong(frame)
+                        && probe.is_before(frame) =>
+                {
+                    probing.order(Order::Stay);
+                    (false, Stage::Idle)
+                }
+                Stage::Before(probe) if probe.is_before(frame) => {
+                    probing.order(Order::Send(probe.rest()));
+                    (false, Stage::Between(probe, None))
+                }
                 Stage::Before(probe) => (true, Stage::Before(probe)),
                 Stage::Between(probe, info) if probe.is_after(frame) => {
                     let expect = before.expect(&probing.follow());
@@ -461,7 +535,7 @@ where
                     if plain && buf.is_empty() {
                         return Ok(Ended::Resumed);
                     }
-                    probing.stay.notify_one();
+                    probing.order(Order::Stay);
                     continue;
                 }
                 // The one reply between the markers is CLIENT INFO's.
@@ -482,5 +556,12 @@ where
         if sent > 0 {
             to.write_all(&buf.split_to(sent)).await?;
         }
+        // One huge reply must not keep its buffer for the rest of the session.
+        if buf.is_empty() && buf.capacity() > SHRINK_OVER {
+            buf = BytesMut::new();
+        }
     }
 }
+
+/// Reply buffer capacity past which an emptied buffer is given back.
+const SHRINK_OVER: usize = 1024 * 1024;

@@ -152,19 +152,26 @@ impl Probe {
         Probe { before: token("a"), after: token("b"), kind }
     }
 
-    /// `PING before`, `CLIENT INFO`, `PING after` (a flush: only the last, after `PING
-    /// before` to take a skip), as one write.
+    /// What is sent first: for a check `PING before` alone, whose reply shows a subscribed
+    /// RESP2 connection (there `CLIENT INFO` would only be refused, counted in Redis'
+    /// error statistics); for a flush `PING after`, behind `PING before` to take a skip.
     pub fn requests(&self) -> BytesMut {
         let mut out = BytesMut::new();
         if matches!(self.kind, ProbeKind::Check | ProbeKind::Flush { reply: false }) {
             out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.before[..]]));
         }
-        if self.kind == ProbeKind::Check {
-            out.put_slice(&crate::resp::reply::encode_command(&[b"CLIENT", b"INFO"]));
-        }
-        if self.kind != ProbeKind::RedisReset {
+        if matches!(self.kind, ProbeKind::Flush { .. }) {
             out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.after[..]]));
         }
+        out
+    }
+
+    /// The rest of a check, once `PING before` showed a connection that may be plain:
+    /// `CLIENT INFO`, `PING after`.
+    pub fn rest(&self) -> BytesMut {
+        let mut out = BytesMut::new();
+        out.put_slice(&crate::resp::reply::encode_command(&[b"CLIENT", b"INFO"]));
+        out.put_slice(&crate::resp::reply::encode_command(&[b"PING", &self.after[..]]));
         out
     }
 
@@ -211,6 +218,11 @@ pub enum Entry {
     /// The replies were not the probe's (a push came first): the connection is not in
     /// step and must not be used.
     Lost,
+}
+
+/// `PING`'s reply on a subscribed RESP2 connection: `["pong", …]`.
+pub fn is_subscribed_pong(frame: &[u8]) -> bool {
+    frame.starts_with(b"*2\r\n$4\r\npong\r\n")
 }
 
 /// `PING token`'s reply: a bulk string, or `["pong", token]` on a subscribed RESP2
@@ -371,10 +383,16 @@ mod tests {
         assert!(!probe.is_before(message.as_bytes()));
         assert_ne!(Probe::new(ProbeKind::Check).before, probe.before, "every probe draws new tokens");
         let requests = String::from_utf8(probe.requests().to_vec()).unwrap();
+        assert!(requests.starts_with("*2\r\n$4\r\nPING\r\n") && !requests.contains("INFO"), "{requests}");
+        let rest = String::from_utf8(probe.rest().to_vec()).unwrap();
         assert!(
-            requests.starts_with("*2\r\n$4\r\nPING\r\n")
-                && requests.contains("$6\r\nCLIENT\r\n$4\r\nINFO\r\n")
+            rest.starts_with("*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n") && rest.ends_with("-b\r\n"),
+            "{rest}"
         );
+        assert!(is_subscribed_pong(
+            format!("*2\r\n$4\r\npong\r\n${}\r\n{token}\r\n", token.len()).as_bytes()
+        ));
+        assert!(!is_subscribed_pong(format!("${}\r\n{token}\r\n", token.len()).as_bytes()));
         let flush = Probe::new(ProbeKind::Flush { reply: true });
         assert_eq!(flush.requests().iter().filter(|&&b| b == b'*').count(), 1, "a flush sends one PING");
         let after_skip = Probe::new(ProbeKind::Flush { reply: false });
