@@ -254,6 +254,10 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     // Inline commands are cut and translated too.
     tracker.send(format!("CLIENT TRACKING on BCAST REDIRECT {target_id} PREFIX q:\r\n").as_bytes()).await;
     assert_eq!(&tracker.read_frame().await[..], b"+OK\r\n");
+    // CLIENT KILL ID with other filters reaches the named client's own connection.
+    let kill = ["CLIENT", "KILL", "ID", &target_id, "SKIPME", "no"];
+    assert_eq!(&tracker.command(&kill).await[..], b":1\r\n");
+    assert!(target.is_closed().await);
 }
 
 /// `STRATA GETKEYS` is strata's own command: a reply to it shows that strata, not Redis,
@@ -379,6 +383,24 @@ async fn pass_through_ends_on_reset_and_after_multi() {
     assert_eq!(&c.command(&["EXEC"]).await[..], b"*2\r\n+OK\r\n+OK\r\n");
     assert!(c.command(&["UNSUBSCRIBE"]).await.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"));
     assert!(!served_by_strata(&mut c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_redis_refuses_closes_the_client_instead_of_waiting() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut admin = RawClient::port(redis.port).await;
+    admin.command(&["CONFIG", "SET", "busy-reply-threshold", "50"]).await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["SUBSCRIBE", "a"]).await;
+    let mut script = RawClient::port(redis.port).await;
+    script.send(&cmd(&["EVAL", "while true do end", "0"])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Redis refuses everything while the script runs, the check's PING too.
+    c.send(&cmd(&["UNSUBSCRIBE"])).await;
+    assert!(c.read_frame().await.starts_with(b"-BUSY "));
+    assert!(c.is_closed().await);
+    assert_eq!(&admin.command(&["SCRIPT", "KILL"]).await[..], b"+OK\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,25 +248,49 @@ pub(super) fn upstream_ids(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes>
     match argv[1].to_ascii_lowercase().as_slice() {
         b"tracking" => redirect_to_upstream_id(registry, argv),
         b"unblock" if argv.len() <= 4 => unblock_request(registry, argv),
-        b"kill" => Some(kill_request(registry, argv)),
+        b"kill" => kill_request(registry, argv),
         _ => None,
     }
 }
 
 /// `CLIENT KILL` from a pass-through client, as Redis must get it. Redis only knows
-/// connections: `ID id` reaches a strata client with a connection of its own; other
-/// filters (`TYPE normal` would close strata's shared connections under every client)
-/// and the old `ip:port` form match nothing, so Redis answers 0 or "No such client".
-/// (Redis refuses `ID 0`; no connection ever gets the largest id.)
-fn kill_request(registry: &Registry, argv: &[&[u8]]) -> Bytes {
+/// connections: an `ID id` filter names a strata client's connection of its own (or none,
+/// the largest id, which no connection ever gets; Redis refuses `ID 0`), and filters
+/// together must all match. Without `ID`, filters such as `TYPE normal` would close
+/// strata's shared connections under every client, so they become `ID` none; the old
+/// `ip:port` form matches no connection either. An odd filter list goes as it is, for
+/// Redis to refuse.
+fn kill_request(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
     let encode = crate::resp::reply::encode_command;
+    const NONE: &[u8] = b"9223372036854775807";
     if argv.len() == 3 {
-        return encode(&[b"CLIENT", b"KILL", b"0.0.0.0:0"]);
+        return Some(encode(&[b"CLIENT", b"KILL", b"0.0.0.0:0"]));
     }
-    let by_id = argv.len() == 4 && argv[2].eq_ignore_ascii_case(b"id");
-    let id = by_id.then(|| clients::parse_id(argv[3])).flatten();
-    let upstream = id.and_then(|id| registry.get(id)?.upstream_id()).unwrap_or(i64::MAX).to_string();
-    encode(&[b"CLIENT", b"KILL", b"ID", upstream.as_bytes()])
+    if argv.len() < 4 || !argv.len().is_multiple_of(2) {
+        return None;
+    }
+    let ids: Vec<Option<String>> = argv[2..]
+        .chunks(2)
+        .map(|pair| {
+            // Not a number: as sent, for Redis' own error.
+            pair[0].eq_ignore_ascii_case(b"id").then(|| match clients::parse_id(pair[1]) {
+                None => String::from_utf8_lossy(pair[1]).into_owned(),
+                Some(id) => registry
+                    .get(id)
+                    .and_then(|c| c.upstream_id())
+                    .map_or_else(|| String::from_utf8_lossy(NONE).into_owned(), |u| u.to_string()),
+            })
+        })
+        .collect();
+    if ids.iter().all(Option::is_none) {
+        return Some(encode(&[b"CLIENT", b"KILL", b"ID", NONE]));
+    }
+    let mut args: Vec<&[u8]> = vec![b"CLIENT", b"KILL"];
+    for (pair, id) in argv[2..].chunks(2).zip(&ids) {
+        args.push(pair[0]);
+        args.push(id.as_deref().map_or(pair[1], str::as_bytes));
+    }
+    Some(encode(&args))
 }
 
 /// The caller of CLIENT LIST / INFO; its request's size is what Redis shows as `qbuf`.

@@ -2,7 +2,7 @@
 //! the ids strata hands out (`CLIENT ID`, `HELLO`) rather than upstream connection ids,
 //! and `CLIENT LIST` can describe strata's clients rather than its upstream connections.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,11 +19,9 @@ use crate::resp::reply::Protocol;
 pub struct ClientHandle {
     /// The Redis client id of its pinned or pass-through connection, or -1 when it has none.
     upstream_id: AtomicI64,
-    /// In pass-through: its connection carries whatever Redis pushes, so it can be the
-    /// target of another client's `CLIENT TRACKING … REDIRECT`.
-    pass_through: AtomicBool,
-    /// Another client's REDIRECT named it: its connection must outlive its own state.
-    redirect_target: AtomicBool,
+    /// `SHARED`, `PASS_THROUGH` or `TARGET` (see there): one atomic, so a client leaving
+    /// pass-through and another naming it in REDIRECT cannot both win.
+    pass_through: AtomicU8,
     /// Cancelled by `CLIENT KILL`: the client's connection closes.
     pub kill: CancellationToken,
     /// The client's address, `ip:port`.
@@ -113,23 +111,33 @@ impl ClientHandle {
         Some(self.upstream_id.load(Ordering::Relaxed)).filter(|id| *id >= 0)
     }
 
-    /// Records whether the client is in pass-through.
-    pub fn set_pass_through(&self, on: bool) {
-        self.pass_through.store(on, Ordering::Relaxed);
+    /// The client is in pass-through now: its connection carries whatever Redis pushes,
+    /// so it can be the target of another client's `CLIENT TRACKING … REDIRECT`.
+    pub fn enter_pass_through(&self) {
+        self.pass_through.store(PASS_THROUGH, Ordering::Release);
+    }
+
+    /// The client leaves pass-through unless it became a redirect target: `false` then,
+    /// and it stays (closing its connection would break the other client's tracking).
+    pub fn leave_pass_through(&self) -> bool {
+        let left =
+            self.pass_through.compare_exchange(PASS_THROUGH, SHARED, Ordering::AcqRel, Ordering::Acquire);
+        left.is_ok()
+    }
+
+    /// The client's pass-through connection is gone (RESET, or it closes), target or not.
+    pub fn drop_pass_through(&self) {
+        self.pass_through.store(SHARED, Ordering::Release);
     }
 
     /// The Redis id of the client's connection if it is in pass-through, the one kind
     /// of connection that can receive another client's invalidations; from then on it
-    /// counts as a redirect target.
+    /// is a redirect target and stays in pass-through.
     pub fn redirect_target(&self) -> Option<i64> {
-        let id = self.upstream_id().filter(|_| self.pass_through.load(Ordering::Relaxed))?;
-        self.redirect_target.store(true, Ordering::Relaxed);
-        Some(id)
-    }
-
-    /// Another client's REDIRECT has named this client.
-    pub fn is_redirect_target(&self) -> bool {
-        self.redirect_target.load(Ordering::Relaxed)
+        let marked = self
+            .pass_through
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| (state != SHARED).then_some(TARGET));
+        marked.ok().and(self.upstream_id())
     }
 
     /// The client sent a batch of requests at `at`: one relaxed store per batch.
@@ -173,6 +181,13 @@ impl ClientHandle {
     }
 }
 
+/// Not in pass-through.
+const SHARED: u8 = 0;
+/// In pass-through.
+const PASS_THROUGH: u8 = 1;
+/// In pass-through, and named by another client's REDIRECT.
+const TARGET: u8 = 2;
+
 /// Connected clients by strata id.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -186,8 +201,7 @@ impl Registry {
         let now = Instant::now();
         let handle = Arc::new(ClientHandle {
             upstream_id: AtomicI64::new(-1),
-            pass_through: AtomicBool::new(false),
-            redirect_target: AtomicBool::new(false),
+            pass_through: AtomicU8::new(SHARED),
             kill: CancellationToken::new(),
             addr: peer.addr,
             laddr: peer.laddr,
@@ -224,5 +238,28 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.clients.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_target_stays_in_pass_through_until_its_connection_goes() {
+        let registry = Arc::new(Registry::default());
+        let registration = registry.register(&Session::new(7), Peer::default());
+        let handle = &registration.handle;
+        handle.set_upstream_id(42);
+        assert_eq!(handle.redirect_target(), None, "not in pass-through");
+        handle.enter_pass_through();
+        assert!(handle.leave_pass_through());
+        handle.enter_pass_through();
+        assert_eq!(handle.redirect_target(), Some(42));
+        assert!(!handle.leave_pass_through(), "a target keeps its connection");
+        handle.drop_pass_through();
+        assert_eq!(handle.redirect_target(), None);
+        handle.enter_pass_through();
+        assert!(handle.leave_pass_through(), "the mark went with the connection");
     }
 }

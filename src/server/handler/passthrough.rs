@@ -98,7 +98,8 @@ struct Before {
     /// The client had a connection of its own (SELECT, WATCH, AUTH, READONLY): its state
     /// lives there, so normal service never resumes without it.
     own_connection: bool,
-    /// The client's registry entry: another client may make it a redirect target.
+    /// The client's registry entry: a redirect target keeps its connection (closing it
+    /// would break the other client's tracking, which Redis keeps through UNSUBSCRIBE).
     handle: Arc<ClientHandle>,
 }
 
@@ -107,10 +108,8 @@ impl Before {
     /// can: its state (SELECT, WATCH, READONLY, before or during pass-through) would go
     /// with it, and a connection kept as the client's own could be another client's
     /// redirect target, whose pushes a pinned connection cannot carry.
-    /// A redirect target keeps its connection too: closing it would break the other
-    /// client's tracking for good (Redis keeps a redirect through UNSUBSCRIBE).
     fn expect(&self, follow: &Follow) -> Option<Expect<'_>> {
-        let stays = self.own_connection || follow.sticky || self.handle.is_redirect_target();
+        let stays = self.own_connection || follow.sticky;
         (!stays).then_some(Expect { protocol: self.protocol, db: self.db, user: &self.user })
     }
 }
@@ -156,7 +155,7 @@ impl Handler {
             handle: self.registration.handle.clone(),
         };
         // Only now can other clients name it in REDIRECT: its connection is Redis' alone.
-        self.registration.handle.set_pass_through(true);
+        self.registration.handle.enter_pass_through();
         match self.join(&mut upstream, &probing, &before, probe_first).await? {
             Ended::Closed => Ok(false),
             Ended::Resumed => {
@@ -282,7 +281,7 @@ impl Handler {
     /// Back to normal service on the shared connections, the pass-through connection gone.
     fn back_to_shared(&mut self) {
         self.registration.handle.set_upstream_id(-1);
-        self.registration.handle.set_pass_through(false);
+        self.registration.handle.drop_pass_through();
         self.last_route = Route::Shared;
         if self.slot.protocol != self.session.protocol {
             self.reassign();
@@ -495,6 +494,13 @@ where
                 stage = Stage::Before(probe);
             }
             let frame = &buf[sent..sent + len];
+            if !matches!(stage, Stage::Idle) && refuses_any_command(frame) {
+                // Redis rejects every command now, the markers too, so their replies will
+                // never come: out of step for good. The client gets this error and EOF.
+                to.write_all(&buf.split_to(sent + len)).await?;
+                to.shutdown().await?;
+                return Ok(Ended::Closed);
+            }
             let (keep, next) = match std::mem::replace(&mut stage, Stage::Idle) {
                 Stage::Idle => (true, Stage::Idle),
                 Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
@@ -532,7 +538,7 @@ where
                     buf.advance(len);
                     sent = 0;
                     // Nothing may follow: Redis had no more requests to answer.
-                    if plain && buf.is_empty() {
+                    if plain && buf.is_empty() && before.handle.leave_pass_through() {
                         return Ok(Ended::Resumed);
                     }
                     probing.order(Order::Stay);
@@ -561,6 +567,13 @@ where
             buf = BytesMut::new();
         }
     }
+}
+
+/// An error Redis gives any command in its state, whatever it is: a long script
+/// (`BUSY`), loading a dataset (`LOADING`), a replica cut off from its master
+/// (`MASTERDOWN`).
+fn refuses_any_command(frame: &[u8]) -> bool {
+    [&b"-BUSY "[..], b"-LOADING ", b"-MASTERDOWN "].iter().any(|prefix| frame.starts_with(prefix))
 }
 
 /// Reply buffer capacity past which an emptied buffer is given back.
