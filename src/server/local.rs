@@ -194,7 +194,8 @@ fn redirect_to_upstream_id(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes>
 
 /// The strata id named by `REDIRECT` when it is another connected client that is not in
 /// pass-through: Redis would push invalidations to it, and through strata it has nowhere
-/// to receive them. (A client naming itself gets Redis' own refusal.)
+/// to receive them. (A client naming itself gets Redis' own refusal.) A client that is in
+/// pass-through is marked a redirect target here already, as the REDIRECT will go on.
 fn redirect_target_cannot_receive(registry: &Registry, argv: &[&[u8]], caller: u64) -> Option<u64> {
     let id = clients::parse_id(argv[redirect_position(argv)?])?;
     let receives = registry.get(id)?.redirect_target().is_some();
@@ -266,7 +267,7 @@ fn kill_request(registry: &Registry, argv: &[&[u8]]) -> Option<Bytes> {
     if argv.len() == 3 {
         return Some(encode(&[b"CLIENT", b"KILL", b"0.0.0.0:0"]));
     }
-    if argv.len() < 4 || !argv.len().is_multiple_of(2) {
+    if !argv.len().is_multiple_of(2) {
         return None;
     }
     let ids: Vec<Option<String>> = argv[2..]

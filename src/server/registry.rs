@@ -125,7 +125,8 @@ impl ClientHandle {
         left.is_ok()
     }
 
-    /// The client's pass-through connection is gone (RESET, or it closes), target or not.
+    /// The client's pass-through connection is gone (RESET, or normal service resumed),
+    /// target or not.
     pub fn drop_pass_through(&self) {
         self.pass_through.store(SHARED, Ordering::Release);
     }

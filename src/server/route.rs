@@ -31,7 +31,7 @@ pub enum Action {
     /// Answer with this reply; Redis never sees the request.
     Local(Reply),
     /// Hand the connection over to Redis while the state lasts (pub/sub, MONITOR, CLIENT
-    /// TRACKING, CLIENT REPLY OFF): replies stop being one per request and go back
+    /// TRACKING, CLIENT REPLY OFF/SKIP): replies stop being one per request and go back
     /// verbatim; requests naming strata ids are still translated. With bytes, they
     /// replace the request (an id rewritten from strata's to Redis').
     PassThrough(Option<bytes::Bytes>),

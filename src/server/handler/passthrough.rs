@@ -1,8 +1,9 @@
 //! Pass-through mode (pub/sub, MONITOR, CLIENT TRACKING/REPLY): the client's socket is
 //! joined to an upstream socket of its own while that state lasts. Replies and pushes go
 //! back as Redis sent them; requests go on as sent, except those naming clients by strata
-//! id. After a request that may end the state (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT
-//! REPLY ON) strata holds the client's next requests and asks Redis what state the
+//! id. After the request that started it, and after one that may end the state
+//! (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT REPLY ON), strata holds the client's next
+//! requests and asks Redis what state the
 //! connection is in (`check`); if it is back to what strata would give the client, normal
 //! service resumes, and the held requests are served as usual. RESET ends it too: strata
 //! answers it once a marker shows every earlier reply out, or, where no marker can go,
@@ -186,7 +187,8 @@ impl Handler {
             return Ok(None);
         };
         // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
-        // connection is checked.
+        // connection is checked; nor one with replies already waiting (the check would
+        // read them as its own).
         let checked = !self.session.in_multi
             && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
             && leftover.is_empty();
@@ -211,6 +213,7 @@ impl Handler {
     /// timeout: they could still come, so the connection cannot be used.
     async fn check_entry(&self, upstream: &mut TcpStream) -> Entry {
         let probe = Probe::new(ProbeKind::Check);
+        // Three short replies; the connect timeout bounds how long it can grow.
         let mut rbuf = BytesMut::new();
         let mut requests = probe.requests();
         requests.extend_from_slice(&probe.rest());
@@ -223,18 +226,18 @@ impl Handler {
     }
 
     /// What the request that started pass-through, sent as `first`, does to its state.
-    fn see_first(&self, first: &[u8], probing: &Probing) -> Seen {
+    fn see_first(&self, first: &[u8], probing: &Probing) {
         let mut parser = RequestParser::new(Limits::UNBOUNDED);
         let mut ranges = Vec::new();
-        let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else { return Seen::Nothing };
+        let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else { return };
         let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &first[r.clone()]).collect();
         let server = self.ctx.server.load();
         let kind = server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
-        probing.follow().see(kind, &argv)
+        probing.follow().see(kind, &argv);
     }
 
-    /// Joins the client's socket to `upstream` until one of them closes or a probe finds
-    /// the state over.
+    /// Joins the client's socket to `upstream` until one of them closes, a probe finds the
+    /// state over, RESET ends it, or Redis refuses every command while a probe is out.
     async fn join(
         &mut self,
         upstream: &mut TcpStream,
@@ -453,8 +456,74 @@ enum Stage {
     Between(Probe, Option<Bytes>),
 }
 
+/// What to do with one frame from Redis.
+enum Step {
+    /// Write it to the client.
+    Forward,
+    /// A probe's reply: not for the client.
+    Drop,
+    /// Pass-through ends here: what came before goes to the client, and this frame too
+    /// `with_frame` (Redis' `+RESET`, or an error Redis gives every command).
+    End { ended: Ended, with_frame: bool },
+}
+
+impl Stage {
+    /// The stage after `frame`, and what to do with it. `nothing_after`: no byte follows
+    /// `frame` yet, which a resume needs (Redis had no more requests to answer).
+    fn step(self, frame: &[u8], nothing_after: bool, probing: &Probing, before: &Before) -> (Stage, Step) {
+        if !matches!(self, Stage::Idle) && refuses_any_command(frame) {
+            // Redis rejects every command now, the markers too, so their replies will
+            // never come: out of step for good. The client gets this error and EOF.
+            return (Stage::Idle, Step::End { ended: Ended::Closed, with_frame: true });
+        }
+        match self {
+            Stage::Idle => (Stage::Idle, Step::Forward),
+            Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
+                // A flush's marker is strata's; Redis' `+RESET` is the client's reply.
+                let (answer, with_frame) = match probe.kind {
+                    ProbeKind::Flush { reply } => (reply, false),
+                    _ => (false, true),
+                };
+                (Stage::Idle, Step::End { ended: Ended::Reset { answer }, with_frame })
+            }
+            // The marker meant to take a skip was answered: there was no skip in effect.
+            Stage::Before(mut probe) if probe.kind != ProbeKind::Check && probe.is_before(frame) => {
+                probe.kind = ProbeKind::Flush { reply: true };
+                (Stage::Before(probe), Step::Drop)
+            }
+            // A subscribed RESP2 connection: still in pub/sub, nothing more to ask.
+            Stage::Before(probe)
+                if probe.kind == ProbeKind::Check && is_subscribed_pong(frame) && probe.is_before(frame) =>
+            {
+                probing.order(Order::Stay);
+                (Stage::Idle, Step::Drop)
+            }
+            Stage::Before(probe) if probe.is_before(frame) => {
+                probing.order(Order::Send(probe.rest()));
+                (Stage::Between(probe, None), Step::Drop)
+            }
+            Stage::Before(probe) => (Stage::Before(probe), Step::Forward),
+            Stage::Between(probe, info) if probe.is_after(frame) => {
+                let expect = before.expect(&probing.follow());
+                let plain = info.zip(expect).is_some_and(|(info, expect)| expect.judge(&info));
+                if plain && nothing_after && before.handle.leave_pass_through() {
+                    return (Stage::Idle, Step::End { ended: Ended::Resumed, with_frame: false });
+                }
+                probing.order(Order::Stay);
+                (Stage::Idle, Step::Drop)
+            }
+            // The one reply between the markers is CLIENT INFO's.
+            Stage::Between(probe, None) if !is_push(frame) => {
+                (Stage::Between(probe, Some(Bytes::copy_from_slice(frame))), Step::Drop)
+            }
+            Stage::Between(probe, info) => (Stage::Between(probe, info), Step::Forward),
+        }
+    }
+}
+
 /// The Redis-to-client half: frames go back as Redis sent them, except the replies to a
-/// probe, which end pass-through (`Ended::Resumed`) or let the requests go on.
+/// probe, which end pass-through (`Ended::Resumed`, `Ended::Reset`) or let the requests go
+/// on (see `Stage::step`).
 async fn forward_replies<R, W>(
     from: &mut R,
     to: &mut W,
@@ -465,6 +534,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Holds at most one incomplete reply frame plus one read: a frame goes out as soon as
+    // it is whole. Its size is Redis' to bound (client-output-buffer-limit).
     let mut buf = BytesMut::new();
     let mut scanner = FrameScanner::reply();
     let mut stage = Stage::Idle;
@@ -494,69 +565,24 @@ where
                 stage = Stage::Before(probe);
             }
             let frame = &buf[sent..sent + len];
-            if !matches!(stage, Stage::Idle) && refuses_any_command(frame) {
-                // Redis rejects every command now, the markers too, so their replies will
-                // never come: out of step for good. The client gets this error and EOF.
-                to.write_all(&buf.split_to(sent + len)).await?;
-                to.shutdown().await?;
-                return Ok(Ended::Closed);
-            }
-            let (keep, next) = match std::mem::replace(&mut stage, Stage::Idle) {
-                Stage::Idle => (true, Stage::Idle),
-                Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
-                    // A flush's marker is strata's; Redis' `+RESET` is the client's reply.
-                    let (end, answer) = match probe.kind {
-                        ProbeKind::Flush { reply } => (sent, reply),
-                        _ => (sent + len, false),
-                    };
-                    to.write_all(&buf.split_to(end)).await?;
-                    return Ok(Ended::Reset { answer });
-                }
-                // The marker meant to take a skip was answered: there was no skip in effect.
-                Stage::Before(mut probe) if probe.kind != ProbeKind::Check && probe.is_before(frame) => {
-                    probe.kind = ProbeKind::Flush { reply: true };
-                    (false, Stage::Before(probe))
-                }
-                // A subscribed RESP2 connection: still in pub/sub, nothing more to ask.
-                Stage::Before(probe)
-                    if probe.kind == ProbeKind::Check
-                        && is_subscribed_pong(frame)
-                        && probe.is_before(frame) =>
-                {
-                    probing.order(Order::Stay);
-                    (false, Stage::Idle)
-                }
-                Stage::Before(probe) if probe.is_before(frame) => {
-                    probing.order(Order::Send(probe.rest()));
-                    (false, Stage::Between(probe, None))
-                }
-                Stage::Before(probe) => (true, Stage::Before(probe)),
-                Stage::Between(probe, info) if probe.is_after(frame) => {
-                    let expect = before.expect(&probing.follow());
-                    let plain = info.zip(expect).is_some_and(|(info, expect)| expect.judge(&info));
+            let nothing_after = buf.len() == sent + len;
+            let (next, step) =
+                std::mem::replace(&mut stage, Stage::Idle).step(frame, nothing_after, probing, before);
+            stage = next;
+            match step {
+                Step::Forward => sent += len,
+                Step::Drop => {
                     to.write_all(&buf.split_to(sent)).await?;
                     buf.advance(len);
                     sent = 0;
-                    // Nothing may follow: Redis had no more requests to answer.
-                    if plain && buf.is_empty() && before.handle.leave_pass_through() {
-                        return Ok(Ended::Resumed);
+                }
+                Step::End { ended, with_frame } => {
+                    to.write_all(&buf.split_to(if with_frame { sent + len } else { sent })).await?;
+                    if matches!(ended, Ended::Closed) {
+                        to.shutdown().await?;
                     }
-                    probing.order(Order::Stay);
-                    continue;
+                    return Ok(ended);
                 }
-                // The one reply between the markers is CLIENT INFO's.
-                Stage::Between(probe, None) if !is_push(frame) => {
-                    (false, Stage::Between(probe, Some(Bytes::copy_from_slice(frame))))
-                }
-                Stage::Between(probe, info) => (true, Stage::Between(probe, info)),
-            };
-            stage = next;
-            if keep {
-                sent += len;
-            } else {
-                to.write_all(&buf.split_to(sent)).await?;
-                buf.advance(len);
-                sent = 0;
             }
         }
         if sent > 0 {

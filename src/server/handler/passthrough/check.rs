@@ -1,10 +1,11 @@
 //! Knowing when a pass-through connection's state has ended. strata follows the requests
-//! sent on it (`Follow`); after one that may have ended the state it asks Redis between
-//! two markers (`Probe`: `PING <token>`, `CLIENT INFO`, `PING <token>`), and the
-//! connection goes back to normal service only if Redis describes it as strata would
-//! have left it (`Expect::judge`). A probe is sent only when Redis is sure to answer it
-//! in order: never on a MONITOR connection, with replies off or the next one skipped,
-//! inside MULTI, or after the connection's user may have changed.
+//! sent on it (`Follow`); after one that may have ended the state it asks Redis (`Probe`):
+//! first `PING <token>`, whose `["pong", token]` form already says "subscribed RESP2",
+//! then `CLIENT INFO` and `PING <token>`. The connection goes back to normal service only
+//! if Redis describes it as strata would have left it (`Expect::judge`). A check is sent
+//! only when Redis is sure to answer it in order (see `Follow::can_probe`): never on a
+//! MONITOR connection, with replies off or a skip pending, inside MULTI, or once
+//! `Follow::unprobeable` (see there) is set.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -12,7 +13,7 @@ use crate::command::Kind;
 use crate::resp::reply::Protocol;
 
 /// What strata follows of a pass-through connection's state, from the requests on it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Follow {
     /// MONITOR (or SYNC): Redis feeds the client's own commands, markers included, into
     /// its stream, so this connection is never probed.
@@ -136,7 +137,7 @@ pub enum ProbeKind {
 }
 
 /// The markers of one probe: their requests, and how to recognise their replies.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Probe {
     before: Bytes,
     after: Bytes,
@@ -213,10 +214,11 @@ impl Probe {
 pub enum Entry {
     /// Redis answers probes for this connection's user.
     Probeable,
-    /// Redis refuses PING or CLIENT INFO: never probe this connection.
+    /// Never probe this connection: Redis refuses PING or CLIENT INFO for its user, or it
+    /// was not checked at all (inside MULTI, MONITOR, replies already waiting on it).
     Unprobeable,
-    /// The replies were not the probe's (a push came first): the connection is not in
-    /// step and must not be used.
+    /// The replies were not the probe's (a push came first), or did not come within the
+    /// connect timeout: the connection is not in step and must not be used.
     Lost,
 }
 
