@@ -3,29 +3,32 @@
 //! back as Redis sent them; requests go on as sent, except those naming clients by strata
 //! id. After the request that started it, and after one that may end the state
 //! (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT REPLY ON), strata holds the client's next
-//! requests and asks Redis what state the
-//! connection is in (`check`); if it is back to what strata would give the client, normal
-//! service resumes, and the held requests are served as usual. RESET ends it too: strata
-//! answers it once a marker shows every earlier reply out, or, where no marker can go,
-//! lets Redis answer it and ends at Redis' `+RESET` (unless a CLIENT REPLY SKIP would
-//! swallow that; then pass-through goes on).
+//! requests and asks Redis what state the connection is in (`check`); if it is back to
+//! what strata would give the client, normal service resumes, and the held requests are
+//! served as usual. RESET ends it too: strata answers it once a marker shows every
+//! earlier reply out, or, where no marker can go, lets Redis answer it and ends at
+//! Redis' `+RESET` (unless a CLIENT REPLY SKIP would swallow that; then pass-through goes
+//! on). This module enters and leaves pass-through; `requests` and `replies` are its two
+//! halves.
 
 mod check;
+mod replies;
+mod requests;
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen, is_push, is_subscribed_pong};
-use super::{Handler, READ_CHUNK};
+use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen};
+use self::replies::forward_replies;
+use self::requests::Requests;
+use super::Handler;
 use crate::resp::reply::Protocol;
-use crate::resp::{Frame, FrameScanner, Limits, Reply, RequestParser};
-use crate::server::local::upstream_ids;
-use crate::server::registry::{ClientHandle, Registry};
+use crate::resp::{Frame, Limits, Reply, RequestParser};
+use crate::server::registry::ClientHandle;
 use crate::server::route::Route;
 use crate::upstream::ServerInfo;
 
@@ -66,6 +69,12 @@ enum Order {
 impl Probing {
     fn follow(&self) -> MutexGuard<'_, Follow> {
         self.follow.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes what the request `argv` does to the connection's state.
+    fn see(&self, server: &ServerInfo, argv: &[&[u8]]) -> Seen {
+        let kind = server.commands.lookup(argv).map(|info| info.kind).unwrap_or_default();
+        self.follow().see(kind, argv)
     }
 
     fn armed(&self) -> MutexGuard<'_, Option<Probe>> {
@@ -231,9 +240,7 @@ impl Handler {
         let mut ranges = Vec::new();
         let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else { return };
         let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &first[r.clone()]).collect();
-        let server = self.ctx.server.load();
-        let kind = server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
-        probing.follow().see(kind, &argv);
+        probing.see(&self.ctx.server.load(), &argv);
     }
 
     /// Joins the client's socket to `upstream` until one of them closes, a probe finds the
@@ -310,297 +317,3 @@ impl Handler {
         Some((conn.stream, conn.leftover))
     }
 }
-
-/// The client-to-Redis half of pass-through. Requests are cut with the client's own
-/// parser, starting with those already read, and sent on as they came, except that
-/// strata ids become Redis' (`local::upstream_ids`). After one that may end the state,
-/// a probe follows it and the next requests wait for its verdict. Bytes that are not
-/// RESP, or a request still incomplete past `limit` bytes, end the cutting: from there on
-/// bytes are copied as they come and Redis judges them, so a client's stream is never
-/// held or lost.
-struct Requests<'a> {
-    rbuf: &'a mut BytesMut,
-    parser: &'a mut RequestParser,
-    ranges: &'a mut Vec<Range<usize>>,
-    registry: &'a Registry,
-    server: &'a ServerInfo,
-    /// `limits.max_client_buffer`: the most one incomplete request may hold here.
-    limit: usize,
-    probing: &'a Probing,
-    /// The request that started pass-through is still in the buffer: a check follows it.
-    after_trigger: bool,
-}
-
-/// Where cutting requests stopped.
-enum Cut {
-    /// The buffer ends inside a request: read more.
-    More,
-    /// The last request may have ended the state: probe before going on.
-    Probe,
-    /// The client sent RESET: a flush before strata answers it (Redis does not get it),
-    /// or it went to Redis, whose `+RESET` ends pass-through.
-    Reset(ProbeKind),
-    /// Not RESP, or too large: copy the rest as it comes.
-    Raw,
-}
-
-impl Requests<'_> {
-    /// `probe_first`: the request that started pass-through may already have ended it.
-    async fn forward<R, W>(mut self, from: &mut R, to: &mut W, probe_first: bool) -> std::io::Result<()>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let probe_first = probe_first && self.probing.follow().can_probe();
-        let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
-        loop {
-            let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
-            let kind = match cut {
-                Cut::Probe => Some(ProbeKind::Check),
-                Cut::Reset(kind) => Some(kind),
-                Cut::More | Cut::Raw => None,
-            };
-            let markers = kind.map(|kind| {
-                let probe = Probe::new(kind);
-                let markers = probe.requests();
-                // Armed before anything it waits for can be answered (`ready` may hold the
-                // RESET): both halves run in this one task.
-                *self.probing.armed() = Some(probe);
-                markers
-            });
-            if !ready.is_empty() {
-                to.write_all(&ready).await?;
-            }
-            match (cut, markers) {
-                (Cut::Raw, _) => {
-                    tokio::io::copy(from, to).await?;
-                    return Ok(());
-                }
-                (_, Some(markers)) => {
-                    to.write_all(&markers).await?;
-                    while let Order::Send(rest) = self.probing.next_order().await {
-                        to.write_all(&rest).await?;
-                    }
-                    continue;
-                }
-                (_, None) => {}
-            }
-            self.rbuf.reserve(READ_CHUNK);
-            if from.read_buf(self.rbuf).await? == 0 {
-                // An unfinished request: Redis gets what the client sent, as it would directly.
-                return to.write_all(&std::mem::take(self.rbuf)).await;
-            }
-        }
-    }
-
-    /// Takes complete requests off the buffer, as the bytes Redis is to get, up to one
-    /// that may end the state.
-    fn take_ready(&mut self) -> (BytesMut, Cut) {
-        let mut ready = BytesMut::new();
-        loop {
-            let frame = match self.parser.next(self.rbuf, self.ranges) {
-                Ok(Some(frame)) => frame,
-                Ok(None) if self.rbuf.len() <= self.limit => return (ready, Cut::More),
-                Ok(None) | Err(_) => {
-                    ready.extend_from_slice(&std::mem::take(self.rbuf));
-                    return (ready, Cut::Raw);
-                }
-            };
-            let trigger = !matches!(frame, Frame::Empty { .. }) && std::mem::take(&mut self.after_trigger);
-            let (len, translated, seen) = match frame {
-                Frame::Empty { len } => (len, None, Seen::Nothing),
-                Frame::Multibulk { len } => {
-                    let (translated, seen) = self.look_at(&self.rbuf[..len]);
-                    (len, translated, seen)
-                }
-                Frame::Inline { consumed, encoded } => {
-                    let (translated, seen) = self.look_at(&encoded);
-                    (consumed, translated, seen)
-                }
-            };
-            match (seen, translated) {
-                (Seen::Reset(kind @ ProbeKind::Flush { .. }), _) => {
-                    self.rbuf.advance(len);
-                    return (ready, Cut::Reset(kind));
-                }
-                (_, Some(request)) => ready.extend_from_slice(&request),
-                (_, None) => ready.extend_from_slice(&self.rbuf[..len]),
-            }
-            self.rbuf.advance(len);
-            if let Seen::Reset(kind) = seen {
-                return (ready, Cut::Reset(kind));
-            }
-            if (seen == Seen::MayEnd || trigger) && self.probing.follow().can_probe() {
-                return (ready, Cut::Probe);
-            }
-        }
-    }
-
-    /// The request in `source` (which `ranges` index): with Redis' ids if it names
-    /// strata's, and what it may do to the state.
-    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, Seen) {
-        let argv: smallvec::SmallVec<[&[u8]; 8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
-        let kind = self.server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
-        let seen = self.probing.follow().see(kind, &argv);
-        (upstream_ids(self.registry, &argv), seen)
-    }
-}
-
-/// Where the replies are in a probe.
-enum Stage {
-    /// No probe: everything goes to the client.
-    Idle,
-    /// Before the first marker's reply: the client's replies still come.
-    Before(Probe),
-    /// Between the markers: pushes go to the client; the one reply is `CLIENT INFO`'s.
-    Between(Probe, Option<Bytes>),
-}
-
-/// What to do with one frame from Redis.
-enum Step {
-    /// Write it to the client.
-    Forward,
-    /// A probe's reply: not for the client.
-    Drop,
-    /// Pass-through ends here: what came before goes to the client, and this frame too
-    /// `with_frame` (Redis' `+RESET`, or an error Redis gives every command).
-    End { ended: Ended, with_frame: bool },
-}
-
-impl Stage {
-    /// The stage after `frame`, and what to do with it. `nothing_after`: no byte follows
-    /// `frame` yet, which a resume needs (Redis had no more requests to answer).
-    fn step(self, frame: &[u8], nothing_after: bool, probing: &Probing, before: &Before) -> (Stage, Step) {
-        if !matches!(self, Stage::Idle) && refuses_any_command(frame) {
-            // Redis rejects every command now, the markers too, so their replies will
-            // never come: out of step for good. The client gets this error and EOF.
-            return (Stage::Idle, Step::End { ended: Ended::Closed, with_frame: true });
-        }
-        match self {
-            Stage::Idle => (Stage::Idle, Step::Forward),
-            Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
-                // A flush's marker is strata's; Redis' `+RESET` is the client's reply.
-                let (answer, with_frame) = match probe.kind {
-                    ProbeKind::Flush { reply } => (reply, false),
-                    _ => (false, true),
-                };
-                (Stage::Idle, Step::End { ended: Ended::Reset { answer }, with_frame })
-            }
-            // The marker meant to take a skip was answered: there was no skip in effect.
-            Stage::Before(mut probe) if probe.kind != ProbeKind::Check && probe.is_before(frame) => {
-                probe.kind = ProbeKind::Flush { reply: true };
-                (Stage::Before(probe), Step::Drop)
-            }
-            // A subscribed RESP2 connection: still in pub/sub, nothing more to ask.
-            Stage::Before(probe)
-                if probe.kind == ProbeKind::Check && is_subscribed_pong(frame) && probe.is_before(frame) =>
-            {
-                probing.order(Order::Stay);
-                (Stage::Idle, Step::Drop)
-            }
-            Stage::Before(probe) if probe.is_before(frame) => {
-                probing.order(Order::Send(probe.rest()));
-                (Stage::Between(probe, None), Step::Drop)
-            }
-            Stage::Before(probe) => (Stage::Before(probe), Step::Forward),
-            Stage::Between(probe, info) if probe.is_after(frame) => {
-                let expect = before.expect(&probing.follow());
-                let plain = info.zip(expect).is_some_and(|(info, expect)| expect.judge(&info));
-                if plain && nothing_after && before.handle.leave_pass_through() {
-                    return (Stage::Idle, Step::End { ended: Ended::Resumed, with_frame: false });
-                }
-                probing.order(Order::Stay);
-                (Stage::Idle, Step::Drop)
-            }
-            // The one reply between the markers is CLIENT INFO's.
-            Stage::Between(probe, None) if !is_push(frame) => {
-                (Stage::Between(probe, Some(Bytes::copy_from_slice(frame))), Step::Drop)
-            }
-            Stage::Between(probe, info) => (Stage::Between(probe, info), Step::Forward),
-        }
-    }
-}
-
-/// The Redis-to-client half: frames go back as Redis sent them, except the replies to a
-/// probe, which end pass-through (`Ended::Resumed`, `Ended::Reset`) or let the requests go
-/// on (see `Stage::step`).
-async fn forward_replies<R, W>(
-    from: &mut R,
-    to: &mut W,
-    probing: &Probing,
-    before: &Before,
-) -> std::io::Result<Ended>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Holds at most one incomplete reply frame plus one read: a frame goes out as soon as
-    // it is whole. Its size is Redis' to bound (client-output-buffer-limit).
-    let mut buf = BytesMut::new();
-    let mut scanner = FrameScanner::reply();
-    let mut stage = Stage::Idle;
-    loop {
-        buf.reserve(READ_CHUNK);
-        if from.read_buf(&mut buf).await? == 0 {
-            to.shutdown().await?;
-            return Ok(Ended::Closed);
-        }
-        // Frames before `sent` are the client's, not yet written.
-        let mut sent = 0;
-        loop {
-            let len = match scanner.scan(&buf[sent..], &Limits::UNBOUNDED) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(_) => {
-                    // Never from Redis; if it happens, stop looking and copy.
-                    to.write_all(&buf).await?;
-                    tokio::io::copy(from, to).await?;
-                    to.shutdown().await?;
-                    return Ok(Ended::Closed);
-                }
-            };
-            if matches!(stage, Stage::Idle)
-                && let Some(probe) = probing.armed().take()
-            {
-                stage = Stage::Before(probe);
-            }
-            let frame = &buf[sent..sent + len];
-            let nothing_after = buf.len() == sent + len;
-            let (next, step) =
-                std::mem::replace(&mut stage, Stage::Idle).step(frame, nothing_after, probing, before);
-            stage = next;
-            match step {
-                Step::Forward => sent += len,
-                Step::Drop => {
-                    to.write_all(&buf.split_to(sent)).await?;
-                    buf.advance(len);
-                    sent = 0;
-                }
-                Step::End { ended, with_frame } => {
-                    to.write_all(&buf.split_to(if with_frame { sent + len } else { sent })).await?;
-                    if matches!(ended, Ended::Closed) {
-                        to.shutdown().await?;
-                    }
-                    return Ok(ended);
-                }
-            }
-        }
-        if sent > 0 {
-            to.write_all(&buf.split_to(sent)).await?;
-        }
-        // One huge reply must not keep its buffer for the rest of the session.
-        if buf.is_empty() && buf.capacity() > SHRINK_OVER {
-            buf = BytesMut::new();
-        }
-    }
-}
-
-/// An error Redis gives any command in its state, whatever it is: a long script
-/// (`BUSY`), loading a dataset (`LOADING`), a replica cut off from its master
-/// (`MASTERDOWN`).
-fn refuses_any_command(frame: &[u8]) -> bool {
-    [&b"-BUSY "[..], b"-LOADING ", b"-MASTERDOWN "].iter().any(|prefix| frame.starts_with(prefix))
-}
-
-/// Reply buffer capacity past which an emptied buffer is given back.
-const SHRINK_OVER: usize = 1024 * 1024;
