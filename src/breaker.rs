@@ -116,6 +116,13 @@ impl Breaker {
         }
     }
 
+    /// True only while requests flow. Open (even past its cool-down) and HalfOpen send
+    /// nothing: the connection supervisors probe, so a request never waits on a server
+    /// that has not answered since the breaker opened.
+    pub fn is_closed(&self) -> bool {
+        self.state() == State::Closed
+    }
+
     /// Whether the caller may try the server now. Closed: yes. Open past its cool-down:
     /// yes for exactly one caller, which becomes the probe. Otherwise no.
     pub fn try_probe(&self) -> bool {

@@ -75,6 +75,10 @@ pub struct Handler {
     last_route: Route,
     /// No more requests are read; the connection closes once the queue is written.
     closing: bool,
+    /// `process` stopped at the pipeline depth with requests possibly left in the read
+    /// buffer: they must be processed as soon as replies drain, not when the client next
+    /// sends (it may be waiting for these very replies).
+    parked: bool,
     /// Current read buffer growth step, between READ_CHUNK and MAX_READ_CHUNK.
     read_chunk: usize,
     /// When the requests being processed were read (one clock read per batch).
@@ -142,6 +146,7 @@ impl Handler {
             pinned: None,
             last_route: Route::Shared,
             closing: false,
+            parked: false,
             read_chunk: READ_CHUNK,
             batch_start: Instant::now(),
             spare_notes: Vec::new(),
@@ -155,6 +160,7 @@ impl Handler {
     pub async fn run(mut self) -> std::io::Result<()> {
         let idle = self.ctx.config.server.idle_timeout;
         let mut idle_deadline = idle.map(|d| Instant::now() + d);
+        let mut owed = false;
         // Built once: a fresh `cancelled()` per loop would register and drop a waiter on
         // every batch of requests. `Woken` spares the tokens' locks on turns when neither fired.
         let mut kill = Woken::new(self.registration.handle.kill.clone().cancelled_owned());
@@ -174,6 +180,18 @@ impl Handler {
             }
             let depth = self.ctx.config.limits.max_pipeline_depth;
             let can_read = !self.closing && self.queue.len() < depth;
+            if self.parked && can_read {
+                // Back-pressure paused these requests; replies have drained, so go on
+                // with them now: no read event will come for bytes already read.
+                continue;
+            }
+            // Time spent waiting for a reply (BLPOP, WAIT, a slow script) is not idle
+            // time, as in Redis: the idle clock starts again once every reply is out.
+            if !self.queue.is_empty() {
+                owed = true;
+            } else if std::mem::take(&mut owed) {
+                idle_deadline = idle.map(|d| Instant::now() + d);
+            }
             let Handler { stream, rbuf, queue, ctx, closing, read_chunk, spare_notes, .. } = &mut self;
             if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
                 rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
@@ -222,7 +240,12 @@ impl Handler {
         // One clock read per batch of requests: latency is accounted per batch anyway.
         let batch_start = Instant::now();
         self.batch_start = batch_start;
-        while !self.closing && self.queue.len() + run.frames < depth {
+        self.parked = false;
+        while !self.closing {
+            if self.queue.len() + run.frames >= depth {
+                self.parked = true;
+                break;
+            }
             let parsed = self.parser.next(&self.rbuf[run.len..], &mut self.ranges);
             let frame = match parsed {
                 Ok(Some(frame)) => frame,
@@ -304,7 +327,7 @@ impl Handler {
             Action::Forward(route) => {
                 let info = || ctx.info_extra();
                 let mut env = env(ctx, &server.commands, &info, batch_start);
-                env.upstream_down = route == Route::Shared && ctx.breaker.is_blocking();
+                env.upstream_down = route == Route::Shared && !ctx.breaker.is_closed();
                 pipeline::prepare(&env, session, &argv, source, command)
             }
             _ => Prepared::Untouched,

@@ -49,9 +49,6 @@ async fn connect_inner(
         frames += 1;
     }
     let mut leftover = BytesMut::new();
-    if frames == 0 {
-        return Ok(Connected { stream, leftover, hello: None, client_id: None });
-    }
     let replies = roundtrip(&mut stream, &mut leftover, &payload, frames)
         .await
         .map_err(|e| UpstreamError::Connect(format!("handshake with {address}: {e}")))?;
@@ -74,7 +71,9 @@ fn handshake(config: &UpstreamConfig, protocol: Protocol) -> (BytesMut, usize) {
         (Protocol::Resp3, Some(pass)) => push_command(&mut out, &["HELLO", "3", "AUTH", user, pass]),
         (Protocol::Resp3, None) => push_command(&mut out, &["HELLO", "3"]),
         (Protocol::Resp2, Some(pass)) => push_command(&mut out, &["AUTH", user, pass]),
-        (Protocol::Resp2, None) => frames -= 1,
+        // A connection is healthy only once Redis has answered on it: a stopped Redis
+        // (SIGSTOP) or a listener that never reads still completes the TCP connect.
+        (Protocol::Resp2, None) => push_command(&mut out, &["PING"]),
     }
     frames += 1;
     if url.db != 0 {

@@ -58,7 +58,7 @@ impl Spares {
 
 async fn refill(spares: Arc<Spares>, config: UpstreamConfig, breaker: Arc<Breaker>) {
     loop {
-        if !breaker.is_blocking() {
+        if breaker.is_closed() {
             'fill: for protocol in [Protocol::Resp2, Protocol::Resp3] {
                 for _ in 0..spares.missing(protocol) {
                     match Dedicated::open(&config, protocol).await {

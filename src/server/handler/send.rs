@@ -81,7 +81,11 @@ impl Handler {
                 }
             }
         }
-        Err(format!("ERR upstream unavailable: not connected to {}", self.ctx.config.upstream.url))
+        // Never sent, so safe to retry: the same answer as an open breaker.
+        Err(format!(
+            "TRYAGAIN strata: upstream unavailable (not connected to {})",
+            self.ctx.config.upstream.url
+        ))
     }
 
     async fn send_pinned(&mut self, job: Job) -> Result<(), String> {

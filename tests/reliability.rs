@@ -1,0 +1,271 @@
+//! Every reply on every route, tried as a client would: deep pipelines written before any
+//! reply is read (shared, SELECT, WATCH, MULTI, RESP3, pass-through), a Redis that stops
+//! answering (SIGSTOP, a listener that never reads) and clients waiting in blocking
+//! commands under an idle timeout. Each test failed on the code before its fix.
+
+mod support;
+
+use std::time::Duration;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use support::{RawClient, RedisServer, Strata, cmd, free_port, wait_for_port};
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+/// strata as production runs it: the binary (its runtime, its thread count) with a
+/// config file, killed on drop. `STRATA_TEST_BIN` names another build to try, such as
+/// an older one, to see a test fail on it.
+struct Binary {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn start(upstream: &str, toml: &str) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("strata.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let port = free_port();
+        let bin = std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").into());
+        let child = Command::new(bin)
+            .args(["--config", config.to_str().expect("utf8 path")])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strata");
+        wait_for_port(port);
+        Binary { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
+    }
+
+    /// Waits until a shared-route request is answered by Redis (connections are up).
+    async fn ready(self) -> Binary {
+        for _ in 0..300 {
+            let mut c = RawClient::connect(self.addr).await;
+            if c.command(&["EXISTS", "ready"]).await.starts_with(b":") {
+                return self;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("strata never connected to Redis");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `all` in one write while reading until `expected` reply bytes arrived. A hang
+/// (no byte for 10 s) fails the test with how far it got.
+async fn pipeline_completes(c: &mut RawClient, all: &[u8], expected: &[u8], label: &str) {
+    let (mut rd, mut wr) = c.stream.split();
+    let writer = async {
+        tokio::io::AsyncWriteExt::write_all(&mut wr, all).await.expect("write pipeline");
+    };
+    let reader = async {
+        let mut got = Vec::with_capacity(expected.len());
+        let mut chunk = vec![0u8; 64 * 1024];
+        while got.len() < expected.len() {
+            let read = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                other => panic!(
+                    "{label}: hang or close after {} of {} reply bytes ({other:?})",
+                    got.len(),
+                    expected.len()
+                ),
+            }
+        }
+        if got != expected {
+            let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(got.len());
+            let show = |b: &[u8]| {
+                String::from_utf8_lossy(&b[at.saturating_sub(20)..(at + 40).min(b.len())]).into_owned()
+            };
+            panic!(
+                "{label}: replies differ from Redis' at byte {at}: {:?} vs {:?}",
+                show(&got),
+                show(expected)
+            );
+        }
+    };
+    tokio::join!(writer, reader);
+}
+
+/// The replies of `INCR key` run `count` times from zero.
+fn incr_replies(from: usize, count: usize) -> Vec<u8> {
+    (from + 1..=from + count).flat_map(|n| format!(":{n}\r\n").into_bytes()).collect()
+}
+
+/// Deep pipelines on each route, at depths past `max_pipeline_depth` (1,024): the
+/// requests left in the read buffer when back-pressure paused reading must be sent once
+/// replies drain, without another byte from the client.
+async fn deep_pipelines_complete_on_every_route(depth: usize, tries: usize) {
+    let redis = RedisServer::start();
+    let strata = Binary::start(&redis.url(), "").ready().await;
+    for t in 0..tries {
+        let key = format!("y{t}");
+        let incr_key = cmd(&["INCR", &key]);
+        // Shared connections.
+        let mut c = RawClient::connect(strata.addr).await;
+        pipeline_completes(&mut c, &incr_key.repeat(depth), &incr_replies(0, depth), "shared").await;
+        // SELECT: the client's own connection.
+        let mut c = RawClient::connect(strata.addr).await;
+        assert_eq!(&c.command(&["SELECT", "9"]).await[..], b"+OK\r\n");
+        pipeline_completes(&mut c, &incr_key.repeat(depth), &incr_replies(0, depth), "SELECT").await;
+        // WATCH: also its own connection, until EXEC or UNWATCH.
+        let mut c = RawClient::connect(strata.addr).await;
+        assert_eq!(&c.command(&["WATCH", "w"]).await[..], b"+OK\r\n");
+        pipeline_completes(&mut c, &incr_key.repeat(depth), &incr_replies(depth, depth), "WATCH").await;
+        // MULTI: every command queued, one EXEC array.
+        let mut c = RawClient::connect(strata.addr).await;
+        let mut expected = b"+OK\r\n".to_vec();
+        expected.extend(b"+QUEUED\r\n".repeat(depth));
+        expected.extend(format!("*{depth}\r\n").into_bytes());
+        expected.extend(incr_replies(2 * depth, depth));
+        let mut multi = cmd(&["MULTI"]);
+        multi.extend(incr_key.repeat(depth));
+        multi.extend(cmd(&["EXEC"]));
+        pipeline_completes(&mut c, &multi, &expected, "MULTI").await;
+        // RESP3.
+        let mut c = RawClient::connect(strata.addr).await;
+        assert!(c.command(&["HELLO", "3"]).await.starts_with(b"%"));
+        pipeline_completes(&mut c, &incr_key.repeat(depth), &incr_replies(3 * depth, depth), "RESP3").await;
+        // Pass-through (CLIENT REPLY … and SUBSCRIBE hand the connection to Redis).
+        let mut c = RawClient::connect(strata.addr).await;
+        c.send(&cmd(&["SUBSCRIBE", "chan"])).await;
+        assert!(c.read_frame().await.starts_with(b"*3\r\n$9\r\nsubscribe"));
+        let pongs = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n".repeat(depth);
+        pipeline_completes(&mut c, &cmd(&["PING"]).repeat(depth), &pongs, "pass-through").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn pipelines_past_the_depth_limit_complete_on_every_route() {
+    deep_pipelines_complete_on_every_route(2_000, 10).await;
+    deep_pipelines_complete_on_every_route(20_000, 2).await;
+}
+
+/// `INFO strata`'s `strata_breaker_redis_opens`.
+async fn breaker_opens(c: &mut RawClient) -> u64 {
+    let info = c.command(&["INFO", "strata"]).await;
+    let text = String::from_utf8_lossy(&info);
+    text.lines()
+        .find_map(|l| l.strip_prefix("strata_breaker_redis_opens:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("strata_breaker_redis_opens in INFO strata")
+}
+
+/// Sends `SET inventory:k v` (operational tier: fails closed) every 20 ms until a reply
+/// is `-TRYAGAIN`; returns how long that took. Each request waits at most its timeout.
+async fn until_tryagain(strata: &Strata, within: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let mut c = RawClient::connect(strata.addr).await;
+        let reply = c.command(&["SET", "inventory:k", "v"]).await;
+        if reply.starts_with(b"-TRYAGAIN") {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no -TRYAGAIN within {within:?}");
+}
+
+const BREAKER_CONFIG: &str = "[upstream]\ncommand_timeout_ms = 300\nconnect_timeout_ms = 200\n\
+    reconnect_min_ms = 20\nreconnect_max_ms = 200\n[breaker]\ncooldown_ms = 300\n\
+    [[tiers]]\nname = \"operational\"\nprefixes = [\"inventory:\"]\ndefault_ttl = \"60s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_stopped_redis_opens_the_breaker_and_service_returns_after_cont() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), BREAKER_CONFIG).await;
+    let mut admin = RawClient::connect(strata.addr).await;
+    assert_eq!(breaker_opens(&mut admin).await, 0);
+    redis.signal("STOP");
+    // Opens within command_timeout + 2 × connect_timeout (+ scheduling slack).
+    let opened_after = until_tryagain(&strata, Duration::from_secs(3)).await;
+    assert!(opened_after < Duration::from_millis(300 + 2 * 200 + 400), "opened after {opened_after:?}");
+    // From then on the operational tier fails fast, every time.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let mut c = RawClient::connect(strata.addr).await;
+        let reply = c.command(&["SET", "inventory:k", "v"]).await;
+        assert!(reply.starts_with(b"-TRYAGAIN"), "{reply:?}");
+        assert!(started.elapsed() < Duration::from_millis(50), "took {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(breaker_opens(&mut admin).await >= 1);
+    redis.signal("CONT");
+    // Back within reconnect_max + cooldown (+ slack).
+    let started = Instant::now();
+    loop {
+        let mut c = RawClient::connect(strata.addr).await;
+        if &c.command(&["SET", "inventory:k", "v"]).await[..] == b"+OK\r\n" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_millis(200 + 300 + 700), "not back after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    strata.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_redis_that_accepts_and_never_answers_opens_the_breaker() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("redis://{}", silent.local_addr().expect("addr"));
+    // Accepts every connection and keeps it open, never reading or writing.
+    let keeper = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let strata = Strata::start(&url, BREAKER_CONFIG).await;
+    let opened_after = until_tryagain(&strata, Duration::from_secs(3)).await;
+    assert!(opened_after < Duration::from_millis(300 + 2 * 200 + 400), "opened after {opened_after:?}");
+    let mut c = RawClient::connect(strata.addr).await;
+    assert!(breaker_opens(&mut c).await >= 1);
+    keeper.abort();
+    strata.stop().await;
+}
+
+/// A client blocked in BLPOP longer than `idle_timeout_ms` gets its reply and keeps its
+/// connection: time waiting for a reply is not idle time.
+async fn blocked_client_outlives_the_idle_timeout() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[server]\nidle_timeout_ms = 500\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    let reply = c.command(&["BLPOP", "q", "1.2"]).await;
+    assert_eq!(&reply[..], b"*-1\r\n");
+    assert_eq!(&c.command(&["PING"]).await[..], b"+PONG\r\n", "closed right after BLPOP");
+    let slow = c
+        .command(&[
+            "EVAL",
+            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+        while true do local n = redis.call('TIME') if n[1] * 1e6 + n[2] - s > 900000 then \
+        return 1 end end",
+            "0",
+        ])
+        .await;
+    assert_eq!(&slow[..], b":1\r\n");
+    assert_eq!(&c.command(&["PING"]).await[..], b"+PONG\r\n", "closed right after a slow EVAL");
+    // Idle for real: closed.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(c.is_closed().await, "an idle client must still be closed");
+    strata.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn waiting_for_a_reply_is_not_idle_time_one_thread() {
+    blocked_client_outlives_the_idle_timeout().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_reply_is_not_idle_time_two_threads() {
+    blocked_client_outlives_the_idle_timeout().await;
+}
