@@ -106,7 +106,7 @@ async fn write_back_never_clobbers_a_write_made_while_the_query_ran() {
         });
         // Write only once the query is running, so the GET surely missed in Redis.
         eventually!(
-            Duration::from_secs(2),
+            Duration::from_secs(8),
             "the slow query runs",
             rig.pg.psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%fetch_product_slow%' \

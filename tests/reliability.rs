@@ -269,3 +269,43 @@ async fn waiting_for_a_reply_is_not_idle_time_one_thread() {
 async fn waiting_for_a_reply_is_not_idle_time_two_threads() {
     blocked_client_outlives_the_idle_timeout().await;
 }
+
+/// Client A pipelines `RPUSH k a` (×`depth`) and closes without reading; client B, which
+/// connects after that, pushes `b`. Straight to Redis the list always ends with B's `b`:
+/// a connection's bytes reach Redis before those of a connection accepted after it
+/// closed, and same-key requests keep the order strata read them in, on any of the
+/// shared connections.
+async fn writes_of_a_closed_client_come_first(config: &str, tries: usize, depth: usize) {
+    let redis = RedisServer::start();
+    let strata = Binary::start(&redis.url(), config).ready().await;
+    let mut check = RawClient::port(redis.port).await;
+    let mut late = 0;
+    for t in 0..tries {
+        let key = format!("order:{t}");
+        let mut a = RawClient::connect(strata.addr).await;
+        a.send(&cmd(&["RPUSH", &key, "a"]).repeat(depth)).await;
+        drop(a);
+        let mut b = RawClient::connect(strata.addr).await;
+        assert!(b.command(&["RPUSH", &key, "b"]).await.starts_with(b":"));
+        // Poll until every push arrived, then look at the order.
+        let started = Instant::now();
+        while support::int_reply(&check.command(&["LLEN", &key]).await) < depth as i64 + 1 {
+            assert!(started.elapsed() < Duration::from_secs(5), "pushes lost");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if &check.command(&["LINDEX", &key, "-1"]).await[..] != b"$1\r\nb\r\n" {
+            late += 1;
+        }
+    }
+    assert_eq!(late, 0, "{late} of {tries} closed clients' writes overtook a later client's ({config:?})");
+}
+
+/// One event loop (`server.threads = 1`, the default): strict. With more threads a
+/// client accepted while an earlier one's last bytes are still unread can be read first
+/// on another thread (README says so); the same-key fence itself holds on any thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_clients_writes_are_not_overtaken() {
+    writes_of_a_closed_client_come_first("[upstream]\nconnections = 2\n", 100, 1).await;
+    writes_of_a_closed_client_come_first("[upstream]\nconnections = 4\n", 100, 1).await;
+    writes_of_a_closed_client_come_first("[upstream]\nconnections = 4\n", 50, 10).await;
+}

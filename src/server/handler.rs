@@ -5,6 +5,7 @@
 //! buffer). A route change waits for every earlier reply first, so Redis executes the
 //! client's commands in the order sent even when they use two connections.
 
+mod fence;
 mod passthrough;
 mod send;
 mod write;
@@ -29,6 +30,7 @@ use super::woken::Woken;
 use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
+use crate::upstream::fence::{Held, Stripes, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 
 /// Replies larger than this are written straight from their buffer instead of being
@@ -89,6 +91,10 @@ pub struct Handler {
     spare_keys: BytesMut,
     /// The last command's name, for `CLIENT LIST`.
     last_cmd: LastCommand,
+    /// Key stripes of the request being routed, if it goes on a shared connection.
+    stripes: Stripes,
+    /// Stripes taken for shared-route requests not yet sent; they go with the next job.
+    held: Held,
     registration: Registration,
 }
 
@@ -152,12 +158,22 @@ impl Handler {
             spare_notes: Vec::new(),
             spare_keys: BytesMut::new(),
             last_cmd: LastCommand::default(),
+            stripes: Stripes::new(),
+            held: Held::default(),
             registration,
         }
     }
 
-    /// Serves the client until it disconnects, misbehaves or strata shuts down.
-    pub async fn run(mut self) -> std::io::Result<()> {
+    /// Serves the client until it disconnects, misbehaves or strata shuts down. `started`
+    /// is told once the requests the client sent before it was accepted are on their way.
+    pub async fn run(mut self, started: tokio::sync::oneshot::Sender<()>) -> std::io::Result<()> {
+        let mut started = Some(started);
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
         let idle = self.ctx.config.server.idle_timeout;
         let mut idle_deadline = idle.map(|d| Instant::now() + d);
         let mut owed = false;
@@ -173,6 +189,9 @@ impl Handler {
                     continue;
                 }
                 return Ok(());
+            }
+            if let Some(started) = started.take() {
+                let _ = started.send(());
             }
             self.write_ready().await?;
             if self.closing && self.queue.is_empty() {
@@ -306,7 +325,7 @@ impl Handler {
         encoded: Option<&Bytes>,
         batch_start: Instant,
     ) -> (Action, Prepared) {
-        let Handler { ctx, session, rbuf, ranges, last_cmd, .. } = self;
+        let Handler { ctx, session, rbuf, ranges, last_cmd, stripes, .. } = self;
         let source: &[u8] = encoded.map_or(&rbuf[offset..offset + len], |e| &e[..]);
         // On the stack for the usual few arguments: this runs for every request.
         // Built in place: `collect` would build it elsewhere and copy all 136 bytes.
@@ -323,6 +342,10 @@ impl Handler {
             tiers: &ctx.tiers,
         };
         let action = decide(session, &route_ctx, &argv);
+        stripes.clear();
+        if matches!(action, Action::Forward(Route::Shared) | Action::ForwardBytes(Route::Shared, _)) {
+            stripes_of(command, &argv, stripes);
+        }
         let prepared = match action {
             Action::Forward(route) => {
                 let info = || ctx.info_extra();
@@ -348,17 +371,26 @@ impl Handler {
     ) -> Option<Box<(Action, Prepared)>> {
         let (action, prepared) = self.route_one(server, run.len, len, encoded, batch_start);
         let inline = encoded.is_some();
-        let joins = matches!(action, Action::Forward(Route::Shared)) && self.last_route == Route::Shared;
+        let joins = matches!(action, Action::Forward(Route::Shared))
+            && self.last_route == Route::Shared
+            && match &prepared {
+                Prepared::Untouched => !inline,
+                // An inline command joins once re-encoded as RESP (its rewrite).
+                Prepared::Forward { rewrite, .. } | Prepared::Counted { rewrite, .. } => {
+                    !inline || rewrite.is_some()
+                }
+                _ => false,
+            };
+        // A request whose key is in flight on another connection goes through `dispatch`,
+        // which may wait.
+        if !joins || self.take_stripes().is_err() {
+            return Some(Box::new((action, prepared)));
+        }
         match prepared {
-            Prepared::Untouched if joins && !inline => run.add(&mut self.rbuf, len, None, None),
-            // An inline command joins once re-encoded as RESP (its rewrite).
-            Prepared::Forward { rewrite, note } if joins && (!inline || rewrite.is_some()) => {
-                run.add(&mut self.rbuf, len, rewrite, Some(note))
-            }
-            Prepared::Counted { rewrite, account } if joins && (!inline || rewrite.is_some()) => {
-                run.add_counted(&mut self.rbuf, len, rewrite, account)
-            }
-            prepared => return Some(Box::new((action, prepared))),
+            Prepared::Untouched => run.add(&mut self.rbuf, len, None, None),
+            Prepared::Forward { rewrite, note } => run.add(&mut self.rbuf, len, rewrite, Some(note)),
+            Prepared::Counted { rewrite, account } => run.add_counted(&mut self.rbuf, len, rewrite, account),
+            _ => unreachable!("only joining requests get here"),
         }
         None
     }
@@ -392,6 +424,7 @@ impl Handler {
             }
         };
         self.flush_run(run).await;
+        self.fence().await;
         if let Action::PassThrough(rewritten) = action {
             let first = rewritten.or(encoded);
             if first.is_some() {
@@ -431,7 +464,8 @@ impl Handler {
         let Some(permit) = self.shared.as_ref().and_then(|tx| tx.try_reserve().ok()) else { return false };
         let (payload, frames, notes, keys) = run.take(&mut self.rbuf);
         let (reply, rx) = oneshot::channel();
-        permit.send(Msg::Job(Job { payload, frames, frame_ends: !notes.is_empty(), reply }));
+        let fences = self.held.take();
+        permit.send(Msg::Job(Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences }));
         self.queue.push_back(Pending::Waiting {
             rx,
             frames,

@@ -121,6 +121,9 @@ impl Context {
     }
 }
 
+/// Longest the listener waits for a new client's first batch before accepting the next.
+const FIRST_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Accepts clients until shutdown, then waits up to the grace period for handlers to finish.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
     let permits = Arc::new(Semaphore::new(ctx.config.server.max_clients));
@@ -146,17 +149,27 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Clients already connected whose requests arrived with this connect were woken
+        // with it, possibly after it (tokio runs the last woken task first): let them read
+        // first, so what a client sent before it closed goes before a later client's.
+        tokio::task::yield_now().await;
         let id = ctx.next_client_id.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
+        let (started, first_batch) = tokio::sync::oneshot::channel();
         tracker.spawn(async move {
             ctx.clients.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client = id, %peer, "client connected");
-            if let Err(e) = handler::Handler::new(ctx.clone(), stream, id).run().await {
+            if let Err(e) = handler::Handler::new(ctx.clone(), stream, id).run(started).await {
                 tracing::debug!(client = id, error = %e, "client connection ended with an error");
             }
             ctx.clients.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
+        // The next connection is accepted once this one has taken the requests it sent
+        // before it (a client that writes and closes, then another that writes the same
+        // key): they reach Redis first. Bounded, so a handler held up by a full upstream
+        // queue cannot stop strata from accepting.
+        let _ = tokio::time::timeout(FIRST_BATCH_WAIT, first_batch).await;
     }
     drop(listener);
     tracker.close();

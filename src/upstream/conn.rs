@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::fence::Held;
 use super::outbox::Outbox;
 use crate::resp::{FrameScanner, Limits};
 
@@ -41,6 +42,8 @@ pub struct Job {
     pub frame_ends: bool,
     /// Receives the reply frames.
     pub reply: oneshot::Sender<Replies>,
+    /// Key stripes the requests hold (shared connections); released with the replies.
+    pub fences: Held,
 }
 
 /// The replies to one job.
@@ -105,6 +108,8 @@ struct InFlight {
     frame_ends: bool,
     reply: oneshot::Sender<Replies>,
     sent_at: Instant,
+    /// Released when this leaves `inflight`: replied, or the connection is gone.
+    _fences: Held,
 }
 
 /// The state of one running connection.
@@ -277,6 +282,7 @@ impl Driver {
             frame_ends: job.frame_ends,
             reply: job.reply,
             sent_at: now,
+            _fences: job.fences,
         });
     }
 

@@ -6,6 +6,7 @@
 
 mod conn;
 mod connect;
+pub mod fence;
 mod outbox;
 pub mod own;
 mod pool;

@@ -12,6 +12,7 @@ use tokio::time::sleep;
 
 use super::conn::{Exit, Msg, drive};
 use super::connect::connect;
+use super::fence::{ConnNumber, Fences};
 use crate::breaker::Breaker;
 use crate::config::UpstreamConfig;
 use crate::resp::reply::Protocol;
@@ -30,6 +31,8 @@ pub struct SharedPool {
     connected: AtomicUsize,
     config: UpstreamConfig,
     breaker: Arc<Breaker>,
+    /// Which connection each key's requests in flight are on (same-key order).
+    pub fences: Arc<Fences>,
 }
 
 /// Which shared connection a client uses.
@@ -52,6 +55,7 @@ impl SharedPool {
             connected: AtomicUsize::new(0),
             config: config.clone(),
             breaker,
+            fences: Arc::default(),
         });
         for protocol in [Protocol::Resp2, Protocol::Resp3] {
             for index in 0..config.connections {
@@ -65,6 +69,21 @@ impl SharedPool {
     pub fn assign(&self, protocol: Protocol) -> SlotId {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.connections;
         SlotId { protocol, index }
+    }
+
+    /// The slot's number in the fence table.
+    pub fn number(&self, slot: SlotId) -> ConnNumber {
+        let base = if slot.protocol == Protocol::Resp2 { 0 } else { self.resp2.len() };
+        (base + slot.index) as ConnNumber
+    }
+
+    /// The slot numbered `number` in the fence table.
+    pub fn slot_of(&self, number: ConnNumber) -> SlotId {
+        let number = number as usize;
+        match number.checked_sub(self.resp2.len()) {
+            None => SlotId { protocol: Protocol::Resp2, index: number },
+            Some(index) => SlotId { protocol: Protocol::Resp3, index },
+        }
     }
 
     /// The live connection of a slot, if it is connected.

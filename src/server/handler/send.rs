@@ -10,6 +10,7 @@ use super::super::route::Route;
 use super::Handler;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
+use crate::upstream::fence::Held;
 use crate::upstream::{Dedicated, Job, Msg, Replies};
 
 impl Handler {
@@ -31,7 +32,9 @@ impl Handler {
             self.last_route = route;
         }
         let (reply, rx) = oneshot::channel();
-        let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply };
+        // The stripes taken for these requests travel with them (shared route only).
+        let fences = if route == Route::Shared { self.held.take() } else { Held::default() };
+        let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences };
         let sent = match route {
             Route::Shared => self.send_shared(job).await,
             Route::Pinned => self.send_pinned(job).await,

@@ -1,0 +1,193 @@
+//! Same-key order across the shared connections. Each key hashes to one of `STRIPES`
+//! stripes; a stripe with requests in flight belongs to the one shared connection that
+//! carries them. A request whose key's stripe belongs to another connection may not be
+//! sent on its own connection, because Redis could run it first: its client moves to the
+//! owner (after its own replies are in) or, across protocols, waits for the stripe to
+//! empty. So requests that touch the same key reach Redis in the order strata read them,
+//! whichever clients send them. Pinned connections are not fenced (their requests run in
+//! the order of their own connection only).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use smallvec::SmallVec;
+
+use crate::command::{CommandInfo, keys_of};
+
+/// Stripes in the table: collisions only cost a needless move of a client, and 4,096
+/// words (32 KiB) stay in cache.
+const STRIPES: usize = 4096;
+/// Low bits of a stripe word: requests in flight; high bits: owner connection + 1.
+const COUNT_BITS: u32 = 48;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Which shared connection: protocol slots are numbered RESP2 first, then RESP3.
+pub type ConnNumber = u16;
+
+/// The stripe table, one per shared pool.
+#[derive(Debug)]
+pub struct Fences {
+    stripes: Box<[AtomicU64]>,
+}
+
+impl Default for Fences {
+    fn default() -> Self {
+        Fences { stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+/// The stripe of a key.
+pub fn stripe_of(key: &[u8]) -> u16 {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x5772_a7a5).hash_one(key);
+    (hash as usize % STRIPES) as u16
+}
+
+/// A request's stripes; inline for the usual few keys.
+pub type Stripes = SmallVec<[u16; 4]>;
+
+/// Appends the stripes of the request's keys (each once) to `out`.
+pub fn stripes_of(info: Option<&CommandInfo>, argv: &[&[u8]], out: &mut Stripes) {
+    let Some(info) = info else { return };
+    // GET, SET, INCR …: the one key is the first argument.
+    if info.single_key().is_some() {
+        if let Some(key) = argv.get(1) {
+            out.push(stripe_of(key));
+        }
+        return;
+    }
+    // A request whose keys cannot be found is not fenced; Redis refuses most of them.
+    let Ok(keys) = keys_of(info, argv) else { return };
+    for key in keys {
+        if let Some(arg) = argv.get(key.index) {
+            let stripe = stripe_of(arg);
+            if !out.contains(&stripe) {
+                out.push(stripe);
+            }
+        }
+    }
+}
+
+impl Fences {
+    /// Counts one request on `stripe` for connection `conn`, or names the connection
+    /// that owns it now.
+    pub fn try_take(&self, stripe: u16, conn: ConnNumber) -> Result<(), ConnNumber> {
+        let word = &self.stripes[stripe as usize];
+        let mine = (u64::from(conn) + 1) << COUNT_BITS;
+        let mut current = word.load(Ordering::Acquire);
+        loop {
+            let count = current & COUNT_MASK;
+            let next = if count == 0 {
+                mine | 1
+            } else if current & !COUNT_MASK == mine {
+                current + 1
+            } else {
+                return Err(((current >> COUNT_BITS) - 1) as ConnNumber);
+            };
+            match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Requests on `stripe` left in flight; 0 frees it for any connection.
+    pub fn in_flight(&self, stripe: u16) -> u64 {
+        self.stripes[stripe as usize].load(Ordering::Acquire) & COUNT_MASK
+    }
+
+    fn release(&self, stripe: u16) {
+        self.stripes[stripe as usize].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Stripes counted for requests not yet answered; released when dropped (their replies
+/// arrived, or their connection is gone). Travels with the job that carries them.
+#[derive(Debug, Default)]
+pub struct Held {
+    fences: Option<Arc<Fences>>,
+    /// Inline for a typical pipeline; grows with a deep one, which the pipeline depth bounds.
+    stripes: SmallVec<[u16; 16]>,
+}
+
+impl Held {
+    /// Counts `stripe` (already taken in `fences`) among these.
+    pub fn push(&mut self, fences: &Arc<Fences>, stripe: u16) {
+        if self.fences.is_none() {
+            self.fences = Some(fences.clone());
+        }
+        self.stripes.push(stripe);
+    }
+
+    /// Moves every stripe out, leaving this empty (for the job that carries them).
+    pub fn take(&mut self) -> Held {
+        Held { fences: self.fences.clone(), stripes: std::mem::take(&mut self.stripes) }
+    }
+
+    /// Releases the stripes counted since the length was `len` (a request that took
+    /// some of its keys' stripes but not all).
+    pub fn release_from(&mut self, len: usize) {
+        if let Some(fences) = &self.fences {
+            for stripe in self.stripes.drain(len..) {
+                fences.release(stripe);
+            }
+        }
+    }
+
+    /// How many stripes are held.
+    pub fn len(&self) -> usize {
+        self.stripes.len()
+    }
+
+    /// True when none are held.
+    pub fn is_empty(&self) -> bool {
+        self.stripes.is_empty()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release_from(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripe_belongs_to_one_connection_while_requests_are_in_flight() {
+        let fences = Arc::new(Fences::default());
+        let s = stripe_of(b"k");
+        let mut held = Held::default();
+        assert_eq!(fences.try_take(s, 0), Ok(()));
+        held.push(&fences, s);
+        assert_eq!(fences.try_take(s, 0), Ok(()));
+        held.push(&fences, s);
+        assert_eq!(fences.try_take(s, 3), Err(0));
+        let job = held.take();
+        assert!(held.is_empty());
+        assert_eq!(fences.in_flight(s), 2);
+        drop(job);
+        assert_eq!(fences.in_flight(s), 0);
+        assert_eq!(fences.try_take(s, 3), Ok(()));
+        assert_eq!(fences.try_take(s, 0), Err(3));
+    }
+
+    #[test]
+    fn a_request_has_the_stripes_of_its_keys_each_once() {
+        let table = crate::command::CommandTable::builtin();
+        let stripes = |argv: &[&[u8]]| {
+            let mut out = Stripes::new();
+            stripes_of(table.lookup(argv).map(|i| &**i), argv, &mut out);
+            out
+        };
+        let (a, b) = (stripe_of(b"a"), stripe_of(b"b"));
+        assert_ne!(a, b, "the test needs two stripes");
+        assert_eq!(&stripes(&[b"SET", b"a", b"1"])[..], &[a]);
+        assert_eq!(&stripes(&[b"RPUSH", b"b", b"x", b"y"])[..], &[b]);
+        assert_eq!(&stripes(&[b"MSET", b"a", b"1", b"b", b"2", b"a", b"3"])[..], &[a, b]);
+        assert_eq!(&stripes(&[b"EVAL", b"return 1", b"2", b"b", b"a"])[..], &[b, a]);
+        assert!(stripes(&[b"PING"]).is_empty());
+    }
+}
