@@ -126,6 +126,9 @@ pub struct LimitsConfig {
     pub max_pipeline_depth: usize,
     /// Most unparsed bytes buffered for one client (Redis' client-query-buffer-limit).
     pub max_client_buffer: usize,
+    /// Most bytes all clients' buffers may hold together; past it the largest client is
+    /// closed (Redis' maxmemory-clients). 0: no cap.
+    pub max_clients_memory: usize,
 }
 
 /// `[log]`
@@ -294,8 +297,15 @@ fn read_limits(root: &mut Section, errors: &mut Vec<ConfigError>) -> LimitsConfi
             format!("{max_client_buffer} is smaller than limits.max_bulk_len ({max_bulk_len}), so the largest allowed value could never be received"),
         ));
     }
+    let max_clients_memory = s.get("max_clients_memory", 0u64, errors) as usize;
     s.finish(errors);
-    LimitsConfig { max_bulk_len, max_multibulk_len, max_pipeline_depth, max_client_buffer }
+    LimitsConfig {
+        max_bulk_len,
+        max_multibulk_len,
+        max_pipeline_depth,
+        max_client_buffer,
+        max_clients_memory,
+    }
 }
 
 fn read_log(root: &mut Section, errors: &mut Vec<ConfigError>) -> LogConfig {

@@ -41,6 +41,12 @@ impl RequestParser {
         RequestParser { scanner: FrameScanner::request(), limits }
     }
 
+    /// After `next` returned `None`: the buffer length at which the bulk being waited for
+    /// is complete, if one is (see `FrameScanner::wanted`).
+    pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
+        self.scanner.wanted(buf)
+    }
+
     /// Parses the request at the start of `buf`, filling `args` with argument ranges.
     /// Returns `None` when the request is not complete yet.
     pub fn next(&mut self, buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<Frame>, ProtocolError> {

@@ -138,6 +138,19 @@ impl FrameScanner {
         self.pos == 0 && self.pending.is_empty()
     }
 
+    /// After `scan` returned `None`: the buffer length at which the bulk string being
+    /// waited for is complete, when one is (`$<len>` seen, its bytes not all here). Lets
+    /// a caller size its buffer once for a large value instead of growing it by copies.
+    pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
+        let rest = buf.get(self.pos..)?;
+        if !matches!(rest.first(), Some(b'$' | b'!' | b'=')) {
+            return None;
+        }
+        let (line, line_len) = read_line(rest).ok()??;
+        let len = usize::try_from(parse_len(line, "bulk").ok()??).ok()?;
+        self.pos.checked_add(line_len)?.checked_add(len)?.checked_add(2)
+    }
+
     /// Returns the length of the complete frame at the start of `buf`, or `None` if more
     /// bytes are needed. After `Some`, the scanner is reset for the next frame.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
@@ -283,6 +296,20 @@ pub(crate) fn parse_len(line: &[u8], what: &'static str) -> Result<Option<u64>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_names_where_a_waited_for_bulk_ends() {
+        let mut scanner = FrameScanner::request();
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\nxx";
+        assert_eq!(scanner.scan(buf, &Limits::UNBOUNDED), Ok(None));
+        let header_end = buf.len() - 2;
+        assert_eq!(scanner.wanted(buf), Some(header_end + 1_000_000 + 2));
+        let mut reply = FrameScanner::reply();
+        assert_eq!(reply.scan(b"$5\r\nab", &Limits::UNBOUNDED), Ok(None));
+        assert_eq!(reply.wanted(b"$5\r\nab"), Some(4 + 5 + 2));
+        assert_eq!(reply.wanted(b"$5"), None, "no complete header yet");
+        assert_eq!(FrameScanner::reply().wanted(b"*2\r\n"), None);
+    }
 
     fn scan_all(input: &[u8]) -> Option<usize> {
         FrameScanner::reply().scan(input, &Limits::UNBOUNDED).unwrap()

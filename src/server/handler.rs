@@ -7,7 +7,9 @@
 
 mod fence;
 mod passthrough;
+mod read;
 mod send;
+mod state;
 mod write;
 
 use std::collections::VecDeque;
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
+use super::memory::Share;
 use super::pending::{Keys, Pending, Run, defer, env, keep_spare, keep_spare_keys, resolve_front};
 use super::registry::{Peer, Registration, View};
 use super::route::{Action, Route, RouteContext, decide};
@@ -29,31 +32,16 @@ use super::session::Session;
 use super::woken::Woken;
 use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
-use crate::resp::{Frame, Limits, ProtocolError, Reply, RequestParser};
+use crate::resp::{Frame, Limits, ProtocolError, RequestParser};
 use crate::upstream::fence::{Held, Stripes, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
+
+use read::{READ_CHUNK, next_read_chunk};
+use state::LastCommand;
 
 /// Replies larger than this are written straight from their buffer instead of being
 /// copied into the batch buffer.
 const COPY_LIMIT: usize = 64 * 1024;
-/// Read buffer growth step, to start with.
-const READ_CHUNK: usize = 16 * 1024;
-/// Largest growth step: a client whose reads fill the buffer (large pipelines, large
-/// values) gets room for its whole batch in one read, up to this.
-const MAX_READ_CHUNK: usize = 256 * 1024;
-
-/// The read buffer growth step after a read of `read` bytes into `room`: doubled when the
-/// read filled the room (a batch split over two reads costs a second read, job and reply
-/// write), halved when reads use little of it, so idle clients do not keep large buffers.
-fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
-    if read >= room {
-        (chunk * 2).min(MAX_READ_CHUNK)
-    } else if read < chunk / 8 {
-        (chunk / 2).max(READ_CHUNK)
-    } else {
-        chunk
-    }
-}
 
 /// How processing the read buffer ended.
 enum Flow {
@@ -81,6 +69,8 @@ pub struct Handler {
     /// buffer: they must be processed as soon as replies drain, not when the client next
     /// sends (it may be waiting for these very replies).
     parked: bool,
+    /// The read buffer was sized for a large value; given back once that is consumed.
+    large: bool,
     /// Current read buffer growth step, between READ_CHUNK and MAX_READ_CHUNK.
     read_chunk: usize,
     /// When the requests being processed were read (one clock read per batch).
@@ -96,31 +86,8 @@ pub struct Handler {
     /// Stripes taken for shared-route requests not yet sent; they go with the next job.
     held: Held,
     registration: Registration,
-}
-
-/// The name of the client's last command, copied only when the command changes: per
-/// request this is one pointer comparison.
-#[derive(Default)]
-struct LastCommand {
-    /// Address of its table entry, only ever compared.
-    entry: usize,
-    name: String,
-    /// Changed since it was last published.
-    changed: bool,
-}
-
-impl LastCommand {
-    #[inline(always)]
-    fn saw(&mut self, info: Option<&crate::command::CommandInfo>) {
-        if let Some(info) = info
-            && std::ptr::from_ref(info) as usize != self.entry
-        {
-            self.entry = std::ptr::from_ref(info) as usize;
-            self.name.clear();
-            self.name.push_str(&info.name);
-            self.changed = true;
-        }
-    }
+    /// This client's part of `limits.max_clients_memory`.
+    memory: Share,
 }
 
 impl Handler {
@@ -138,6 +105,7 @@ impl Handler {
             fd: stream.as_raw_fd() as i64,
         };
         let registration = ctx.registry.register(&session, peer);
+        let memory = Share::new(ctx.client_memory.clone(), registration.handle.clone());
         Handler {
             ctx,
             stream,
@@ -153,6 +121,7 @@ impl Handler {
             last_route: Route::Shared,
             closing: false,
             parked: false,
+            large: false,
             read_chunk: READ_CHUNK,
             batch_start: Instant::now(),
             spare_notes: Vec::new(),
@@ -161,6 +130,7 @@ impl Handler {
             stripes: Stripes::new(),
             held: Held::default(),
             registration,
+            memory,
         }
     }
 
@@ -211,10 +181,9 @@ impl Handler {
             } else if std::mem::take(&mut owed) {
                 idle_deadline = idle.map(|d| Instant::now() + d);
             }
+            self.size_read_buffer();
+            self.memory.set(self.rbuf.capacity(), &self.ctx.registry);
             let Handler { stream, rbuf, queue, ctx, closing, read_chunk, spare_notes, .. } = &mut self;
-            if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
-                rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
-            }
             let room = rbuf.capacity() - rbuf.len();
             // select! builds every branch's future each turn, so the idle timer is an async
             // block: nothing (no clock read, no timer) unless it is actually polled.
@@ -486,71 +455,5 @@ impl Handler {
         if frames > 0 {
             self.forward(Route::Shared, payload, frames, notes, keys).await;
         }
-    }
-
-    async fn act(&mut self, action: Action, raw: Bytes) -> std::io::Result<()> {
-        match action {
-            Action::Forward(route) => self.forward(route, vec![raw], 1, Vec::new(), Keys::new()).await,
-            Action::ForwardBytes(route, bytes) => {
-                self.forward(route, vec![bytes], 1, Vec::new(), Keys::new()).await
-            }
-            Action::ForwardHello(proto) => self.forward_hello(proto, raw).await?,
-            Action::Local(reply) => self.local(reply),
-            Action::Close(reply) => {
-                self.drain().await?;
-                self.local(reply);
-                self.closing = true;
-            }
-            Action::Reset => {
-                self.drain().await?;
-                self.set_pinned(None);
-                self.session.reset();
-                self.reassign();
-                self.local(Reply::Status("RESET"));
-            }
-            Action::PassThrough(_) => unreachable!("handled by process"),
-        }
-        Ok(())
-    }
-
-    fn local(&mut self, reply: Reply) {
-        let protocol = self.session.protocol;
-        if self.slot.protocol != protocol {
-            self.reassign();
-        }
-        self.queue.push_back(Pending::Ready(reply.to_bytes(protocol)));
-    }
-
-    /// Moves the client to a shared connection of its (new) protocol, and drops an idle
-    /// pinned connection that speaks the old one.
-    fn reassign(&mut self) {
-        self.slot = self.ctx.pool.assign(self.session.protocol);
-        self.shared = None;
-        if self.pinned.as_ref().is_some_and(|(_, p)| *p != self.session.protocol)
-            && !self.session.needs_pinned()
-        {
-            self.set_pinned(None);
-        }
-    }
-
-    /// Publishes the session for `CLIENT LIST`.
-    fn publish(&mut self) {
-        self.last_cmd.changed = false;
-        self.registration.handle.publish(View::of(&self.session, &self.last_cmd.name));
-    }
-
-    /// Replaces the pinned connection, keeping the registry's upstream id in step.
-    fn set_pinned(&mut self, pinned: Option<(Dedicated, Protocol)>) {
-        let id = pinned.as_ref().and_then(|(d, _)| d.upstream_id).unwrap_or(-1);
-        self.registration.handle.set_upstream_id(id);
-        self.pinned = pinned;
-    }
-
-    fn protocol_error(&mut self, e: ProtocolError) {
-        tracing::debug!(client = self.session.id, error = %e, "protocol error; closing client");
-        self.queue.push_back(Pending::Ready(
-            Reply::err(format!("Protocol error: {e}")).to_bytes(self.session.protocol),
-        ));
-        self.closing = true;
     }
 }

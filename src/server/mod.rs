@@ -4,6 +4,7 @@
 mod clients;
 mod handler;
 mod local;
+mod memory;
 mod pending;
 mod registry;
 mod route;
@@ -54,6 +55,8 @@ pub struct Context {
     pub breaker: Arc<Breaker>,
     /// Ready dedicated connections for clients that become stateful.
     pub spares: Arc<Spares>,
+    /// What all clients' buffers hold, against `limits.max_clients_memory`.
+    pub client_memory: Arc<memory::ClientMemory>,
     next_client_id: AtomicU64,
     clients: AtomicUsize,
 }
@@ -72,6 +75,7 @@ impl Context {
         let breaker = pool.breaker();
         let spares = Spares::start(&config.upstream, config.upstream.spare_connections, breaker.clone());
         Context {
+            client_memory: Arc::new(memory::ClientMemory::new(config.limits.max_clients_memory)),
             spares,
             tiers,
             stats,

@@ -2,7 +2,7 @@
 //! the ids strata hands out (`CLIENT ID`, `HELLO`) rather than upstream connection ids,
 //! and `CLIENT LIST` can describe strata's clients rather than its upstream connections.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct ClientHandle {
     active_ms: AtomicU64,
     /// What `CLIENT LIST` shows of the client's session, as its handler last published it.
     view: Mutex<View>,
+    /// Bytes its buffers hold (`server::memory`).
+    memory: AtomicUsize,
 }
 
 /// Where a client connects from, for `CLIENT LIST`.
@@ -101,6 +103,16 @@ impl View {
 }
 
 impl ClientHandle {
+    /// Bytes its buffers hold.
+    pub fn memory(&self) -> usize {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    /// Records the bytes its buffers hold.
+    pub fn set_memory(&self, bytes: usize) {
+        self.memory.store(bytes, Ordering::Relaxed);
+    }
+
     /// Records the Redis id of the client's current pinned connection (-1: none).
     pub fn set_upstream_id(&self, id: i64) {
         self.upstream_id.store(id, Ordering::Relaxed);
@@ -210,6 +222,7 @@ impl Registry {
             connected: now,
             active_ms: AtomicU64::new(0),
             view: Mutex::new(View::of(session, "NULL")),
+            memory: AtomicUsize::new(0),
         });
         self.clients.insert(session.id, handle.clone());
         Registration { registry: self.clone(), id: session.id, handle }

@@ -25,6 +25,8 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const MAX_YIELDS: u32 = 4;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// A reply value larger than this is received into a buffer sized for it once.
+const LARGE_VALUE: usize = 1024 * 1024;
 /// A shared connection holds new requests while earlier ones await their replies, up to
 /// this many bytes. Redis reads about 16 KiB per event but keeps reading while bytes are
 /// waiting, so a larger write costs it nothing and saves wake-ups of both processes.
@@ -169,9 +171,7 @@ pub async fn drive(
                 timer.as_mut().reset(deadline);
                 armed = true;
             }
-            if d.rbuf.capacity() - d.rbuf.len() < READ_CHUNK / 4 {
-                d.rbuf.reserve(READ_CHUNK.max(d.rbuf.len() / 2));
-            }
+            d.size_read_buffer();
             tokio::select! {
                 biased;
                 read = rd.read_buf(&mut d.rbuf) => match read {
@@ -240,6 +240,21 @@ pub async fn drive(
 }
 
 impl Driver {
+    /// Makes room to read into: a large reply value gets room for all of it at once (its
+    /// pages are touched only as it arrives; growing by copies would hold it twice).
+    fn size_read_buffer(&mut self) {
+        let wanted = self.scanner.wanted(&self.rbuf[self.scanned_len..]).map(|w| w + self.scanned_len);
+        match wanted {
+            Some(wanted) if wanted > self.rbuf.capacity() && wanted - self.rbuf.len() > LARGE_VALUE => {
+                self.rbuf.reserve(wanted - self.rbuf.len());
+            }
+            _ if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 => {
+                self.rbuf.reserve(READ_CHUNK.max(self.rbuf.len() / 2));
+            }
+            _ => {}
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         Some(self.inflight.front()?.sent_at + self.timeout?)
     }

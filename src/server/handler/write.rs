@@ -39,7 +39,10 @@ impl Handler {
             // A reply written alone (the usual case: one job per batch of requests) or a
             // large one goes straight from its buffer; only several are gathered by copying.
             let alone = self.wbuf.is_empty() && !self.queue.front().is_some_and(Pending::is_ready);
-            if alone || bytes.len() > COPY_LIMIT {
+            if bytes.len() > COPY_LIMIT {
+                self.flush().await?;
+                self.write_large(&bytes).await?;
+            } else if alone {
                 self.flush().await?;
                 self.stream.write_all(&bytes).await?;
             } else {
@@ -47,6 +50,20 @@ impl Handler {
             }
         }
         self.flush().await
+    }
+
+    /// Writes a large reply, counted in the client's memory while it waits for the client
+    /// to read it; `CLIENT KILL` or the memory cap can close a client that never does.
+    async fn write_large(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let read_buffer = self.rbuf.capacity();
+        self.memory.set(read_buffer + bytes.len(), &self.ctx.registry);
+        let kill = self.registration.handle.kill.clone();
+        let written = tokio::select! {
+            written = self.stream.write_all(bytes) => written,
+            () = kill.cancelled() => Err(std::io::ErrorKind::ConnectionAborted.into()),
+        };
+        self.memory.set(read_buffer, &self.ctx.registry);
+        written
     }
 
     pub(super) async fn flush(&mut self) -> std::io::Result<()> {

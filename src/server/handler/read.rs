@@ -1,0 +1,52 @@
+//! The client's read buffer: how much room each read gets, a buffer sized once for a
+//! large value, and giving that back when the value is gone.
+
+use bytes::BytesMut;
+
+use super::Handler;
+
+/// A value larger than this is received into a buffer sized for it once.
+pub(super) const LARGE_VALUE: usize = 1024 * 1024;
+/// Read buffer growth step, to start with.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Largest growth step: a client whose reads fill the buffer (large pipelines, large
+/// values) gets room for its whole batch in one read, up to this.
+pub(super) const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// The read buffer growth step after a read of `read` bytes into `room`: doubled when the
+/// read filled the room (a batch split over two reads costs a second read, job and reply
+/// write), halved when reads use little of it, so idle clients do not keep large buffers.
+pub(super) fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
+    if read >= room {
+        (chunk * 2).min(MAX_READ_CHUNK)
+    } else if read < chunk / 8 {
+        (chunk / 2).max(READ_CHUNK)
+    } else {
+        chunk
+    }
+}
+
+impl Handler {
+    /// Makes room to read into. A large value being received gets room for all of it at
+    /// once: its pages are touched only as its bytes arrive, where a buffer grown by
+    /// doubling would hold it twice while copying. A buffer a large request left empty is
+    /// given back.
+    pub(super) fn size_read_buffer(&mut self) {
+        let Handler { rbuf, read_chunk, parser, large, .. } = self;
+        // Split-off requests share the buffer's allocation: keeping even its empty tail
+        // would keep a large value's memory alive, so what follows it moves out.
+        if *large && rbuf.len() < LARGE_VALUE {
+            *rbuf = BytesMut::from(&rbuf[..]);
+            *large = false;
+        }
+        if let Some(wanted) = parser.wanted(rbuf)
+            && wanted > rbuf.capacity()
+            && wanted - rbuf.len() > LARGE_VALUE
+        {
+            rbuf.reserve(wanted - rbuf.len());
+            *large = true;
+        } else if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
+            rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
+        }
+    }
+}

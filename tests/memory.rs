@@ -1,0 +1,205 @@
+//! Memory for large values, measured on the strata binary's resident set: a value in
+//! flight costs about its own size once (not its declared length, not twice while a
+//! buffer grows), the memory goes back once it is done, and `limits.max_clients_memory`
+//! closes the largest client when all clients' buffers pass it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use support::{RawClient, RedisServer, cmd, free_port, wait_for_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+const MIB: u64 = 1024 * 1024;
+
+struct Binary {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    async fn start(upstream: &str, toml: &str) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("strata.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let port = free_port();
+        let bin = std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").into());
+        let child = Command::new(bin)
+            .args(["--config", config.to_str().expect("utf8 path")])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strata");
+        wait_for_port(port);
+        let binary = Binary { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir };
+        for _ in 0..300 {
+            let mut c = RawClient::connect(binary.addr).await;
+            if c.command(&["EXISTS", "ready"]).await.starts_with(b":") {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("strata never connected to Redis");
+    }
+
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// Samples the resident set every millisecond until the returned guard is dropped.
+    fn watch_peak(self: &Arc<Self>) -> Peak {
+        let peak = Arc::new(AtomicU64::new(self.rss()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (me, p, s) = (self.clone(), peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(me.rss(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Peak { peak, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Peak {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Peak {
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads and discards exactly `len` bytes.
+async fn read_exactly(c: &mut RawClient, mut len: usize) {
+    let mut chunk = vec![0u8; 1 << 20];
+    while len > 0 {
+        let n = tokio::time::timeout(Duration::from_secs(20), c.stream.read(&mut chunk[..len.min(1 << 20)]))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        len -= n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_costs_its_size_once_and_is_given_back() {
+    let redis = RedisServer::start();
+    let strata = Arc::new(Binary::start(&redis.url(), "").await);
+    let size = 96 * MIB as usize;
+    let start = strata.rss();
+    let mut c = RawClient::connect(strata.addr).await;
+    let peak = strata.watch_peak();
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
+    set.resize(set.len() + size, b'v');
+    set.extend_from_slice(b"\r\n");
+    c.send(&set).await;
+    drop(set);
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    let set_peak = peak.finish();
+    let peak = strata.watch_peak();
+    c.send(&cmd(&["GET", "big"])).await;
+    read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
+    let get_peak = peak.finish();
+    let allowed = start + size as u64 * 5 / 4;
+    assert!(set_peak <= allowed, "SET: peak {} MiB, start {} MiB", set_peak / MIB, start / MIB);
+    assert!(get_peak <= allowed, "GET: peak {} MiB, start {} MiB", get_peak / MIB, start / MIB);
+    // Given back within 5 s.
+    let done = Instant::now();
+    while strata.rss() > start + 16 * MIB {
+        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB after 5 s", strata.rss() / MIB);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_value_costs_what_arrived_not_its_declared_length() {
+    let redis = RedisServer::start();
+    let strata = Arc::new(Binary::start(&redis.url(), "").await);
+    let start = strata.rss();
+    let mut c = RawClient::connect(strata.addr).await;
+    let declared = 160 * MIB as usize;
+    let sent = 32 * MIB as usize;
+    let mut head = format!("*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n${declared}\r\n").into_bytes();
+    head.resize(head.len() + sent, b'h');
+    c.stream.write_all(&head).await.expect("write");
+    // Poll until strata holds what was sent, then judge.
+    let started = Instant::now();
+    while strata.rss() < start + sent as u64 * 9 / 10 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss = strata.rss();
+    assert!(
+        rss <= start + sent as u64 * 5 / 4,
+        "{} MiB for {} MiB sent",
+        (rss - start) / MIB,
+        sent as u64 / MIB
+    );
+    drop(c);
+    let done = Instant::now();
+    while strata.rss() > start + 16 * MIB {
+        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB after 5 s", strata.rss() / MIB);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_memory_cap_closes_the_largest_client() {
+    let redis = RedisServer::start();
+    let strata = Binary::start(&redis.url(), "[limits]\nmax_clients_memory = 33554432\n").await;
+    let mut small = RawClient::connect(strata.addr).await;
+    assert_eq!(&small.command(&["SET", "k", "v"]).await[..], b"+OK\r\n");
+    // A 48 MiB value on its way: over the 32 MiB cap, so its sender is closed.
+    let mut big = RawClient::connect(strata.addr).await;
+    let mut head = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", 48 * MIB).into_bytes();
+    head.resize(head.len() + MIB as usize, b'b');
+    big.send(&head).await;
+    assert!(big.is_closed().await, "the largest client must be closed");
+    assert_eq!(&small.command(&["GET", "k"]).await[..], b"$1\r\nv\r\n", "the others are served");
+    // A reader that never reads a large reply is closed too.
+    let value = "r".repeat(40 * MIB as usize);
+    let mut direct = RawClient::port(redis.port).await;
+    assert_eq!(&direct.command(&["SET", "large", &value]).await[..], b"+OK\r\n");
+    let mut lazy = RawClient::connect(strata.addr).await;
+    lazy.send(&cmd(&["GET", "large"])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Now read: a closed client gets part of the reply, then the end of the stream.
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), lazy.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("neither closed nor answered"),
+        }
+    }
+    assert!(got < value.len(), "the lazy reader got the whole reply ({got} bytes): not closed");
+    assert_eq!(&small.command(&["GET", "k"]).await[..], b"$1\r\nv\r\n");
+}
