@@ -166,11 +166,23 @@ async fn hash_write_back_works_again_after_redis_restarts_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_redis_times_out_opens_the_breaker_and_fails_fast_until_sigcont() {
+    hung_redis_opens_the_breaker("failure_threshold = 1").await;
+}
+
+/// With the default threshold (3 failures): the timeout is one, and the reconnects that
+/// TCP still accepts but Redis never answers are the others. Before connections had to
+/// be answered, each reconnect reset the count and the breaker never opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_opens_the_breaker_with_the_default_threshold() {
+    hung_redis_opens_the_breaker("").await;
+}
+
+async fn hung_redis_opens_the_breaker(breaker: &str) {
     within(30, async {
         let rest = format!(
             "{PRODUCT_RULE}\n[upstream]\ncommand_timeout_ms = 300\nconnect_timeout_ms = 200\n\
              reconnect_min_ms = 20\nreconnect_max_ms = 200\n\
-             [breaker]\nfailure_threshold = 1\ncooldown_ms = 500\n"
+             [breaker]\n{breaker}\ncooldown_ms = 500\n"
         );
         let rig = Rig::start("", &rest).await;
         let addr = rig.strata.addr;
@@ -184,8 +196,9 @@ async fn hung_redis_times_out_opens_the_breaker_and_fails_fast_until_sigcont() {
         assert_eq!(show(&reply), show(&bulk(&rig.product_json(1))), "answered from PostgreSQL");
         assert!(hung < Duration::from_millis(800), "GET waited {hung:?} (command_timeout 300 ms)");
 
+        // Within command_timeout + 2 × connect_timeout of the stop (the GET took the first).
         eventually!(
-            Duration::from_millis(200),
+            Duration::from_millis(2 * 200 + 200),
             "the redis breaker opens",
             info_field(&info(addr).await, "strata_breaker_redis_state").as_deref() == Some("open")
         );
