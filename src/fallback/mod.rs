@@ -95,6 +95,8 @@ pub struct FallbackCounters {
     pub write_backs: AtomicU64,
     /// Keys deleted by database notifications.
     pub invalidations: AtomicU64,
+    /// LISTEN sessions re-established after notifications may have been lost.
+    pub listen_reconnects: AtomicU64,
 }
 
 /// The read-through service.
@@ -323,15 +325,15 @@ impl Fallback {
             ("errors", load(&c.errors)),
             ("write_backs", load(&c.write_backs)),
             ("invalidations", load(&c.invalidations)),
+            ("listen_reconnects", load(&c.listen_reconnects)),
         ]
     }
 
     /// Resets counters (CONFIG RESETSTAT).
     pub fn reset(&self) {
         let c = &self.counters;
-        for counter in
-            [&c.queries, &c.rows, &c.no_rows, &c.negative_hits, &c.errors, &c.write_backs, &c.invalidations]
-        {
+        let all = [&c.queries, &c.rows, &c.no_rows, &c.negative_hits, &c.errors, &c.write_backs];
+        for counter in all.into_iter().chain([&c.invalidations, &c.listen_reconnects]) {
             counter.store(0, Ordering::Relaxed);
         }
         self.latency.reset();
