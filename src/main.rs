@@ -1,5 +1,6 @@
 //! The `strata` binary: command line, logging, signals; everything else is in the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,23 +18,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_BAD_CONFIG: u8 = 64;
 
 /// strata: a Redis-protocol sidecar proxy. Point unmodified Redis clients at --listen.
+///
+/// Every `env` argument hides its value in `--help`: URLs carry passwords.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
     /// TOML config file; every field is documented in strata.example.toml.
-    #[arg(long, global = true, env = "STRATA_CONFIG")]
+    #[arg(long, global = true, env = "STRATA_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Address clients connect to (overrides server.listen), e.g. 127.0.0.1:6380.
-    #[arg(long, global = true, env = "STRATA_LISTEN")]
+    #[arg(long, global = true, env = "STRATA_LISTEN", hide_env_values = true)]
     listen: Option<String>,
     /// The Redis behind strata (overrides upstream.url): redis://[user:pass@]host:port[/db].
-    #[arg(long, global = true, env = "STRATA_UPSTREAM")]
+    #[arg(long, global = true, env = "STRATA_UPSTREAM", hide_env_values = true)]
     upstream: Option<String>,
     /// HTTP side port for /metrics, /healthz and /readyz (overrides server.admin).
-    #[arg(long, global = true, env = "STRATA_ADMIN")]
+    #[arg(long, global = true, env = "STRATA_ADMIN", hide_env_values = true)]
     admin: Option<String>,
     /// PostgreSQL for read-through (overrides postgres.url): postgres://user@host:port/db.
-    #[arg(long, global = true, env = "STRATA_POSTGRES")]
+    #[arg(long, global = true, env = "STRATA_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -66,8 +69,8 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("strata: invalid configuration:");
-            errors.iter().for_each(|e| eprintln!("  {e}"));
+            let lines: String = errors.iter().map(|e| format!("  {e}\n")).collect();
+            emit(std::io::stderr().lock(), &format!("strata: invalid configuration:\n{lines}"));
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: {e:#}");
+            emit(std::io::stderr().lock(), &format!("strata: {e:#}\n"));
             ExitCode::FAILURE
         }
     }
@@ -85,14 +88,32 @@ fn check_config(file: &std::path::Path, overrides: &Overrides, db: bool) -> Exit
     match Config::load(Some(file), overrides) {
         Ok(config) if db => check_against_database(file, &config),
         Ok(config) => {
-            println!("{}: ok\n{}", file.display(), config.summary());
+            emit(std::io::stdout().lock(), &format!("{}: ok\n{}\n", file.display(), config.summary()));
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            println!("{}: {} problem(s)", file.display(), errors.len());
-            errors.iter().for_each(|e| println!("  {e}"));
-            ExitCode::from(EXIT_BAD_CONFIG)
+        Err(errors) => report_problems(file, errors.iter()),
+    }
+}
+
+/// Prints `problems` under a heading and gives the bad-config exit status.
+fn report_problems<T: std::fmt::Display>(
+    file: &std::path::Path,
+    problems: impl ExactSizeIterator<Item = T>,
+) -> ExitCode {
+    let mut text = format!("{}: {} problem(s)\n", file.display(), problems.len());
+    problems.for_each(|e| text.push_str(&format!("  {e}\n")));
+    emit(std::io::stdout().lock(), &text);
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+/// Writes `text` without `println!`'s panic when the reader went away (`check-config |
+/// head -1`): a closed pipe is a normal end, and the exit status stays the check's own.
+fn emit(mut out: impl Write, text: &str) {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            let _ = writeln!(std::io::stderr(), "strata: cannot write output: {e}");
         }
+        _ => {}
     }
 }
 
@@ -101,18 +122,18 @@ fn check_against_database(file: &std::path::Path, config: &Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("strata: {e}");
+            emit(std::io::stderr().lock(), &format!("strata: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
     let problems = runtime.block_on(strata::fallback::check_rules(config));
     if problems.is_empty() {
-        println!("{}: ok (every read-through statement prepared)\n{}", file.display(), config.summary());
+        let text =
+            format!("{}: ok (every read-through statement prepared)\n{}\n", file.display(), config.summary());
+        emit(std::io::stdout().lock(), &text);
         return ExitCode::SUCCESS;
     }
-    println!("{}: {} problem(s)", file.display(), problems.len());
-    problems.iter().for_each(|e| println!("  {e}"));
-    ExitCode::from(EXIT_BAD_CONFIG)
+    report_problems(file, problems.iter())
 }
 
 fn init_logging(format: LogFormat) {
@@ -141,13 +162,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
     };
     let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        let listener = strata::server::bind(&config.server.listen, config.server.tcp_backlog)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         tracing::info!(listen = %config.server.listen, upstream = %config.upstream.url, "strata started");
-        let admin = match config.server.admin {
+        let admin = match &config.server.admin {
             Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+                tokio::net::TcpListener::bind(addr.as_str())
                     .await
                     .with_context(|| format!("cannot listen on {addr} (server.admin)"))?,
             ),

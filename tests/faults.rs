@@ -160,6 +160,30 @@ async fn sigterm_finishes_in_flight_replies_and_exits_zero() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "no longer accepting");
 }
 
+/// SIGTERM: what strata has not read yet of a client's pipeline is never run, and the
+/// client's connection is closed after the replies to what it had read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_a_pipelines_unread_rest_unexecuted() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    // Depth 1: while BLPOP waits, strata reads nothing more from this client.
+    std::fs::write(&file, "[limits]\nmax_pipeline_depth = 1\n").unwrap();
+    let (mut strata, port) = spawn_binary(&redis, &["--config", file.to_str().unwrap()]);
+    let mut c = RawClient::port(port).await;
+    c.send(&cmd(&["BLPOP", "never", "0.5"])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.send(&cmd(&["SET", "unread", "1"])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Command::new("kill").args(["-TERM", &strata.0.id().to_string()]).status().unwrap();
+    assert_eq!(&c.read_frame().await[..], b"*-1\r\n", "the reply to what was read");
+    assert!(c.is_closed().await, "then the connection is closed");
+    let status = wait_exit(&mut strata.0, Duration::from_secs(5)).expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let mut direct = RawClient::port(redis.port).await;
+    assert_eq!(&direct.command(&["EXISTS", "unread"]).await[..], b":0\r\n", "the unread SET never ran");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_at_once() {
     let redis = RedisServer::start();

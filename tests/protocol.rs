@@ -209,6 +209,22 @@ async fn protocol_errors_get_an_error_and_close() {
     assert!(c.read_frame().await.starts_with(b"-ERR Protocol error"));
 }
 
+/// Redis never runs an inline line with a NUL byte and never answers it (the connection
+/// goes silent); strata answers a protocol error and closes: a documented divergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_command_with_a_nul_byte_is_refused_not_run() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.send(b"PING\r\nSET nul:k v\0x\r\nSET nul:after v\r\n").await;
+    assert_eq!(&c.read_frame().await[..], b"+PONG\r\n");
+    let reply = c.read_frame().await;
+    assert_eq!(&reply[..], b"-ERR Protocol error: NUL byte in inline request\r\n");
+    assert!(c.is_closed().await, "the connection is closed");
+    let mut direct = RawClient::port(redis.port).await;
+    assert_eq!(&direct.command(&["EXISTS", "nul:k", "nul:after"]).await[..], b":0\r\n", "nothing ran");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strata_getkeys_exposes_the_command_table() {
     let redis = RedisServer::start();

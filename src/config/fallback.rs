@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::bounds::{millis, parse_ttl};
 use super::reader::Section;
-use super::tiers::parse_duration;
 use super::{ConfigError, TierConfig};
 
 /// `[postgres]`
@@ -101,18 +101,17 @@ pub(super) fn read_postgres(
 ) -> PostgresConfig {
     let mut s = root.section("postgres", errors);
     let url: Option<String> = s.opt("url", errors);
+    // An error in the override is blamed on it, not on the file's field it replaced.
+    let source = if url_override.is_some() { "--postgres / STRATA_POSTGRES" } else { "postgres.url" };
     let url = url_override.or(url).filter(|u| !u.is_empty());
     if let Some(u) = &url
         && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
     {
-        errors.push(ConfigError::new(
-            "postgres.url",
-            format!("'{u}' must start with postgres:// or postgresql://"),
-        ));
+        errors.push(ConfigError::new(source, format!("'{u}' must start with postgres:// or postgresql://")));
     }
     let pool_size: u32 = s.get("pool_size", 8, errors);
-    let connect_ms: u64 = s.get("connect_timeout_ms", 1_000, errors);
-    let statement_ms: u64 = s.get("statement_timeout_ms", 1_000, errors);
+    let connect_ms = millis(&mut s, "connect_timeout_ms", 1_000, errors);
+    let statement_ms = millis(&mut s, "statement_timeout_ms", 1_000, errors);
     let max_inflight: u64 = s.get("max_inflight", 64, errors);
     let negative: u64 = s.get("negative_cache_size", 100_000, errors);
     let listen_channel: Option<String> = s.opt("listen_channel", errors);
@@ -142,9 +141,9 @@ pub(super) fn read_postgres(
 pub(super) fn read_breaker(root: &mut Section, errors: &mut Vec<ConfigError>) -> BreakerConfig {
     let mut s = root.section("breaker", errors);
     let failure_threshold: u32 = s.get("failure_threshold", 3, errors);
-    let cooldown_ms: u64 = s.get("cooldown_ms", 1_000, errors);
+    let cooldown_ms = millis(&mut s, "cooldown_ms", 1_000, errors);
     let error_rate: f64 = s.get("error_rate", 0.5, errors);
-    let window_ms: u64 = s.get("window_ms", 10_000, errors);
+    let window_ms = millis(&mut s, "window_ms", 10_000, errors);
     let min_calls: u32 = s.get("min_calls", 20, errors);
     if failure_threshold == 0 {
         errors.push(ConfigError::new("breaker.failure_threshold", "must be at least 1".into()));
@@ -187,7 +186,7 @@ fn read_rule(mut s: Section, errors: &mut Vec<ConfigError>) -> ReadThroughConfig
         }
     };
     let negative_text: String = s.get("negative_ttl", "30s".to_string(), errors);
-    let negative_ttl = parse_duration(&negative_text).unwrap_or_else(|why| {
+    let negative_ttl = parse_ttl(&negative_text).unwrap_or_else(|why| {
         errors.push(ConfigError::new(&s.field_path("negative_ttl"), why));
         Duration::from_secs(30)
     });

@@ -4,18 +4,22 @@
 //! `strata check-config` can print them all. Defaults live here and in
 //! `strata.example.toml`, which documents every field; keep the two in step.
 
+mod bounds;
 mod fallback;
 mod reader;
+mod server;
 mod tiers;
 mod url;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use bounds::{MAX_TTL, MAX_WAIT_MS};
+use bounds::{millis, positive_millis};
 pub use fallback::{BreakerConfig, OnDbError, PostgresConfig, ReadThroughConfig, Shape};
 use reader::Section;
+pub use server::{ServerConfig, check_address};
 pub use tiers::{
     Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound, parse_duration, show as show_duration,
 };
@@ -74,23 +78,6 @@ pub struct Config {
     pub read_through: Vec<ReadThroughConfig>,
     /// The upstream circuit breaker.
     pub breaker: BreakerConfig,
-}
-
-/// `[server]`
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Address clients connect to.
-    pub listen: String,
-    /// HTTP side port for health and metrics, when set.
-    pub admin: Option<SocketAddr>,
-    /// Most clients connected at once; more are refused with an error.
-    pub max_clients: usize,
-    /// Close clients idle this long; `None` keeps them forever.
-    pub idle_timeout: Option<Duration>,
-    /// How long SIGTERM waits for in-flight replies before exiting.
-    pub shutdown_grace: Duration,
-    /// Runtime worker threads; 0 means one per CPU core.
-    pub threads: usize,
 }
 
 /// `[upstream]`
@@ -160,13 +147,11 @@ impl Config {
 
     /// Parses and validates TOML text, collecting every problem.
     pub fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![ConfigError::new("config", format!("not valid TOML: {}", e.message()))]
-        })?;
+        let table: toml::Table = text.parse().map_err(|e| vec![toml_error(text, &e)])?;
         let mut errors = Vec::new();
         let mut root = Section::root(&table);
         let config = Config {
-            server: read_server(&mut root, overrides, &mut errors),
+            server: server::read_server(&mut root, overrides, &mut errors),
             upstream: read_upstream(&mut root, overrides, &mut errors),
             limits: read_limits(&mut root, &mut errors),
             log: read_log(&mut root, &mut errors),
@@ -188,7 +173,7 @@ impl Config {
             self.upstream.url,
             self.upstream.connections,
             self.server.max_clients,
-            self.server.admin.map_or("off".to_string(), |a| a.to_string()),
+            self.server.admin.as_deref().unwrap_or("off"),
             if self.tiers.is_empty() {
                 "none".to_string()
             } else {
@@ -204,55 +189,26 @@ impl Config {
     }
 }
 
-fn read_server(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>) -> ServerConfig {
-    let mut s = root.section("server", errors);
-    let listen = s.get("listen", "127.0.0.1:6380".to_string(), errors);
-    let listen = o.listen.clone().unwrap_or(listen);
-    if !listen.contains(':') {
-        errors.push(ConfigError::new("server.listen", format!("'{listen}' must be host:port")));
-    }
-    let admin: Option<String> = s.opt("admin", errors);
-    let admin = o.admin.clone().or(admin).and_then(|a| match a.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            errors.push(ConfigError::new("server.admin", format!("'{a}' is not an ip:port address")));
-            None
-        }
-    });
-    let max_clients = positive(&mut s, "max_clients", 10_000, errors);
-    let idle_ms: u64 = s.get("idle_timeout_ms", 0, errors);
-    let grace_ms: u64 = s.get("shutdown_grace_ms", 5_000, errors);
-    let threads: u64 = s.get("threads", 1, errors);
-    if threads > 256 {
-        errors.push(ConfigError::new("server.threads", format!("{threads} is more than 256")));
-    }
-    s.finish(errors);
-    ServerConfig {
-        listen,
-        admin,
-        max_clients: max_clients as usize,
-        idle_timeout: (idle_ms > 0).then(|| Duration::from_millis(idle_ms)),
-        shutdown_grace: Duration::from_millis(grace_ms),
-        threads: threads as usize,
-    }
-}
-
 fn read_upstream(root: &mut Section, o: &Overrides, errors: &mut Vec<ConfigError>) -> UpstreamConfig {
     let mut s = root.section("upstream", errors);
     let url_text = s.get("url", "redis://127.0.0.1:6379".to_string(), errors);
-    let url_text = o.upstream.clone().unwrap_or(url_text);
+    // An error in the override is blamed on it, not on the file's field it replaced.
+    let (url_text, source) = match o.upstream.clone() {
+        Some(given) => (given, "--upstream / STRATA_UPSTREAM"),
+        None => (url_text, "upstream.url"),
+    };
     let url = UpstreamUrl::parse(&url_text).unwrap_or_else(|e| {
-        errors.push(ConfigError::new("upstream.url", e));
+        errors.push(ConfigError::new(source, e));
         UpstreamUrl::parse("redis://127.0.0.1:6379").expect("default URL parses")
     });
     let connections = positive(&mut s, "connections", 2, errors);
     if connections > 64 {
         errors.push(ConfigError::new("upstream.connections", format!("{connections} is more than 64")));
     }
-    let connect_timeout = Duration::from_millis(positive(&mut s, "connect_timeout_ms", 1_000, errors));
-    let command_ms: u64 = s.get("command_timeout_ms", 5_000, errors);
-    let reconnect_min = Duration::from_millis(positive(&mut s, "reconnect_min_ms", 50, errors));
-    let reconnect_max = Duration::from_millis(positive(&mut s, "reconnect_max_ms", 2_000, errors));
+    let connect_timeout = Duration::from_millis(positive_millis(&mut s, "connect_timeout_ms", 1_000, errors));
+    let command_ms = millis(&mut s, "command_timeout_ms", 5_000, errors);
+    let reconnect_min = Duration::from_millis(positive_millis(&mut s, "reconnect_min_ms", 50, errors));
+    let reconnect_max = Duration::from_millis(positive_millis(&mut s, "reconnect_max_ms", 2_000, errors));
     if reconnect_min > reconnect_max {
         errors.push(ConfigError::new("upstream.reconnect_min_ms", "is larger than reconnect_max_ms".into()));
     }
@@ -320,6 +276,19 @@ fn read_log(root: &mut Section, errors: &mut Vec<ConfigError>) -> LogConfig {
     };
     s.finish(errors);
     LogConfig { format }
+}
+
+/// A syntax error with the line and column it was found at (1-based, columns in
+/// characters), which `toml`'s message alone does not give.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let place = e.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!(" at line {line}, column {column}")
+    });
+    let message = e.message().trim_end();
+    ConfigError::new("config", format!("not valid TOML{}: {message}", place.unwrap_or_default()))
 }
 
 /// Reads a whole number that must be at least 1.
@@ -393,5 +362,24 @@ mod tests {
     fn section_of_wrong_type_and_bad_toml() {
         assert!(errors_of("server = 3").iter().any(|e| e.starts_with("server: expected a table")));
         assert!(errors_of("[server").iter().any(|e| e.starts_with("config: not valid TOML")));
+    }
+
+    #[test]
+    fn toml_syntax_errors_say_where() {
+        let errors = errors_of("[server]\nmax_clients = 10\n# é\nlisten = \"a\" \"b\"\n");
+        assert!(errors[0].starts_with("config: not valid TOML at line 4, column 14: "), "{errors:?}");
+        let errors = errors_of("[server");
+        assert!(errors[0].starts_with("config: not valid TOML at line 1, column "), "{errors:?}");
+    }
+
+    #[test]
+    fn a_bad_upstream_override_is_blamed_on_the_flag_and_variable() {
+        let o = Overrides { upstream: Some("http://app:pw@h".into()), ..Overrides::default() };
+        let errors = Config::parse("[upstream]\nurl = \"redis://h:1\"\n", &o).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "--upstream / STRATA_UPSTREAM");
+        let o = Overrides { postgres: Some("mysql://x".into()), ..Overrides::default() };
+        let errors = Config::parse("[postgres]\nurl = \"postgres://h/db\"\n", &o).unwrap_err();
+        assert_eq!(errors[0].field, "--postgres / STRATA_POSTGRES");
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::ConfigError;
+use super::bounds::parse_ttl;
 use super::reader::Section;
 
 /// What happens to `PERSIST` (and `GETEX … PERSIST`) on a key of a TTL tier.
@@ -205,7 +206,7 @@ fn check_across_tiers(tiers: &[TierConfig], errors: &mut Vec<ConfigError>) {
 
 fn duration_field(s: &mut Section, name: &str, errors: &mut Vec<ConfigError>) -> Option<Duration> {
     let text: String = s.opt(name, errors)?;
-    match parse_duration(&text) {
+    match parse_ttl(&text) {
         Ok(d) => Some(d),
         Err(why) => {
             errors.push(ConfigError::new(&s.field_path(name), why));
@@ -221,7 +222,7 @@ fn jitter_field(s: &mut Section, errors: &mut Vec<ConfigError>) -> Jitter {
             Ok(p) if (0.0..=100.0).contains(&p) => Ok(Jitter::Fraction(p / 100.0)),
             _ => Err(format!("'{text}' is not a percentage from 0% to 100%")),
         },
-        None => parse_duration(&text).map(Jitter::Up),
+        None => parse_ttl(&text).map(Jitter::Up),
     };
     parsed.unwrap_or_else(|why| {
         errors.push(ConfigError::new(&s.field_path("jitter"), why));

@@ -111,6 +111,11 @@ impl<V: Clone> Expiring<V> {
         Expiring { entries: DashMap::new(), capacity, last_sweep: std::sync::Mutex::new(None) }
     }
 
+    /// Forgets every key.
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// The value remembered for `key`, if not expired.
     pub fn get(&self, key: &[u8]) -> Option<V> {
         let (until, value) = self.entries.get(key).map(|e| e.value().clone())?;

@@ -24,14 +24,16 @@ impl Fallback {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(rule = %rule.name, error = %e, "read-through failed");
             }
+            // Invalidated or written while the query ran: what it read may already be
+            // stale, so it is answered once but neither cached nor remembered.
             Ok(None) => {
                 self.counters.no_rows.fetch_add(1, Ordering::Relaxed);
-                self.negative.insert(key, (), rule.negative_ttl);
+                if self.epoch(key) == epoch {
+                    self.negative.insert(key, (), rule.negative_ttl);
+                }
             }
             Ok(Some(value)) => {
                 self.counters.rows.fetch_add(1, Ordering::Relaxed);
-                // Invalidated or written while the query ran: the row read may already be
-                // stale, so it is answered once but neither cached nor remembered.
                 if self.epoch(key) != epoch {
                     return;
                 }
@@ -94,6 +96,19 @@ impl Fallback {
         {
             tracing::warn!(error = %e, "invalidation DEL failed");
         }
+    }
+
+    /// The LISTEN connection is back after notifications may have been lost: every
+    /// rule-backed key may have changed. Forgets every "no row" and recently loaded row,
+    /// and bumps every change count so loads in flight neither write back nor remember
+    /// what they read.
+    pub fn assume_stale(&self) {
+        self.negative.clear();
+        self.recent.clear();
+        for epoch in &self.epochs {
+            epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        self.counters.listen_reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The change count of `key`'s slot: bumped by every invalidation and write, so a

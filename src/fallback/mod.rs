@@ -4,6 +4,7 @@
 //! a bounded number of queries in flight, "no row" remembered for a while (negative
 //! cache), and a breaker so a dead database fails fast.
 
+mod counters;
 mod flight;
 mod freshness;
 mod listen;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use counters::FallbackCounters;
 pub use flight::{Expiring, Flights, NegativeCache};
 pub use pattern::KeyPattern;
 pub use postgres::{Database, ParamType, RuleSql};
@@ -76,25 +78,6 @@ pub struct Rule {
     pub on_db_error: OnDbError,
     /// TTL policy of the tier written-back values get.
     pub policy: TtlPolicy,
-}
-
-/// Counters for INFO and /metrics.
-#[derive(Debug, Default)]
-pub struct FallbackCounters {
-    /// Queries run.
-    pub queries: AtomicU64,
-    /// Loads that found a row.
-    pub rows: AtomicU64,
-    /// Loads that found no row.
-    pub no_rows: AtomicU64,
-    /// Misses answered from the negative cache.
-    pub negative_hits: AtomicU64,
-    /// Loads that failed.
-    pub errors: AtomicU64,
-    /// Values written back to Redis.
-    pub write_backs: AtomicU64,
-    /// Keys deleted by database notifications.
-    pub invalidations: AtomicU64,
 }
 
 /// The read-through service.
@@ -309,32 +292,6 @@ impl Fallback {
             Err(FallbackError::Unavailable(_)) => self.breaker.failure(),
             _ => self.breaker.success(),
         }
-    }
-
-    /// The counters as (field, value) pairs for INFO and /metrics.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("queries", load(&c.queries)),
-            ("rows", load(&c.rows)),
-            ("no_rows", load(&c.no_rows)),
-            ("negative_hits", load(&c.negative_hits)),
-            ("errors", load(&c.errors)),
-            ("write_backs", load(&c.write_backs)),
-            ("invalidations", load(&c.invalidations)),
-        ]
-    }
-
-    /// Resets counters (CONFIG RESETSTAT).
-    pub fn reset(&self) {
-        let c = &self.counters;
-        for counter in
-            [&c.queries, &c.rows, &c.no_rows, &c.negative_hits, &c.errors, &c.write_backs, &c.invalidations]
-        {
-            counter.store(0, Ordering::Relaxed);
-        }
-        self.latency.reset();
     }
 }
 

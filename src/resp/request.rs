@@ -155,6 +155,11 @@ fn inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<Frame>, Pro
         return if buf.len() > MAX_INLINE { Err(ProtocolError::LineTooLong) } else { Ok(None) };
     };
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    // Redis stops at the NUL (C strings) and never runs the line; running what follows
+    // the NUL, or the whole line, would be strata's guess at a command nobody sent.
+    if memchr(0, line).is_some() {
+        return Err(ProtocolError::InlineNul);
+    }
     let words = split_inline(line)?;
     if words.is_empty() {
         return Ok(Some(Frame::Empty { len: nl + 1 }));
@@ -344,5 +349,17 @@ mod tests {
         let mut parser = RequestParser::new(Limits::UNBOUNDED);
         assert!(parser.next(b"SET \"a\r\n", &mut Vec::new()).is_err());
         assert!(parser.next(b"SET \"a\"b\r\n", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_nul_byte_in_an_inline_command_is_a_protocol_error() {
+        let mut parser = RequestParser::new(Limits::UNBOUNDED);
+        for line in [&b"SET k v\0x\r\n"[..], b"\0PING\r\n", b"GET \"a\0\"\n"] {
+            let result = parser.next(line, &mut Vec::new());
+            assert!(matches!(result, Err(ProtocolError::InlineNul)), "{line:?}: {result:?}");
+        }
+        // An escaped NUL is an argument byte like any other.
+        let (_, words) = parse(b"SET k \"\\x00\"\r\n");
+        assert_eq!(words[2], b"\0".to_vec());
     }
 }

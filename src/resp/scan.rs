@@ -25,6 +25,10 @@ pub enum ProtocolError {
     /// A header line grew past the longest line strata accepts.
     #[error("too big inline request")]
     LineTooLong,
+    /// An inline command contains a NUL byte. Redis neither runs nor answers such a line
+    /// (the connection goes silent); strata answers this error and closes instead.
+    #[error("NUL byte in inline request")]
+    InlineNul,
     /// An inline command has an unterminated quote.
     #[error("unbalanced quotes in request")]
     UnbalancedQuotes,

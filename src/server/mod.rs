@@ -1,6 +1,7 @@
 //! The client-facing side: the listener with its connection limit, one handler per client,
 //! and graceful shutdown.
 
+mod bind;
 mod clients;
 mod handler;
 mod local;
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use bind::bind;
 pub use route::Route;
 pub use session::Session;
 

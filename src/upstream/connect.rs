@@ -39,6 +39,8 @@ async fn connect_inner(
     protocol: Protocol,
     want_id: bool,
 ) -> Result<Connected, UpstreamError> {
+    // A host name, not a cached SocketAddr: `TcpStream::connect` resolves it on every
+    // (re)connect, so a managed Redis whose address moves on failover is found again.
     let address = config.url.address();
     let mut stream =
         TcpStream::connect(&address).await.map_err(|e| UpstreamError::Connect(format!("{address}: {e}")))?;
