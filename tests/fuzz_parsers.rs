@@ -301,3 +301,13 @@ proptest! {
         prop_assert!(LARGEST.load(Ordering::Relaxed) < 1 << 20, "allocated {} bytes", LARGEST.load(Ordering::Relaxed));
     }
 }
+
+/// Found by `arbitrary_bytes_never_panic`: an element that is a bare CRLF (its "type
+/// byte" is the `\r`) made `read_line` slice `buf[1..0]`. It must be refused, not panic.
+#[test]
+fn a_bare_crlf_element_is_refused_without_a_panic() {
+    for bytes in [&b"\r\n"[..], b"*1\r\n\r\n", b"%1\r\n+k\r\n\r\n"] {
+        let scanned = std::panic::catch_unwind(|| FrameScanner::reply().scan(bytes, &Limits::UNBOUNDED));
+        assert!(matches!(scanned, Ok(Err(_))), "{:?}: {scanned:?}", String::from_utf8_lossy(bytes));
+    }
+}

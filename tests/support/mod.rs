@@ -329,3 +329,21 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The value of `field` in `INFO section` of the Redis on `port` (asked directly).
+pub async fn redis_info_field(port: u16, section: &str, field: &str) -> Option<String> {
+    let reply = RawClient::port(port).await.command(&["INFO", section]).await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let prefix = format!("{field}:");
+    text.lines().find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// Waits until `n` clients of the Redis on `port` are blocked (BLPOP and the like sent
+/// through strata have reached Redis), instead of sleeping and hoping they have.
+pub async fn wait_blocked(port: u16, n: usize) {
+    let want = n.to_string();
+    wait_until(&format!("{n} client(s) blocked in Redis"), || async {
+        redis_info_field(port, "clients", "blocked_clients").await.as_deref() == Some(want.as_str())
+    })
+    .await;
+}
