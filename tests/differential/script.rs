@@ -85,6 +85,11 @@ pub struct Gen {
     dbs: BTreeSet<u8>,
 }
 
+/// The most request bytes written before reading: Redis reads any amount (its reply
+/// buffer grows without bound), a proxy with bounded buffers stops reading once the
+/// client's socket is full of unread replies, and the client's write then never ends.
+const MAX_WRITTEN_BEFORE: usize = 1 << 20;
+
 /// The key kinds of a client's key space, and how many keys of each.
 pub const KINDS: [(&str, usize); 7] =
     [("str", 4), ("cnt", 2), ("h", 3), ("l", 3), ("s", 3), ("z", 3), ("x", 2)];
@@ -194,7 +199,8 @@ impl Gen {
         for _ in 0..depth {
             self.push_any(&mut cmds);
         }
-        Step { cmds, write: self.write() }
+        let write = self.write(&cmds);
+        Step { cmds, write }
     }
 
     /// A deep pipeline of cheap data commands (the kind back-pressure is for).
@@ -210,7 +216,8 @@ impl Gen {
                 _ => self.push(&mut cmds, &[b"PING"], Check::Exact),
             }
         }
-        Step { cmds, write: self.write() }
+        let write = self.write(&cmds);
+        Step { cmds, write }
     }
 
     /// A state command that pins the connection (SELECT, WATCH, MULTI, HELLO 3) or none.
@@ -246,8 +253,14 @@ impl Gen {
         Step { cmds, write: Write::Before }
     }
 
-    fn write(&mut self) -> Write {
-        if self.rng.u8(..10) < 6 { Write::Before } else { Write::While { chunks: self.rng.u64(..) } }
+    /// Before reading, or while; a pipeline over `MAX_WRITTEN_BEFORE` always while reading.
+    fn write(&mut self, cmds: &[Cmd]) -> Write {
+        let bytes: usize = cmds.iter().map(|c| c.bytes.len()).sum();
+        if bytes <= MAX_WRITTEN_BEFORE && self.rng.u8(..10) < 6 {
+            Write::Before
+        } else {
+            Write::While { chunks: self.rng.u64(..) }
+        }
     }
 
     /// A pipeline depth: mostly short, sometimes hundreds, now and then thousands.
