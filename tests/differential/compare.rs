@@ -67,13 +67,19 @@ pub fn transcripts(script: &Script, strata: &Transcript, direct: &Transcript) ->
         }
         let (Some(got), Some(want)) = (strata.replies.get(i), direct.replies.get(i)) else { break };
         if masked(cmd.check, got) != masked(cmd.check, want) {
+            let (strata, direct) = (&strata.replies, &direct.replies);
+            let whole = context(&cmds, at, (0, cmds.len()), strata, direct);
+            let file =
+                format!("{}/differential-{}.txt", env!("CARGO_TARGET_TMPDIR"), file_name(&script.name));
+            let saved = std::fs::write(&file, whole).map_or_else(|e| format!("not saved: {e}"), |()| file);
+            let around = (at.saturating_sub(16), (at + 5).min(cmds.len()));
             return Some(format!(
-                "{}: reply {i} (command {at}) differs\n  request {}\n  strata  {}\n  redis   {}\n  around it:\n{}",
+                "{}: reply {i} (command {at}) differs\n  request {}\n  strata  {}\n  redis   {}\n  around it:\n{}\n  the whole script: {saved}",
                 script.name,
                 show(&cmd.bytes),
                 show(got),
                 show(want),
-                context(&cmds, at, &strata.replies, &direct.replies)
+                context(&cmds, at, around, strata, direct)
             ));
         }
         i += 1;
@@ -84,14 +90,17 @@ pub fn transcripts(script: &Script, strata: &Transcript, direct: &Transcript) ->
     None
 }
 
-/// The commands around `at` with the replies each side got, for a failure report.
-fn context(cmds: &[&Cmd], at: usize, strata: &[Bytes], direct: &[Bytes]) -> String {
-    const BEFORE: usize = 16;
-    const AFTER: usize = 4;
-    let from = at.saturating_sub(BEFORE);
+/// The commands `from..to` with the replies each side got, `at` marked, for a report.
+fn context(
+    cmds: &[&Cmd],
+    at: usize,
+    (from, to): (usize, usize),
+    strata: &[Bytes],
+    direct: &[Bytes],
+) -> String {
     let mut reply = cmds[..from].iter().filter(|c| c.check != Check::Silent).count();
     let mut lines = Vec::new();
-    for (i, cmd) in cmds.iter().enumerate().take(at + AFTER + 1).skip(from) {
+    for (i, cmd) in cmds.iter().enumerate().take(to).skip(from) {
         let answer = if cmd.check == Check::Silent {
             "(no reply)".to_string()
         } else {
@@ -110,6 +119,10 @@ fn context(cmds: &[&Cmd], at: usize, strata: &[Bytes], direct: &[Bytes]) -> Stri
         lines.push(format!("  {mark} {} -> {answer}", show(&cmd.bytes)));
     }
     lines.join("\n")
+}
+
+fn file_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 /// What one client's keys hold on the server at `port`, one reply per key and database

@@ -115,7 +115,12 @@ async fn round(seed: u64, t: Targets) -> Vec<String> {
     let scripts: Vec<Script> = (0..clients)
         .map(|i| {
             let deep_first = i == 0 || rng.u8(..4) == 0;
-            script::client_script(rng.u64(..), format!("client {i}"), format!("r{seed}c{i}:"), deep_first)
+            script::client_script(
+                rng.u64(..),
+                format!("client {i} of round {seed}"),
+                format!("r{seed}c{i}:"),
+                deep_first,
+            )
         })
         .collect();
     let pair_prefix = format!("r{seed}pair:");
