@@ -10,7 +10,9 @@
 //! WATCH, MULTI or HELLO 3) and then writes more than 1,024 commands before reading.
 //! Some clients drop their connection mid-pipeline; a dropped client and a follower
 //! writing the same keys are judged on what Redis holds afterwards (`pair`).
-//! After the round, every client's keys are compared on the two servers.
+//! After the round, every client's keys are compared on the two servers. A second test
+//! checks that a client waiting on Redis (BLPOP, WAIT, a slow script) outlives
+//! `idle_timeout_ms` and gets Redis' reply.
 //!
 //! Masks (all else is byte for byte): the members of a set (SMEMBERS, SUNION) are sorted,
 //! since two servers hash them in different orders; a TTL above 0 is `<positive>` (a
@@ -163,4 +165,29 @@ async fn round(seed: u64, t: Targets) -> Vec<String> {
 
 fn direct_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A client waiting on a reply (a blocking pop, WAIT, a slow script) is not idle: with
+/// `idle_timeout_ms` far below the wait, strata still answers as Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_on_redis_is_not_idle() {
+    let (behind, direct) = (RedisServer::start(), RedisServer::start());
+    let strata = Strata::start(&behind.url(), "[server]\nidle_timeout_ms = 200\n").await;
+    let slow = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+                while true do local n = redis.call('TIME') \
+                if n[1] * 1000000 + n[2] - start > 700000 then return 'done' end end";
+    for words in [vec!["BLPOP", "nothing", "0.7"], vec!["WAIT", "1", "700"], vec!["EVAL", slow, "0"]] {
+        let ask = |addr: SocketAddr| {
+            let request = support::cmd(&words);
+            async move {
+                let mut c = support::RawClient::connect(addr).await;
+                c.send(&request).await;
+                c.try_read_frame().await
+            }
+        };
+        let (through, straight) = tokio::join!(ask(strata.addr), ask(direct_addr(direct.port)));
+        assert!(straight.is_some(), "{words:?} straight at Redis");
+        assert_eq!(through, straight, "{:?} through strata (None: strata closed the client)", words[0]);
+    }
+    strata.stop().await;
 }
