@@ -294,11 +294,20 @@ pub fn client_script(seed: u64, name: String, prefix: String, deep_first: bool) 
     if deep_first {
         steps.push(g.stateful_step());
         let depth = g.rng.usize(1025..=20_000);
-        steps.push(g.deep_step(depth));
+        // In one write before reading: back-pressure must pause and resume reading.
+        steps.push(Step { write: Write::Before, ..g.deep_step(depth) });
     }
     for _ in 0..g.rng.usize(3..=12) {
         let depth = g.depth();
-        let step = if depth > 300 && g.rng.bool() { g.deep_step(depth) } else { g.step(depth) };
+        let step = if deep_first && g.rng.u8(..4) == 0 {
+            // Again past the back-pressure threshold, on whatever state the client is in now.
+            let depth = g.rng.usize(1025..=6000);
+            Step { write: Write::Before, ..g.deep_step(depth) }
+        } else if depth > 300 && g.rng.bool() {
+            g.deep_step(depth)
+        } else {
+            g.step(depth)
+        };
         steps.push(step);
     }
     let dropped = g.rng.u8(..10) == 0;
