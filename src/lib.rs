@@ -73,6 +73,26 @@ use config::Config;
 use server::Context;
 use upstream::{ServerInfo, SharedPool};
 
+/// The tokio runtime strata runs on for `server.threads` (the binary and the tests build it here).
+///
+/// One thread is the current-thread scheduler, which runs woken tasks first in, first out.
+/// The multi-thread one puts the most recently woken task first (its LIFO slot), so two
+/// clients' requests arriving in one event-loop turn would reach Redis in reverse order.
+/// 0 means one worker per CPU core.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder.enable_all().build()
+}
+
 /// Runs strata on an already bound listener until `shutdown` is cancelled and clients
 /// have finished (or the grace period ran out).
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) {

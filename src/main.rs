@@ -147,20 +147,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    // One thread: the current-thread scheduler runs woken tasks first in, first out. The
-    // multi-thread one puts the most recently woken task first (its LIFO slot), so two
-    // clients' requests arriving in one event-loop turn would reach Redis in reverse order.
-    let mut builder = match config.server.threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 0 {
-                b.worker_threads(n);
-            }
-            b
-        }
-    };
-    let runtime = builder.enable_all().build()?;
+    let runtime = strata::runtime(config.server.threads)?;
     runtime.block_on(async move {
         let listener = strata::server::bind(&config.server.listen, config.server.tcp_backlog)
             .await

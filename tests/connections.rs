@@ -89,7 +89,7 @@ async fn blpop_wakes_up_and_times_out_without_stalling_others() {
     let mut waiter = RawClient::connect(strata.addr).await;
     let mut other = RawClient::connect(strata.addr).await;
     waiter.send(&cmd(&["BLPOP", "jobs", "5"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     // The shared connection is not blocked by the waiting BLPOP.
     let started = Instant::now();
     assert_eq!(&other.command(&["SET", "x", "1"]).await[..], b"+OK\r\n");
@@ -191,11 +191,11 @@ async fn client_unblock_and_kill_use_strata_ids() {
     let mut admin = RawClient::connect(strata.addr).await;
     let id = String::from_utf8_lossy(&blocked.command(&["CLIENT", "ID"]).await[1..]).trim().to_string();
     blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", &id]).await[..], b":1\r\n");
     assert_eq!(&blocked.read_frame().await[..], b"*-1\r\n");
     blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", &id, "ERROR"]).await[..], b":1\r\n");
     assert!(blocked.read_frame().await.starts_with(b"-UNBLOCKED"));
     assert_eq!(&admin.command(&["CLIENT", "UNBLOCK", "999999"]).await[..], b":0\r\n");
@@ -235,7 +235,7 @@ async fn pass_through_clients_name_clients_by_strata_id() {
     let mut blocked = RawClient::connect(strata.addr).await;
     let blocked_id = support::int_reply(&blocked.command(&["CLIENT", "ID"]).await).to_string();
     blocked.send(&cmd(&["BLPOP", "nothing", "0"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     assert_eq!(&tracker.command(&["CLIENT", "UNBLOCK", &blocked_id]).await[..], b":1\r\n");
     assert_eq!(&blocked.read_frame().await[..], b"*-1\r\n");
     // No strata client has this id: nothing is unblocked, whichever Redis connection has it.
@@ -395,7 +395,10 @@ async fn a_check_redis_refuses_closes_the_client_instead_of_waiting() {
     c.command(&["SUBSCRIBE", "a"]).await;
     let mut script = RawClient::port(redis.port).await;
     script.send(&cmd(&["EVAL", "while true do end", "0"])).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    support::wait_until("Redis is busy with the script", || async {
+        RawClient::port(redis.port).await.command(&["PING"]).await.starts_with(b"-BUSY")
+    })
+    .await;
     // Redis refuses everything while the script runs, the check's PING too.
     c.send(&cmd(&["UNSUBSCRIBE"])).await;
     assert!(c.read_frame().await.starts_with(b"-BUSY "));

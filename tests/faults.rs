@@ -20,7 +20,10 @@ async fn redis_killed_mid_pipeline_gives_errors_then_recovers() {
         batch.extend(cmd(&["EVAL", "local i = 0 while i < 20000 do i = i + 1 end return i", "0"]));
     }
     c.send(&batch).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_until("Redis runs the scripts", || async {
+        support::redis_info_field(redis.port, "commandstats", "cmdstat_eval").await.is_some()
+    })
+    .await;
     redis.kill();
     let mut answered = 0;
     let mut errors = 0;
@@ -152,7 +155,7 @@ async fn sigterm_finishes_in_flight_replies_and_exits_zero() {
     let (mut strata, port) = spawn_binary(&redis, &[]);
     let mut c = RawClient::port(port).await;
     c.send(&cmd(&["BLPOP", "never", "0.5"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     Command::new("kill").args(["-TERM", &strata.0.id().to_string()]).status().unwrap();
     assert_eq!(&c.read_frame().await[..], b"*-1\r\n", "the in-flight reply still arrives");
     let status = wait_exit(&mut strata.0, Duration::from_secs(5)).expect("exits after SIGTERM");
@@ -190,7 +193,7 @@ async fn sigint_exits_at_once() {
     let (mut strata, port) = spawn_binary(&redis, &[]);
     let mut c = RawClient::port(port).await;
     c.send(&cmd(&["BLPOP", "never", "5"])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::wait_blocked(redis.port, 1).await;
     Command::new("kill").args(["-INT", &strata.0.id().to_string()]).status().unwrap();
     assert!(wait_exit(&mut strata.0, Duration::from_secs(1)).is_some(), "exits without waiting for BLPOP");
 }

@@ -1,5 +1,9 @@
 //! Test support: real redis-server processes on free loopback ports, strata in-process,
 //! and a raw RESP client for byte-level checks. No mocks: faults are real kills.
+//!
+//! strata runs as production runs it: on a thread of its own with the runtime
+//! `strata::runtime(server.threads)` builds (the binary's; one thread by default), not
+//! on the test's runtime, whose scheduler would order clients differently.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -115,25 +119,41 @@ pub fn wait_for_port(port: u16) {
     panic!("nothing listening on port {port} after 2 s");
 }
 
-/// strata running inside the test process.
+/// strata running inside the test process, on its own thread and runtime.
 pub struct Strata {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Strata {
     /// Starts strata in front of `upstream` with defaults plus `extra_toml`.
     pub async fn start(upstream: &str, extra_toml: &str) -> Strata {
+        Self::launch(upstream, extra_toml, false).await.0
+    }
+
+    /// Starts strata on a thread running the runtime production builds for the config's
+    /// `server.threads`; with `admin`, also binds an admin listener on `127.0.0.1:0`.
+    async fn launch(upstream: &str, extra_toml: &str, admin: bool) -> (Strata, Option<SocketAddr>) {
         let overrides = Overrides { upstream: Some(upstream.to_string()), ..Overrides::default() };
         let config = Config::parse(extra_toml, &overrides).expect("test config is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let admin = admin.then(|| StdListener::bind("127.0.0.1:0").expect("bind admin"));
+        let admin_addr = admin.as_ref().map(|a| a.local_addr().expect("admin addr"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(strata::run(config, listener, shutdown.clone()));
-        let strata = Strata { addr, shutdown, task };
+        let token = shutdown.clone();
+        let runtime = strata::runtime(config.server.threads).expect("strata's runtime");
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio_listener(listener);
+                let admin = admin.map(tokio_listener);
+                strata::run_with_admin(config, listener, admin, token).await;
+            })
+        });
+        let strata = Strata { addr, shutdown, thread: Some(thread) };
         strata.wait_ready().await;
-        strata
+        (strata, admin_addr)
     }
 
     /// Waits until the shared connections answer PING (or 3 s pass, for tests where Redis is down).
@@ -152,11 +172,31 @@ impl Strata {
         format!("redis://{}", self.addr)
     }
 
-    /// Stops strata gracefully and waits for it.
-    pub async fn stop(self) {
+    /// Stops strata gracefully and waits for it (at most 10 s).
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let Some(thread) = self.thread.take() else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
+}
+
+impl Drop for Strata {
+    /// A test that ends without `stop` still shuts strata down (its thread is left to finish).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A std listener handed to the runtime that will serve it (must run inside that runtime).
+fn tokio_listener(listener: StdListener) -> tokio::net::TcpListener {
+    listener.set_nonblocking(true).expect("nonblocking listener");
+    tokio::net::TcpListener::from_std(listener).expect("listener on strata's runtime")
 }
 
 /// A byte-level RESP client.
@@ -241,17 +281,8 @@ impl Strata {
     /// Starts strata like `start`, also serving `/healthz`, `/readyz` and `/metrics` on an
     /// admin listener bound to `127.0.0.1:0`; returns strata and the admin address.
     pub async fn start_with_admin(upstream: &str, extra_toml: &str) -> (Strata, SocketAddr) {
-        let overrides = Overrides { upstream: Some(upstream.to_string()), ..Overrides::default() };
-        let config = Config::parse(extra_toml, &overrides).expect("test config is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let addr = listener.local_addr().expect("local addr");
-        let admin_addr = admin.local_addr().expect("admin addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(strata::run_with_admin(config, listener, Some(admin), shutdown.clone()));
-        let strata = Strata { addr, shutdown, task };
-        strata.wait_ready().await;
-        (strata, admin_addr)
+        let (strata, admin) = Self::launch(upstream, extra_toml, true).await;
+        (strata, admin.expect("admin listener bound"))
     }
 }
 
@@ -283,4 +314,36 @@ pub fn int_reply(reply: &[u8]) -> i64 {
         .and_then(|s| s.strip_prefix(':'))
         .and_then(|s| s.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("expected an integer reply, got {:?}", String::from_utf8_lossy(reply)))
+}
+
+/// Polls `check` every 10 ms until it holds; panics naming `what` after `READ_TIMEOUT`.
+/// Tests wait for effects this way instead of sleeping a fixed time and hoping.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of `field` in `INFO section` of the Redis on `port` (asked directly).
+pub async fn redis_info_field(port: u16, section: &str, field: &str) -> Option<String> {
+    let reply = RawClient::port(port).await.command(&["INFO", section]).await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let prefix = format!("{field}:");
+    text.lines().find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// Waits until `n` clients of the Redis on `port` are blocked (BLPOP and the like sent
+/// through strata have reached Redis), instead of sleeping and hoping they have.
+pub async fn wait_blocked(port: u16, n: usize) {
+    let want = n.to_string();
+    wait_until(&format!("{n} client(s) blocked in Redis"), || async {
+        redis_info_field(port, "clients", "blocked_clients").await.as_deref() == Some(want.as_str())
+    })
+    .await;
 }
