@@ -276,7 +276,8 @@ fn aggregate(
 /// Returns the header line after the type byte (without CRLF) and the line's full length.
 fn read_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
     match memchr(b'\n', buf) {
-        Some(nl) if nl >= 1 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
+        // At least the type byte before the CRLF: a bare `\r\n` element is malformed.
+        Some(nl) if nl >= 2 && buf[nl - 1] == b'\r' => Ok(Some((&buf[1..nl - 1], nl + 1))),
         Some(_) => Err(ProtocolError::MissingCrlf),
         None if buf.len() > MAX_LINE => Err(ProtocolError::LineTooLong),
         None => Ok(None),

@@ -25,6 +25,8 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const MAX_YIELDS: u32 = 4;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// How often a connection without senders looks whether anyone still waits for its replies.
+const ORPHAN_CHECK: Duration = Duration::from_millis(100);
 /// A reply value larger than this is received into a buffer sized for it once.
 const LARGE_VALUE: usize = 1024 * 1024;
 /// A shared connection holds new requests while earlier ones await their replies, up to
@@ -164,6 +166,9 @@ pub async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed = false;
+    // Senders remain: once every one is gone (a client dropped its pinned connection,
+    // say after switching protocol) the requests in flight still get their replies.
+    let mut open = true;
     let detach_to = {
         let (mut rd, mut wr) = stream.split();
         'run: loop {
@@ -176,7 +181,14 @@ pub async fn drive(
                 biased;
                 read = rd.read_buf(&mut d.rbuf) => match read {
                     Ok(0) => return Exit::Closed("connection closed by Redis".into()),
-                    Ok(_) => if let Err(exit) = d.deliver() { return exit },
+                    Ok(_) => {
+                        if let Err(exit) = d.deliver() {
+                            return exit;
+                        }
+                        if !open && d.inflight.is_empty() && d.out.is_empty() {
+                            return Exit::Unused;
+                        }
+                    }
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
                 written = d.out.write_to(&mut wr), if d.may_write() => match written {
@@ -189,8 +201,14 @@ pub async fn drive(
                     }
                     Err(e) => return Exit::Closed(e.to_string()),
                 },
-                msg = rx.recv(), if d.out.len() < WRITE_HIGH_WATER => {
-                    let Some(mut msg) = msg else { return Exit::Unused };
+                msg = rx.recv(), if open && d.out.len() < WRITE_HIGH_WATER => {
+                    let Some(mut msg) = msg else {
+                        if d.inflight.is_empty() && d.out.is_empty() {
+                            return Exit::Unused;
+                        }
+                        open = false;
+                        continue;
+                    };
                     // Take every job already queued so they leave in one write: fewer
                     // syscalls here and in Redis, which is where multiplexing pays off.
                     // Tokio runs a woken task next (LIFO slot), so without the yield below
@@ -223,6 +241,13 @@ pub async fn drive(
                             }
                             Err(_) => break,
                         }
+                    }
+                }
+                // Nobody left to read the replies (the client is gone): stop waiting for them.
+                // An async block, so no timer is built on turns this branch is off.
+                () = async { tokio::time::sleep(ORPHAN_CHECK).await }, if !open => {
+                    if d.inflight.iter().all(|job| job.reply.is_closed()) {
+                        return Exit::Unused;
                     }
                 }
                 () = &mut timer, if armed => {
