@@ -2,8 +2,10 @@
 //!
 //! # The path of one request
 //!
-//! 1. `server::serve` accepts a client (bounded by `server.max_clients`) and spawns a
-//!    `server::handler::Handler`.
+//! 1. `server::serve` accepts a client (bounded by `server.max_clients`, backlog
+//!    `server.tcp_backlog`) and spawns a `server::handler::Handler`; the next connection is
+//!    accepted once this one's first batch is on its way, so what a client sent before it
+//!    closed goes before a later client's requests.
 //! 2. The handler reads into its buffer; `resp::RequestParser` finds each complete request
 //!    (multibulk or inline) without copying. The command is looked up once in
 //!    `command::CommandTable` (built from the upstream's `COMMAND`), and
@@ -28,7 +30,11 @@
 //!    shows whether PostgreSQL must answer. While the Redis `breaker` is open nothing is
 //!    sent: reads of fallback tiers with a rule are answered from PostgreSQL, the rest get
 //!    `-TRYAGAIN`.
-//! 4. Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
+//! 4. A shared-route request first takes its keys' stripes (`upstream::fence`): a key
+//!    with requests in flight belongs to one shared connection, and a client whose key is
+//!    in flight on another moves there once its own replies are in, so requests on the
+//!    same key reach Redis in the order strata read them.
+//!    Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
 //!    slices of the read buffer (and rewritten requests) plus the number of replies
 //!    expected. The connection task writes the jobs of many clients together (while
 //!    earlier jobs await replies it holds new ones and sends them in one write; large
@@ -43,7 +49,11 @@
 //!    upstream error) for a read-through key becomes a deferred entry: `fallback` loads
 //!    the row (single flight, negative cache, database breaker), writes it back with the
 //!    tier TTL and the reply takes the entry's place in the queue.
-//! 6. Replies are written strictly in request order, batched into one write. A route
+//! 6. Back-pressure: at `limits.max_pipeline_depth` unanswered requests the handler stops
+//!    parsing and reading; as replies drain it goes on with what is already buffered
+//!    (no read event will come for it). A value over 1 MiB is read into a buffer sized
+//!    once from its header, counted in `limits.max_clients_memory` (`server::memory`).
+//!    Replies are written strictly in request order, batched into one write. A route
 //!    change waits for earlier replies, so Redis sees the client's order. A lost upstream
 //!    connection turns each in-flight request into an error reply; nothing is re-sent.
 //!

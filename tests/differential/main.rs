@@ -43,6 +43,7 @@ mod support;
 mod client;
 mod commands;
 mod compare;
+mod outage;
 mod pair;
 mod script;
 
