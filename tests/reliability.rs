@@ -317,3 +317,21 @@ async fn a_closed_clients_writes_are_not_overtaken() {
     writes_of_a_closed_client_come_first("[upstream]\nconnections = 4\n", 100, 1).await;
     writes_of_a_closed_client_come_first("[upstream]\nconnections = 4\n", 50, 10).await;
 }
+
+/// Redis error replies (WRONGTYPE, a wrong arity, an unknown command) are answers, not
+/// upstream failures: however many, the breaker stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn error_replies_never_count_as_breaker_failures() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[breaker]\nfailure_threshold = 1\nmin_calls = 5\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    assert!(c.command(&["RPUSH", "list", "x"]).await.starts_with(b":"));
+    for _ in 0..50 {
+        assert!(c.command(&["GET", "list"]).await.starts_with(b"-WRONGTYPE"));
+        assert!(c.command(&["INCRBY", "n", "x"]).await.starts_with(b"-ERR"));
+        assert!(c.command(&["NOSUCHCOMMAND"]).await.starts_with(b"-ERR"));
+    }
+    assert_eq!(breaker_opens(&mut c).await, 0);
+    assert_eq!(&c.command(&["SET", "k", "v"]).await[..], b"+OK\r\n");
+    strata.stop().await;
+}
