@@ -335,3 +335,47 @@ async fn error_replies_never_count_as_breaker_failures() {
     assert_eq!(&c.command(&["SET", "k", "v"]).await[..], b"+OK\r\n");
     strata.stop().await;
 }
+
+/// A request Redis would refuse for its declared length, behind one still waiting for its
+/// reply: the client gets its reply and the protocol error, and strata never sizes a
+/// buffer for the declared length (it aborted on 999999999999999999).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn an_oversized_length_behind_a_pending_reply_is_refused_not_allocated() {
+    let redis = RedisServer::start();
+    let strata = Binary::start(&redis.url(), "").ready().await;
+    for len in ["999999999999999999", "99999999999999999999", "600000000"] {
+        let mut c = RawClient::connect(strata.addr).await;
+        let mut batch = cmd(&["GET", "k"]);
+        batch.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n").as_bytes());
+        c.send(&batch).await;
+        assert_eq!(&c.read_frame().await[..], b"$-1\r\n");
+        assert!(c.read_frame().await.starts_with(b"-ERR Protocol error"), "length {len}");
+        let mut other = RawClient::connect(strata.addr).await;
+        assert_eq!(&other.command(&["PING"]).await[..], b"+PONG\r\n", "strata still serves after {len}");
+    }
+}
+
+/// A RESP2 client pipelines `BLPOP q 0` (its own connection) and `LLEN q` (shared); a
+/// RESP3 client then pushes to q. The shared request's key must not be held while the
+/// client waits for its BLPOP, or the push that would end the BLPOP waits for it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_blocked_client_never_holds_a_key_another_protocol_needs() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "").await;
+    let mut blocked = RawClient::connect(strata.addr).await;
+    let mut batch = cmd(&["BLPOP", "q", "0"]);
+    batch.extend(cmd(&["LLEN", "q"]));
+    blocked.send(&batch).await;
+    let mut check = RawClient::port(redis.port).await;
+    let started = Instant::now();
+    while !String::from_utf8_lossy(&check.command(&["CLIENT", "LIST"]).await).contains("cmd=blpop") {
+        assert!(started.elapsed() < Duration::from_secs(5), "BLPOP never reached Redis");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut pusher = RawClient::connect(strata.addr).await;
+    assert!(pusher.command(&["HELLO", "3"]).await.starts_with(b"%"));
+    assert_eq!(&pusher.command(&["LPUSH", "q", "x"]).await[..], b":1\r\n");
+    assert_eq!(&blocked.read_frame().await[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    assert_eq!(&blocked.read_frame().await[..], b":0\r\n");
+    strata.stop().await;
+}

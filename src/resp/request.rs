@@ -44,7 +44,7 @@ impl RequestParser {
     /// After `next` returned `None`: the buffer length at which the bulk being waited for
     /// is complete, if one is (see `FrameScanner::wanted`).
     pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
-        self.scanner.wanted(buf)
+        self.scanner.wanted(buf, &self.limits)
     }
 
     /// Parses the request at the start of `buf`, filling `args` with argument ranges.

@@ -145,13 +145,15 @@ impl FrameScanner {
     /// After `scan` returned `None`: the buffer length at which the bulk string being
     /// waited for is complete, when one is (`$<len>` seen, its bytes not all here). Lets
     /// a caller size its buffer once for a large value instead of growing it by copies.
-    pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
+    pub fn wanted(&self, buf: &[u8], limits: &Limits) -> Option<usize> {
         let rest = buf.get(self.pos..)?;
         if !matches!(rest.first(), Some(b'$' | b'!' | b'=')) {
             return None;
         }
         let (line, line_len) = read_line(rest).ok()??;
-        let len = usize::try_from(parse_len(line, "bulk").ok()??).ok()?;
+        // A length past the limit is refused by `scan`, never sized for.
+        let len = parse_len(line, "bulk").ok()??;
+        let len = usize::try_from(len).ok().filter(|_| len <= limits.max_bulk)?;
         self.pos.checked_add(line_len)?.checked_add(len)?.checked_add(2)
     }
 
@@ -308,12 +310,14 @@ mod tests {
         let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\nxx";
         assert_eq!(scanner.scan(buf, &Limits::UNBOUNDED), Ok(None));
         let header_end = buf.len() - 2;
-        assert_eq!(scanner.wanted(buf), Some(header_end + 1_000_000 + 2));
+        assert_eq!(scanner.wanted(buf, &Limits::UNBOUNDED), Some(header_end + 1_000_000 + 2));
         let mut reply = FrameScanner::reply();
         assert_eq!(reply.scan(b"$5\r\nab", &Limits::UNBOUNDED), Ok(None));
-        assert_eq!(reply.wanted(b"$5\r\nab"), Some(4 + 5 + 2));
-        assert_eq!(reply.wanted(b"$5"), None, "no complete header yet");
-        assert_eq!(FrameScanner::reply().wanted(b"*2\r\n"), None);
+        assert_eq!(reply.wanted(b"$5\r\nab", &Limits::UNBOUNDED), Some(4 + 5 + 2));
+        assert_eq!(reply.wanted(b"$5", &Limits::UNBOUNDED), None, "no complete header yet");
+        assert_eq!(FrameScanner::reply().wanted(b"*2\r\n", &Limits::UNBOUNDED), None);
+        let small = Limits { max_bulk: 100, max_multibulk: 10 };
+        assert_eq!(scanner.wanted(buf, &small), None, "never sized past the bulk limit");
     }
 
     fn scan_all(input: &[u8]) -> Option<usize> {

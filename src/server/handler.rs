@@ -88,6 +88,9 @@ pub struct Handler {
     registration: Registration,
     /// This client's part of `limits.max_clients_memory`.
     memory: Share,
+    /// Told once the requests sent before the client was accepted are on their way (or
+    /// before anything waits), so the listener accepts the next client after them.
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Handler {
@@ -110,7 +113,9 @@ impl Handler {
             ctx,
             stream,
             session,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            // Empty until the client sends: a connect costs no buffer (connection storms,
+            // idle pools), as in Redis. The first read takes 64 bytes, then it grows.
+            rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             parser: RequestParser::new(limits),
             ranges: Vec::new(),
@@ -131,18 +136,19 @@ impl Handler {
             held: Held::default(),
             registration,
             memory,
+            started: None,
         }
     }
 
     /// Serves the client until it disconnects, misbehaves or strata shuts down. `started`
     /// is told once the requests the client sent before it was accepted are on their way.
     pub async fn run(mut self, started: tokio::sync::oneshot::Sender<()>) -> std::io::Result<()> {
-        let mut started = Some(started);
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        self.started = Some(started);
+        if !self.read_what_came_first()? {
+            return Ok(());
+        }
+        if self.rbuf.is_empty() {
+            self.first_batch_sent();
         }
         let idle = self.ctx.config.server.idle_timeout;
         let mut idle_deadline = idle.map(|d| Instant::now() + d);
@@ -152,16 +158,15 @@ impl Handler {
         let mut kill = Woken::new(self.registration.handle.kill.clone().cancelled_owned());
         let mut shutdown = Woken::new(self.ctx.shutdown.clone().cancelled_owned());
         loop {
-            if let Flow::PassThrough(rewritten) = self.process().await? {
+            let flow = self.process().await?;
+            self.first_batch_sent();
+            if let Flow::PassThrough(rewritten) = flow {
                 if self.pass_through(rewritten).await? {
                     // Idle time counts from normal service again, not from before.
                     idle_deadline = idle.map(|d| Instant::now() + d);
                     continue;
                 }
                 return Ok(());
-            }
-            if let Some(started) = started.take() {
-                let _ = started.send(());
             }
             self.write_ready().await?;
             if self.closing && self.queue.is_empty() {
@@ -213,6 +218,13 @@ impl Handler {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Lets the listener accept the next client (see `started`).
+    pub(super) fn first_batch_sent(&mut self) {
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
         }
     }
 
@@ -393,7 +405,10 @@ impl Handler {
             }
         };
         self.flush_run(run).await;
-        self.fence().await;
+        if !self.fence().await {
+            self.rbuf.advance(len);
+            return Ok(None);
+        }
         if let Action::PassThrough(rewritten) = action {
             let first = rewritten.or(encoded);
             if first.is_some() {

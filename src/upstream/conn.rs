@@ -27,6 +27,8 @@ const MAX_YIELDS: u32 = 4;
 const READ_CHUNK: usize = 64 * 1024;
 /// How often a connection without senders looks whether anyone still waits for its replies.
 const ORPHAN_CHECK: Duration = Duration::from_millis(100);
+/// Largest reply value a buffer is sized for up front; a larger one grows as it arrives.
+const MAX_SIZED_REPLY: u64 = 4 * 1024 * 1024 * 1024;
 /// A reply value larger than this is received into a buffer sized for it once.
 const LARGE_VALUE: usize = 1024 * 1024;
 /// A shared connection holds new requests while earlier ones await their replies, up to
@@ -268,7 +270,10 @@ impl Driver {
     /// Makes room to read into: a large reply value gets room for all of it at once (its
     /// pages are touched only as it arrives; growing by copies would hold it twice).
     fn size_read_buffer(&mut self) {
-        let wanted = self.scanner.wanted(&self.rbuf[self.scanned_len..]).map(|w| w + self.scanned_len);
+        // Redis' own proto-max-bulk-len caps what it sends; this bounds a broken upstream.
+        let limits = Limits { max_bulk: MAX_SIZED_REPLY, max_multibulk: 0 };
+        let wanted =
+            self.scanner.wanted(&self.rbuf[self.scanned_len..], &limits).map(|w| w + self.scanned_len);
         match wanted {
             Some(wanted) if wanted > self.rbuf.capacity() && wanted - self.rbuf.len() > LARGE_VALUE => {
                 self.rbuf.reserve(wanted - self.rbuf.len());

@@ -54,7 +54,15 @@ async fn connect_inner(
     let replies = roundtrip(&mut stream, &mut leftover, &payload, frames)
         .await
         .map_err(|e| UpstreamError::Connect(format!("handshake with {address}: {e}")))?;
-    if let Some(err) = replies.iter().find(|r| r.starts_with(b"-") || r.starts_with(b"!")) {
+    // The liveness PING (RESP2 without AUTH, first) counts as answered when Redis says it
+    // is loading, busy or without its master: HELLO and AUTH pass in those states too, and
+    // the clients then get Redis' own error.
+    let ping_at = (protocol == Protocol::Resp2 && config.url.password.is_none()).then_some(0);
+    let refused = |(i, r): &(usize, &Bytes)| {
+        let busy = [&b"-LOADING"[..], b"-BUSY", b"-MASTERDOWN"].iter().any(|e| r.starts_with(e));
+        (r.starts_with(b"-") || r.starts_with(b"!")) && !(Some(*i) == ping_at && busy)
+    };
+    if let Some((_, err)) = replies.iter().enumerate().find(refused) {
         let text = String::from_utf8_lossy(err).trim().to_string();
         return Err(UpstreamError::Handshake(text));
     }

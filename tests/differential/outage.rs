@@ -79,7 +79,8 @@ async fn an_outage_mid_traffic_fails_fast_then_strata_answers_like_redis_again()
         if let Some(why) = &through.stopped {
             problems.push(format!("{}: stopped during the outage: {why}", script.name));
         }
-        let first_error = through.replies.iter().position(|r| is_upstream_error(r)).unwrap_or(through.replies.len());
+        let first_error =
+            through.replies.iter().position(|r| is_upstream_error(r)).unwrap_or(through.replies.len());
         if through.replies[..first_error] != straight.replies[..first_error.min(straight.replies.len())] {
             problems.push(format!("{}: a reply before the outage differs from Redis'", script.name));
         }

@@ -27,12 +27,31 @@ pub(super) fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
 }
 
 impl Handler {
+    /// Reads what the client sent before it was accepted, all of it (the kernel's receive
+    /// buffer bounds it), so it goes to Redis before any later client's requests. `false`
+    /// when the client closed without sending anything.
+    pub(super) fn read_what_came_first(&mut self) -> std::io::Result<bool> {
+        loop {
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return Ok(!self.rbuf.is_empty()),
+                Ok(_) if self.rbuf.len() < self.rbuf.capacity() => return Ok(true),
+                Ok(_) => self.rbuf.reserve(READ_CHUNK),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Makes room to read into. A large value being received gets room for all of it at
     /// once: its pages are touched only as its bytes arrive, where a buffer grown by
     /// doubling would hold it twice while copying. A buffer a large request left empty is
     /// given back.
     pub(super) fn size_read_buffer(&mut self) {
-        let Handler { rbuf, read_chunk, parser, large, .. } = self;
+        let Handler { rbuf, read_chunk, parser, large, closing, .. } = self;
+        if rbuf.capacity() == 0 || *closing {
+            // Nothing sent yet: the first read brings its own small buffer.
+            return;
+        }
         // Split-off requests share the buffer's allocation: keeping even its empty tail
         // would keep a large value's memory alive, so what follows it moves out.
         if *large && rbuf.len() < LARGE_VALUE {

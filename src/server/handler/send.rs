@@ -94,6 +94,7 @@ impl Handler {
     async fn send_pinned(&mut self, job: Job) -> Result<(), String> {
         let protocol = self.session.protocol;
         if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
+            self.first_batch_sent();
             let dedicated = match self.ctx.spares.take(protocol) {
                 Some(spare) => spare,
                 None => Dedicated::open(&self.ctx.config.upstream, protocol)
@@ -112,6 +113,7 @@ impl Handler {
         self.last_route = Route::Pinned;
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
+        self.first_batch_sent();
         let reply =
             rx.await.map_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"), |r| r.bytes);
         if !reply.starts_with(b"-") {

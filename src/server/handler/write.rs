@@ -76,6 +76,7 @@ impl Handler {
 
     /// Waits for and writes every pending reply.
     pub(super) async fn drain(&mut self) -> std::io::Result<()> {
+        self.first_batch_sent();
         while !self.queue.is_empty() {
             resolve_front(&mut self.queue, &self.ctx, &mut self.spare_notes).await;
             self.write_ready().await?;
