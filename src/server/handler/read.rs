@@ -27,14 +27,16 @@ pub(super) fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
 }
 
 impl Handler {
-    /// Reads what the client sent before it was accepted, all of it (the kernel's receive
-    /// buffer bounds it), so it goes to Redis before any later client's requests. `false`
+    /// Reads what the client sent before it was accepted (up to 1 MiB; a large value goes
+    /// on in the run loop), so it goes to Redis before any later client's requests. `false`
     /// when the client closed without sending anything.
     pub(super) fn read_what_came_first(&mut self) -> std::io::Result<bool> {
         loop {
             match self.stream.try_read_buf(&mut self.rbuf) {
                 Ok(0) => return Ok(!self.rbuf.is_empty()),
                 Ok(_) if self.rbuf.len() < self.rbuf.capacity() => return Ok(true),
+                // A large value goes on in the run loop, which sizes its buffer once.
+                Ok(_) if self.rbuf.len() >= LARGE_VALUE => return Ok(true),
                 Ok(_) => self.rbuf.reserve(READ_CHUNK),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(e),
