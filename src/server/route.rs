@@ -79,8 +79,10 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
             Action::Forward(Route::Pinned)
         }
         Kind::Exec | Kind::Discard => {
-            session.in_multi = false;
-            session.watching = false;
+            // Without MULTI, Redis refuses them and the WATCH stays.
+            if std::mem::take(&mut session.in_multi) {
+                session.watching = false;
+            }
             Action::Forward(current)
         }
         Kind::Watch => {
