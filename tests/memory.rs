@@ -5,79 +5,29 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::{RawClient, RedisServer, cmd, free_port, wait_for_port};
+use support::binary::Binary;
+use support::{RawClient, RedisServer, cmd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 const MIB: u64 = 1024 * 1024;
 
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    async fn start(upstream: &str, toml: &str) -> Binary {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("strata.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let port = free_port();
-        let bin = std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").into());
-        let child = Command::new(bin)
-            .args(["--config", config.to_str().expect("utf8 path")])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start strata");
-        wait_for_port(port);
-        let binary = Binary { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir };
-        for _ in 0..300 {
-            let mut c = RawClient::connect(binary.addr).await;
-            if c.command(&["EXISTS", "ready"]).await.starts_with(b":") {
-                return binary;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+/// Samples the binary's resident set every millisecond until `Peak::finish`.
+fn watch_peak(strata: &Arc<Binary>) -> Peak {
+    let peak = Arc::new(AtomicU64::new(strata.rss()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (me, p, s) = (strata.clone(), peak.clone(), stop.clone());
+    let thread = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            p.fetch_max(me.rss(), Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("strata never connected to Redis");
-    }
-
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    /// Samples the resident set every millisecond until the returned guard is dropped.
-    fn watch_peak(self: &Arc<Self>) -> Peak {
-        let peak = Arc::new(AtomicU64::new(self.rss()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (me, p, s) = (self.clone(), peak.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(me.rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
-        Peak { peak, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    });
+    Peak { peak, stop, thread: Some(thread) }
 }
 
 struct Peak {
@@ -116,7 +66,7 @@ async fn a_large_value_costs_its_size_once_and_is_given_back() {
     let size = 96 * MIB as usize;
     let start = strata.rss();
     let mut c = RawClient::connect(strata.addr).await;
-    let peak = strata.watch_peak();
+    let peak = watch_peak(&strata);
     let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
     set.resize(set.len() + size, b'v');
     set.extend_from_slice(b"\r\n");
@@ -130,7 +80,7 @@ async fn a_large_value_costs_its_size_once_and_is_given_back() {
         assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB 5 s after SET", strata.rss() / MIB);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let peak = strata.watch_peak();
+    let peak = watch_peak(&strata);
     c.send(&cmd(&["GET", "big"])).await;
     read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
     let get_peak = peak.finish();

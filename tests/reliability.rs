@@ -7,59 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
-use support::{RawClient, RedisServer, Strata, cmd, free_port, wait_for_port};
+use support::binary::Binary;
+use support::{RawClient, RedisServer, Strata, cmd};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
-
-/// strata as production runs it: the binary (its runtime, its thread count) with a
-/// config file, killed on drop. `STRATA_TEST_BIN` names another build to try, such as
-/// an older one, to see a test fail on it.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(upstream: &str, toml: &str) -> Binary {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("strata.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let port = free_port();
-        let bin = std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").into());
-        let child = Command::new(bin)
-            .args(["--config", config.to_str().expect("utf8 path")])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start strata");
-        wait_for_port(port);
-        Binary { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
-    }
-
-    /// Waits until a shared-route request is answered by Redis (connections are up).
-    async fn ready(self) -> Binary {
-        for _ in 0..300 {
-            let mut c = RawClient::connect(self.addr).await;
-            if c.command(&["EXISTS", "ready"]).await.starts_with(b":") {
-                return self;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("strata never connected to Redis");
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Writes `all` in one write while reading until `expected` reply bytes arrived. A hang
 /// (no byte for 10 s) fails the test with how far it got.
@@ -107,7 +58,7 @@ fn incr_replies(from: usize, count: usize) -> Vec<u8> {
 /// replies drain, without another byte from the client.
 async fn deep_pipelines_complete_on_every_route(depth: usize, tries: usize) {
     let redis = RedisServer::start();
-    let strata = Binary::start(&redis.url(), "").ready().await;
+    let strata = Binary::start(&redis.url(), "").await;
     for t in 0..tries {
         let key = format!("y{t}");
         let incr_key = cmd(&["INCR", &key]);
@@ -285,7 +236,7 @@ async fn waiting_for_a_reply_is_not_idle_time_two_threads() {
 /// shared connections.
 async fn writes_of_a_closed_client_come_first(config: &str, tries: usize, depth: usize) {
     let redis = RedisServer::start();
-    let strata = Binary::start(&redis.url(), config).ready().await;
+    let strata = Binary::start(&redis.url(), config).await;
     let mut check = RawClient::port(redis.port).await;
     let mut late = 0;
     for t in 0..tries {
@@ -342,7 +293,7 @@ async fn error_replies_never_count_as_breaker_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn an_oversized_length_behind_a_pending_reply_is_refused_not_allocated() {
     let redis = RedisServer::start();
-    let strata = Binary::start(&redis.url(), "").ready().await;
+    let strata = Binary::start(&redis.url(), "").await;
     for len in ["999999999999999999", "99999999999999999999", "600000000"] {
         let mut c = RawClient::connect(strata.addr).await;
         let mut batch = cmd(&["GET", "k"]);

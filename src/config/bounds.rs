@@ -1,4 +1,5 @@
-//! Upper bounds for durations, checked at validation so a value that passes
+//! Durations as the config file writes them (`250ms` … `7d`), and their upper bounds,
+//! checked at validation so a value that passes
 //! `check-config` also works at run time.
 //!
 //! TTLs become `PX`/`PEXPIRE` milliseconds. Redis refuses an expire time whose
@@ -10,7 +11,6 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::reader::Section;
-use super::tiers::{parse_duration, show};
 
 /// Longest TTL strata sends to Redis: 100 years, far below what Redis accepts (about
 /// 292 million years minus the current time) and longer than any cache entry needs.
@@ -31,6 +31,36 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("'{text}' is not a duration like 250ms, 30s, 5m, 2h or 7d");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per_unit).map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Formats a duration the way the config file writes it.
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms.is_multiple_of(86_400_000) && ms > 0 => format!("{}d", ms / 86_400_000),
+        _ if ms.is_multiple_of(3_600_000) && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) && ms > 0 => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}
+
 /// Reads a `*_ms` field, refusing more than `MAX_WAIT_MS` (the default is kept then).
 pub fn millis(s: &mut Section, name: &str, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
     let value: u64 = s.get(name, default, errors);
@@ -47,6 +77,17 @@ pub fn millis(s: &mut Section, name: &str, default: u64, errors: &mut Vec<Config
 /// `millis` for a field that must also be at least 1.
 pub fn positive_millis(s: &mut Section, name: &str, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
     let value = millis(s, name, default, errors);
+    at_least_one(s, name, value, default, errors)
+}
+
+/// Reads a whole number that must be at least 1.
+pub fn positive(s: &mut Section, name: &str, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
+    let value: u64 = s.get(name, default, errors);
+    at_least_one(s, name, value, default, errors)
+}
+
+/// `value`, or `default` with an error naming the field when it is 0.
+fn at_least_one(s: &Section, name: &str, value: u64, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
     if value == 0 {
         errors.push(ConfigError::new(&s.field_path(name), "must be at least 1".into()));
         return default;

@@ -15,14 +15,12 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-pub use bounds::{MAX_TTL, MAX_WAIT_MS};
-use bounds::{millis, positive_millis};
+pub use bounds::{MAX_TTL, MAX_WAIT_MS, parse_duration, show as show_duration};
+use bounds::{millis, positive, positive_millis};
 pub use fallback::{BreakerConfig, OnDbError, PostgresConfig, ReadThroughConfig, Shape};
 use reader::Section;
 pub use server::{ServerConfig, check_address};
-pub use tiers::{
-    Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound, parse_duration, show as show_duration,
-};
+pub use tiers::{Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound};
 pub use url::UpstreamUrl;
 
 /// One problem in the configuration, naming the field.
@@ -289,16 +287,6 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     });
     let message = e.message().trim_end();
     ConfigError::new("config", format!("not valid TOML{}: {message}", place.unwrap_or_default()))
-}
-
-/// Reads a whole number that must be at least 1.
-fn positive(s: &mut Section, name: &str, default: u64, errors: &mut Vec<ConfigError>) -> u64 {
-    let value: u64 = s.get(name, default, errors);
-    if value == 0 {
-        errors.push(ConfigError::new(&s.field_path(name), "must be at least 1".into()));
-        return default;
-    }
-    value
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::bounds::parse_ttl;
+use super::bounds::{parse_ttl, show};
 use super::reader::Section;
 
 /// What happens to `PERSIST` (and `GETEX … PERSIST`) on a key of a TTL tier.
@@ -230,39 +230,10 @@ fn jitter_field(s: &mut Section, errors: &mut Vec<ConfigError>) -> Jitter {
     })
 }
 
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("'{text}' is not a duration like 250ms, 30s, 5m, 2h or 7d");
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let ms_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms_per_unit).map(Duration::from_millis).ok_or_else(bad)
-}
-
-/// Formats a duration the way the config file writes it.
-pub fn show(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        _ if ms.is_multiple_of(86_400_000) && ms > 0 => format!("{}d", ms / 86_400_000),
-        _ if ms.is_multiple_of(3_600_000) && ms > 0 => format!("{}h", ms / 3_600_000),
-        _ if ms.is_multiple_of(60_000) && ms > 0 => format!("{}m", ms / 60_000),
-        _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
-        _ => format!("{ms}ms"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_duration;
     use crate::config::{Config, Overrides};
 
     fn errors_of(text: &str) -> Vec<String> {

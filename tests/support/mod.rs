@@ -6,6 +6,8 @@
 //! on the test's runtime, whose scheduler would order clients differently.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
