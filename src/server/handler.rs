@@ -33,7 +33,7 @@ use super::woken::Woken;
 use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, RequestParser};
-use crate::upstream::fence::{Held, Stripes, stripes_of};
+use crate::upstream::fence::{Held, Stripes, Ticket, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 
 use read::{READ_CHUNK, next_read_chunk};
@@ -83,6 +83,9 @@ pub struct Handler {
     last_cmd: LastCommand,
     /// Key stripes of the request being routed, if it goes on a shared connection.
     stripes: Stripes,
+    /// The client's place in the fences' waiting room while it waits for a stripe; kept
+    /// until the requests read with the waiting one are sent (see `fence`).
+    waiting: Option<Ticket>,
     /// Stripes taken for shared-route requests not yet sent; they go with the next job.
     held: Held,
     registration: Registration,
@@ -133,6 +136,7 @@ impl Handler {
             spare_keys: BytesMut::new(),
             last_cmd: LastCommand::default(),
             stripes: Stripes::new(),
+            waiting: None,
             held: Held::default(),
             registration,
             memory,
@@ -283,6 +287,9 @@ impl Handler {
         if !self.try_flush_run(&mut run) {
             self.flush_run(&mut run).await;
         }
+        // Every request read with the one that waited is sent (or parked): later readers
+        // may go now.
+        self.waiting = None;
         keep_spare(&mut self.spare_notes, std::mem::take(&mut run.notes));
         keep_spare_keys(&mut self.spare_keys, std::mem::take(&mut run.keys));
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
@@ -405,7 +412,7 @@ impl Handler {
             }
         };
         self.flush_run(run).await;
-        if !self.fence().await {
+        if !self.fence(len).await {
             self.rbuf.advance(len);
             return Ok(None);
         }

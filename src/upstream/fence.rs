@@ -6,6 +6,10 @@
 //! empty. So requests that touch the same key reach Redis in the order strata read them,
 //! whichever clients send them. Pinned connections are not fenced (their requests run in
 //! the order of their own connection only).
+//!
+//! A client that has to wait takes a turn in the waiting room (`room`): it reserves the
+//! stripes of every request it has read and not yet sent, so a client that read later
+//! cannot slip past it on those keys while it waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +18,19 @@ use smallvec::SmallVec;
 
 use crate::command::{CommandInfo, keys_of};
 
+mod room;
+pub use room::Ticket;
+
 /// Stripes in the table: collisions only cost a needless move of a client, and 4,096
 /// words (32 KiB) stay in cache.
 const STRIPES: usize = 4096;
-/// Low bits of a stripe word: requests in flight; high bits: owner connection + 1.
-const COUNT_BITS: u32 = 48;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// A stripe word: requests in flight in the low 32 bits (bounded by clients × pipeline
+/// depth), clients waiting their turn that reserved it in the next 16, and the owner
+/// connection + 1 in the top 16.
+const COUNT_MASK: u64 = (1 << 32) - 1;
+const RESERVED_ONE: u64 = 1 << 32;
+const RESERVED_MASK: u64 = 0xFFFF << 32;
+const OWNER_SHIFT: u32 = 48;
 
 /// Which shared connection: protocol slots are numbered RESP2 first, then RESP3.
 pub type ConnNumber = u16;
@@ -28,12 +39,25 @@ pub type ConnNumber = u16;
 #[derive(Debug)]
 pub struct Fences {
     stripes: Box<[AtomicU64]>,
+    room: room::WaitingRoom,
 }
 
 impl Default for Fences {
     fn default() -> Self {
-        Fences { stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect() }
+        Fences {
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            room: room::WaitingRoom::default(),
+        }
     }
+}
+
+/// Why a stripe cannot be taken now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Requests on another connection hold it.
+    Owner(ConnNumber),
+    /// A client that read its requests earlier is waiting for it.
+    Reserved,
 }
 
 /// The stripe of a key.
@@ -69,20 +93,23 @@ pub fn stripes_of(info: Option<&CommandInfo>, argv: &[&[u8]], out: &mut Stripes)
 }
 
 impl Fences {
-    /// Counts one request on `stripe` for connection `conn`, or names the connection
-    /// that owns it now.
-    pub fn try_take(&self, stripe: u16, conn: ConnNumber) -> Result<(), ConnNumber> {
+    /// Counts one request on `stripe` for connection `conn`, or says why not. A client
+    /// `waiting` in the room has checked its turn (`Ticket::is_first_for`); anyone else
+    /// gives way to a reservation.
+    pub fn try_take(&self, stripe: u16, conn: ConnNumber, waiting: bool) -> Result<(), Conflict> {
         let word = &self.stripes[stripe as usize];
-        let mine = (u64::from(conn) + 1) << COUNT_BITS;
+        let owner = u64::from(conn) + 1;
         let mut current = word.load(Ordering::Acquire);
         loop {
-            let count = current & COUNT_MASK;
-            let next = if count == 0 {
-                mine | 1
-            } else if current & !COUNT_MASK == mine {
+            if !waiting && current & RESERVED_MASK != 0 {
+                return Err(Conflict::Reserved);
+            }
+            let next = if current & COUNT_MASK == 0 {
+                (current & RESERVED_MASK) | owner << OWNER_SHIFT | 1
+            } else if current >> OWNER_SHIFT == owner {
                 current + 1
             } else {
-                return Err(((current >> COUNT_BITS) - 1) as ConnNumber);
+                return Err(Conflict::Owner(((current >> OWNER_SHIFT) - 1) as ConnNumber));
             };
             match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
@@ -98,6 +125,20 @@ impl Fences {
 
     fn release(&self, stripe: u16) {
         self.stripes[stripe as usize].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Marks `stripe` as wanted by a waiting client; `false` if 65,535 already want it
+    /// (the ticket order in the room still holds for them).
+    fn reserve(&self, stripe: u16) -> bool {
+        let word = &self.stripes[stripe as usize];
+        word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            (w & RESERVED_MASK != RESERVED_MASK).then_some(w + RESERVED_ONE)
+        })
+        .is_ok()
+    }
+
+    fn unreserve(&self, stripe: u16) {
+        self.stripes[stripe as usize].fetch_sub(RESERVED_ONE, Ordering::AcqRel);
     }
 }
 
@@ -160,18 +201,18 @@ mod tests {
         let fences = Arc::new(Fences::default());
         let s = stripe_of(b"k");
         let mut held = Held::default();
-        assert_eq!(fences.try_take(s, 0), Ok(()));
+        assert_eq!(fences.try_take(s, 0, false), Ok(()));
         held.push(&fences, s);
-        assert_eq!(fences.try_take(s, 0), Ok(()));
+        assert_eq!(fences.try_take(s, 0, false), Ok(()));
         held.push(&fences, s);
-        assert_eq!(fences.try_take(s, 3), Err(0));
+        assert_eq!(fences.try_take(s, 3, false), Err(Conflict::Owner(0)));
         let job = held.take();
         assert!(held.is_empty());
         assert_eq!(fences.in_flight(s), 2);
         drop(job);
         assert_eq!(fences.in_flight(s), 0);
-        assert_eq!(fences.try_take(s, 3), Ok(()));
-        assert_eq!(fences.try_take(s, 0), Err(3));
+        assert_eq!(fences.try_take(s, 3, false), Ok(()));
+        assert_eq!(fences.try_take(s, 0, false), Err(Conflict::Owner(3)));
     }
 
     #[test]

@@ -1,41 +1,54 @@
 //! Same-key order across shared connections, on the client's side: a shared-route
 //! request takes its keys' stripes for the client's connection (`upstream::fence`). When
-//! another connection owns one, the client's earlier replies are waited for and the
-//! client moves to that connection, or, across protocols, waits until the stripe empties.
+//! another connection owns one, the client takes a ticket in the waiting room (reserving
+//! the stripes of everything it has read, so later readers give way), waits for its
+//! earlier replies and moves to that connection, or, across protocols, waits until the
+//! stripe empties.
 
 use std::time::Duration;
 
 use super::Handler;
+use crate::resp::request::{Frame, RequestParser};
+use crate::resp::scan::Limits;
 use crate::server::route::Route;
-use crate::upstream::fence::ConnNumber;
+use crate::upstream::fence::{Conflict, Stripes, stripes_of};
 
 /// Pause between tries while a stripe belongs to a connection the client cannot move to.
 const RETRY: Duration = Duration::from_millis(1);
+/// Longest a waiting client keeps its place while its own replies drain: a client that
+/// does not read its replies must not hold up others on its keys for long.
+const TURN_HOLD: Duration = Duration::from_millis(100);
 
 impl Handler {
     /// Takes the current request's stripes for the client's shared connection, all or
-    /// none; on failure names the connection that owns one.
-    pub(super) fn take_stripes(&mut self) -> Result<(), ConnNumber> {
+    /// none; on failure says why.
+    pub(super) fn take_stripes(&mut self) -> Result<(), Conflict> {
         if self.stripes.is_empty() {
             return Ok(());
         }
         let pool = &self.ctx.pool;
         let mine = pool.number(self.slot);
         let start = self.held.len();
+        let waiting = self.waiting.as_ref();
         for &stripe in &self.stripes {
-            if let Err(owner) = pool.fences.try_take(stripe, mine) {
+            let taken = match waiting {
+                Some(ticket) if !ticket.is_first_for(stripe) => Err(Conflict::Reserved),
+                _ => pool.fences.try_take(stripe, mine, waiting.is_some()),
+            };
+            if let Err(conflict) = taken {
                 self.held.release_from(start);
-                return Err(owner);
+                return Err(conflict);
             }
             self.held.push(&pool.fences, stripe);
         }
         Ok(())
     }
 
-    /// Takes the current request's stripes, waiting or moving the client as needed. The
-    /// request is sent next, after every earlier one (the run was flushed). `false`: the
-    /// client is gone or killed meanwhile, and the request must not be sent.
-    pub(super) async fn fence(&mut self) -> bool {
+    /// Takes the stripes of the current request (the first `len` bytes of the read
+    /// buffer), waiting or moving the client as needed. The request is sent next, after
+    /// every earlier one (the run was flushed). `false`: the client is gone or killed
+    /// meanwhile, and the request must not be sent.
+    pub(super) async fn fence(&mut self, len: usize) -> bool {
         if self.stripes.is_empty() {
             return true;
         }
@@ -49,24 +62,35 @@ impl Handler {
             self.last_route = Route::Shared;
         }
         let mut moved = false;
-        while let Err(owner) = self.take_stripes() {
+        loop {
+            let conflict = match self.take_stripes() {
+                Ok(()) => return true,
+                Err(conflict) => conflict,
+            };
             self.first_batch_sent();
-            // Moving to the owner is safe once nothing of this client is in flight.
-            if let Err(e) = self.drain().await {
-                tracing::debug!(error = %e, "client gone while waiting for a key's stripe");
-                self.closing = true;
-                return false;
+            if self.waiting.is_none() {
+                let wanted = self.stripes_ahead(len);
+                self.waiting = Some(self.ctx.pool.fences.enter(wanted));
+                continue;
             }
-            let slot = self.ctx.pool.slot_of(owner);
-            if slot.protocol == self.slot.protocol && slot != self.slot {
-                self.slot = slot;
-                self.shared = None;
-                if !std::mem::replace(&mut moved, true) {
-                    continue;
+            if let Conflict::Owner(owner) = conflict {
+                // Moving to the owner is safe once nothing of this client is in flight.
+                if let Err(e) = self.drain_for_a_while().await {
+                    tracing::debug!(error = %e, "client gone while waiting for a key's stripe");
+                    self.closing = true;
+                    return false;
+                }
+                let slot = self.ctx.pool.slot_of(owner);
+                if slot.protocol == self.slot.protocol && slot != self.slot {
+                    self.slot = slot;
+                    self.shared = None;
+                    if !std::mem::replace(&mut moved, true) {
+                        continue;
+                    }
                 }
             }
-            // Keys owned by two connections, or by the other protocol's: wait for them,
-            // unless the client is killed or strata shuts down meanwhile.
+            // Keys owned by two connections, by the other protocol's, or wanted by a client
+            // ahead in the room: wait, unless the client is killed or strata shuts down.
             let kill = self.registration.handle.kill.clone();
             tokio::select! {
                 () = tokio::time::sleep(RETRY) => {}
@@ -78,6 +102,56 @@ impl Handler {
                 return false;
             }
         }
-        true
+    }
+
+    /// Waits for the client's replies to be written, keeping its place in the room for
+    /// at most `TURN_HOLD` (the drain itself goes on: cancelling it could lose a reply).
+    async fn drain_for_a_while(&mut self) -> std::io::Result<()> {
+        let mut ticket = self.waiting.take();
+        let drained = {
+            let drain = self.drain_keeping_turn();
+            tokio::pin!(drain);
+            let hold = tokio::time::sleep(TURN_HOLD);
+            tokio::pin!(hold);
+            loop {
+                tokio::select! {
+                    drained = &mut drain => break drained,
+                    () = &mut hold, if ticket.is_some() => ticket = None,
+                }
+            }
+        };
+        self.waiting = ticket;
+        drained
+    }
+
+    /// The stripes of the current request and of every complete request read after it:
+    /// what a later reader must not overtake while this client waits.
+    fn stripes_ahead(&self, len: usize) -> Vec<u16> {
+        let mut wanted: Vec<u16> = self.stripes.to_vec();
+        let server = self.ctx.server.load();
+        let limits = Limits {
+            max_bulk: self.ctx.config.limits.max_bulk_len,
+            max_multibulk: self.ctx.config.limits.max_multibulk_len,
+        };
+        let mut parser = RequestParser::new(limits);
+        let (mut ranges, mut stripes) = (Vec::new(), Stripes::new());
+        let mut at = len.min(self.rbuf.len());
+        // Bounded by the read buffer, which the client buffer limit bounds.
+        while let Ok(Some(frame)) = parser.next(&self.rbuf[at..], &mut ranges) {
+            let (consumed, source) = match &frame {
+                Frame::Empty { len } => {
+                    at += len;
+                    continue;
+                }
+                Frame::Multibulk { len } => (*len, &self.rbuf[at..at + len]),
+                Frame::Inline { consumed, encoded } => (*consumed, &encoded[..]),
+            };
+            let argv: Vec<&[u8]> = ranges.iter().map(|r| &source[r.clone()]).collect();
+            stripes.clear();
+            stripes_of(server.commands.lookup(&argv).map(|i| &**i), &argv, &mut stripes);
+            wanted.extend_from_slice(&stripes);
+            at += consumed;
+        }
+        wanted
     }
 }

@@ -76,6 +76,15 @@ impl Handler {
 
     /// Waits for and writes every pending reply.
     pub(super) async fn drain(&mut self) -> std::io::Result<()> {
+        // A client waiting for its own replies (a BLPOP on its own connection) must not
+        // hold up others on its reserved keys: one of them may be what it waits for.
+        self.waiting = None;
+        self.drain_keeping_turn().await
+    }
+
+    /// `drain`, keeping the client's place in the fences' waiting room: only for replies
+    /// of shared-route requests, which Redis answers without waiting for anyone.
+    pub(super) async fn drain_keeping_turn(&mut self) -> std::io::Result<()> {
         self.first_batch_sent();
         while !self.queue.is_empty() {
             resolve_front(&mut self.queue, &self.ctx, &mut self.spare_notes).await;
