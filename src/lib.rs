@@ -31,13 +31,15 @@
 //!    sent: reads of fallback tiers with a rule are answered from PostgreSQL, the rest get
 //!    `-TRYAGAIN`.
 //! 4. A shared-route request first takes its keys' stripes (`upstream::fence`): a key
-//!    with requests in flight belongs to one shared connection, and a client whose key is
-//!    in flight on another moves there once its own replies are in, so requests on the
-//!    same key reach Redis in the order strata read them.
+//!    with a write in flight belongs to one shared connection (reads alone may share it),
+//!    and a client whose key is in flight on another moves there once its own replies
+//!    are in, or waits its turn in the fences' waiting room, reserving what it has read
+//!    so later readers cannot slip past; so requests on the same key reach Redis in the
+//!    order strata read them.
 //!    Consecutive shared-route requests go to `upstream::SharedPool` as one `Job`: the
 //!    slices of the read buffer (and rewritten requests) plus the number of replies
-//!    expected. The connection task writes the jobs of many clients together (while
-//!    earlier jobs await replies it holds new ones and sends them in one write; large
+//!    expected. The connection task writes the jobs of many clients together (while two
+//!    earlier writes await replies it holds new ones and sends them in one write; large
 //!    chunks go by `writev`, uncopied), cuts the replies from its read buffer with
 //!    `resp::FrameScanner`, and returns them as the exact bytes Redis sent, with where each
 //!    frame ends for jobs whose replies are counted (`upstream::Replies`). Its supervisor feeds the breaker (connect errors, resets, timeouts).

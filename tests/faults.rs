@@ -247,10 +247,10 @@ fn flags_override_env_which_overrides_the_file() {
     }
 }
 
-/// A shared connection holds a request while an earlier one is in flight; the request's
-/// command timeout must start when it is written, so the hold never eats into it. Here
-/// the second sleep is held ~300 ms: counted from its arrival it would time out at ~550 ms,
-/// before Redis (busy until ~600 ms) could answer it.
+/// A request behind a slow one on a shared connection (held there, or written right
+/// behind it) gets its whole command timeout from when Redis could start on it: counted
+/// from its arrival the second sleep would time out at ~550 ms, before Redis (busy until
+/// ~600 ms) could answer it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_request_gets_the_full_command_timeout() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);

@@ -274,9 +274,14 @@ async fn a_closed_clients_writes_are_not_overtaken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn error_replies_never_count_as_breaker_failures() {
     let redis = RedisServer::start();
-    let strata = Strata::start(&redis.url(), "[breaker]\nfailure_threshold = 1\nmin_calls = 5\n").await;
+    // Generous timeouts: a handshake slowed by the other tests' load is a real failure
+    // and would open a breaker this eager.
+    let config = "[breaker]\nfailure_threshold = 1\nmin_calls = 5\n\
+                  [upstream]\nconnect_timeout_ms = 5000\ncommand_timeout_ms = 10000\n";
+    let strata = Strata::start(&redis.url(), config).await;
     let mut c = RawClient::connect(strata.addr).await;
-    assert!(c.command(&["RPUSH", "list", "x"]).await.starts_with(b":"));
+    let first = c.command(&["RPUSH", "list", "x"]).await;
+    assert!(first.starts_with(b":"), "{}", String::from_utf8_lossy(&first));
     for _ in 0..50 {
         assert!(c.command(&["GET", "list"]).await.starts_with(b"-WRONGTYPE"));
         assert!(c.command(&["INCRBY", "n", "x"]).await.starts_with(b"-ERR"));

@@ -30,10 +30,11 @@ use super::registry::{Peer, Registration, View};
 use super::route::{Action, Route, RouteContext, decide};
 use super::session::Session;
 use super::woken::Woken;
+use crate::command::cmd_flag;
 use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, RequestParser};
-use crate::upstream::fence::{Held, Stripes, Ticket, stripes_of};
+use crate::upstream::fence::{Access, Held, Stripes, Ticket, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 
 use read::{READ_CHUNK, next_read_chunk};
@@ -83,6 +84,8 @@ pub struct Handler {
     last_cmd: LastCommand,
     /// Key stripes of the request being routed, if it goes on a shared connection.
     stripes: Stripes,
+    /// Whether that request only reads its keys as sent (reads may share a key's stripe).
+    access: Access,
     /// The client's place in the fences' waiting room while it waits for a stripe; kept
     /// until the requests read with the waiting one are sent (see `fence`).
     waiting: Option<Ticket>,
@@ -136,6 +139,7 @@ impl Handler {
             spare_keys: BytesMut::new(),
             last_cmd: LastCommand::default(),
             stripes: Stripes::new(),
+            access: Access::Write,
             waiting: None,
             held: Held::default(),
             registration,
@@ -342,6 +346,15 @@ impl Handler {
                 pipeline::prepare(&env, session, &argv, source, command)
             }
             _ => Prepared::Untouched,
+        };
+        // A read rewritten by its tier (a sliding TTL's GETEX) writes.
+        let rewritten = matches!(
+            &prepared,
+            Prepared::Forward { rewrite: Some(_), .. } | Prepared::Counted { rewrite: Some(_), .. }
+        );
+        self.access = match command {
+            Some(info) if info.has(cmd_flag::READONLY) && !rewritten => Access::Read,
+            _ => Access::Write,
         };
         (action, prepared)
     }

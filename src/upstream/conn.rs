@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// Most scheduler yields spent gathering one batch of requests.
 const MAX_YIELDS: u32 = 4;
 /// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 /// How often a connection without senders looks whether anyone still waits for its replies.
 const ORPHAN_CHECK: Duration = Duration::from_millis(100);
 /// Largest reply value a buffer is sized for up front; a larger one grows as it arrives.
@@ -35,6 +35,10 @@ const LARGE_VALUE: usize = 1024 * 1024;
 /// this many bytes. Redis reads about 16 KiB per event but keeps reading while bytes are
 /// waiting, so a larger write costs it nothing and saves wake-ups of both processes.
 const HOLD_LIMIT: usize = 256 * 1024;
+/// Writes awaiting replies before a shared connection holds new requests: with two, Redis
+/// has the next batch as soon as it finishes one instead of idling while strata turns the
+/// replies around (a hot key's requests, all on one connection, lost an eighth to that).
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// Requests to write and the sender for their replies.
 #[derive(Debug)]
@@ -114,6 +118,8 @@ struct InFlight {
     frame_ends: bool,
     reply: oneshot::Sender<Replies>,
     sent_at: Instant,
+    /// The last job of a write: its replies complete that write.
+    ends_write: bool,
     /// Released when this leaves `inflight`: replied, or the connection is gone.
     _fences: Held,
 }
@@ -134,6 +140,8 @@ struct Driver {
     hold: bool,
     /// Jobs at the back of `inflight` whose bytes are in `out`, not yet being written.
     held: usize,
+    /// Writes whose last job awaits its replies (`WRITES_IN_FLIGHT`).
+    writes: usize,
     /// `out` is partly written; the rest follows at once.
     writing: bool,
 }
@@ -161,6 +169,7 @@ pub async fn drive(
         timeout,
         hold: gather,
         held: 0,
+        writes: 0,
         writing: false,
     };
     // One timer, re-armed only when it fires or the connection goes from idle to busy:
@@ -198,7 +207,7 @@ pub async fn drive(
                         if !d.writing {
                             d.start_clock_of_held();
                         }
-                        d.held = 0;
+                        d.end_write();
                         d.writing = !d.out.is_empty();
                     }
                     Err(e) => return Exit::Closed(e.to_string()),
@@ -211,10 +220,9 @@ pub async fn drive(
                         open = false;
                         continue;
                     };
-                    // Take every job already queued so they leave in one write: fewer
-                    // syscalls here and in Redis, which is where multiplexing pays off.
-                    // Tokio runs a woken task next (LIFO slot), so without the yield below
-                    // this task would wake once per client request and write one at a time.
+                    // Take every job queued so they leave in one write (fewer syscalls here
+                    // and in Redis). Tokio runs a woken task next (LIFO slot): without the
+                    // yield below this task would wake, and write, once per client request.
                     let mut yields = 0;
                     // One clock read for the whole gathered batch.
                     let now = Instant::now();
@@ -296,10 +304,7 @@ impl Driver {
     /// large; when idle nothing is in flight and requests go at once.
     fn may_write(&self) -> bool {
         !self.out.is_empty()
-            && (self.writing
-                || !self.hold
-                || self.inflight.len() == self.held
-                || self.out.len() >= HOLD_LIMIT)
+            && (self.writing || !self.hold || self.writes < WRITES_IN_FLIGHT || self.out.len() >= HOLD_LIMIT)
     }
 
     /// Held jobs are written now: their command timeout starts here, so a hold never eats
@@ -315,6 +320,16 @@ impl Driver {
         }
     }
 
+    /// The held jobs are on their way: the last of them closes a write.
+    fn end_write(&mut self) {
+        if std::mem::take(&mut self.held) > 0
+            && let Some(last) = self.inflight.back_mut()
+        {
+            last.ends_write = true;
+            self.writes += 1;
+        }
+    }
+
     fn accept(&mut self, job: Job, now: Instant) {
         // A job without replies would never leave `inflight` and would hold later ones.
         debug_assert!(job.frames > 0, "a job must expect at least one reply");
@@ -327,12 +342,25 @@ impl Driver {
             frame_ends: job.frame_ends,
             reply: job.reply,
             sent_at: now,
+            ends_write: false,
             _fences: job.fences,
         });
     }
 
-    /// Hands every complete reply in the read buffer to its job.
+    /// Hands every complete reply in the read buffer to its job. The next job's timeout
+    /// counts from now: Redis could not start on it before answering the ones ahead.
     fn deliver(&mut self) -> Result<(), Exit> {
+        let waiting = self.inflight.len();
+        let delivered = self.deliver_complete();
+        if self.inflight.len() < waiting
+            && let Some(front) = self.inflight.front_mut()
+        {
+            front.sent_at = front.sent_at.max(Instant::now());
+        }
+        delivered
+    }
+
+    fn deliver_complete(&mut self) -> Result<(), Exit> {
         let mut arrived = None;
         loop {
             let Some(front) = self.inflight.front() else {
@@ -362,34 +390,10 @@ impl Driver {
             self.scanned_len = 0;
             self.scanned_frames = 0;
             if let Some(done) = self.inflight.pop_front() {
+                self.writes -= usize::from(done.ends_write);
                 // The client may have gone; its reply is then simply discarded.
                 let _ = done.reply.send(Replies { bytes, ends, arrived });
             }
         }
     }
-}
-
-/// Writes `payload` and reads exactly `frames` replies, for handshakes and probes.
-pub async fn roundtrip(
-    stream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    payload: &[u8],
-    frames: usize,
-) -> std::io::Result<Vec<Bytes>> {
-    stream.write_all(payload).await?;
-    let mut replies = Vec::with_capacity(frames);
-    let mut scanner = FrameScanner::reply();
-    while replies.len() < frames {
-        match scanner.scan(rbuf, &Limits::UNBOUNDED) {
-            Ok(Some(len)) => replies.push(rbuf.split_to(len).freeze()),
-            Ok(None) => {
-                rbuf.reserve(READ_CHUNK);
-                if stream.read_buf(rbuf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        }
-    }
-    Ok(replies)
 }

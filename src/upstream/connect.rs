@@ -6,9 +6,11 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::UpstreamError;
-use super::conn::roundtrip;
+use super::conn::READ_CHUNK;
 use crate::config::UpstreamConfig;
 use crate::resp::reply::Protocol;
+use crate::resp::{FrameScanner, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A connected, authenticated socket with any bytes read past the handshake.
 pub struct Connected {
@@ -106,4 +108,29 @@ pub fn push_command(out: &mut BytesMut, args: &[&str]) {
         out.put_slice(arg.as_bytes());
         out.put_slice(b"\r\n");
     }
+}
+
+/// Writes `payload` and reads exactly `frames` replies, for handshakes and probes.
+pub async fn roundtrip(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    payload: &[u8],
+    frames: usize,
+) -> std::io::Result<Vec<Bytes>> {
+    stream.write_all(payload).await?;
+    let mut replies = Vec::with_capacity(frames);
+    let mut scanner = FrameScanner::reply();
+    while replies.len() < frames {
+        match scanner.scan(rbuf, &Limits::UNBOUNDED) {
+            Ok(Some(len)) => replies.push(rbuf.split_to(len).freeze()),
+            Ok(None) => {
+                rbuf.reserve(READ_CHUNK);
+                if stream.read_buf(rbuf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+    }
+    Ok(replies)
 }

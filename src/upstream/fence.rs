@@ -1,11 +1,14 @@
 //! Same-key order across the shared connections. Each key hashes to one of `STRIPES`
-//! stripes; a stripe with requests in flight belongs to the one shared connection that
-//! carries them. A request whose key's stripe belongs to another connection may not be
+//! stripes; a stripe with a write in flight belongs to the one shared connection that
+//! carries it. A request whose key's stripe belongs to another connection may not be
 //! sent on its own connection, because Redis could run it first: its client moves to the
 //! owner (after its own replies are in) or, across protocols, waits for the stripe to
-//! empty. So requests that touch the same key reach Redis in the order strata read them,
-//! whichever clients send them. Pinned connections are not fenced (their requests run in
-//! the order of their own connection only).
+//! empty. Reads commute with reads, so reads alone may be in flight on several
+//! connections at once (a hot key read by many clients is not funnelled into one socket);
+//! a write then waits for them. So requests that touch the same key reach Redis in the
+//! order strata read them whenever the order can matter, whichever clients send them.
+//! Pinned connections are not fenced (their requests run in the order of their own
+//! connection only).
 //!
 //! A client that has to wait takes a turn in the waiting room (`room`): it reserves the
 //! stripes of every request it has read and not yet sent, so a client that read later
@@ -24,13 +27,27 @@ pub use room::Ticket;
 /// Stripes in the table: collisions only cost a needless move of a client, and 4,096
 /// words (32 KiB) stay in cache.
 const STRIPES: usize = 4096;
-/// A stripe word: requests in flight in the low 32 bits (bounded by clients × pipeline
-/// depth), clients waiting their turn that reserved it in the next 16, and the owner
-/// connection + 1 in the top 16.
-const COUNT_MASK: u64 = (1 << 32) - 1;
-const RESERVED_ONE: u64 = 1 << 32;
-const RESERVED_MASK: u64 = 0xFFFF << 32;
-const OWNER_SHIFT: u32 = 48;
+/// A stripe word, from the low bits: reads in flight (20 bits), writes in flight (20),
+/// clients waiting their turn that reserved it (12), and the owner (12: connection + 1,
+/// or `MIXED` for reads on several connections). A full count makes the next request
+/// wait, as a conflict would: a million requests in flight on one stripe.
+const READ_ONE: u64 = 1;
+const READS: u64 = (1 << 20) - 1;
+const WRITE_ONE: u64 = 1 << 20;
+const WRITES: u64 = ((1 << 20) - 1) << 20;
+const RESERVED_ONE: u64 = 1 << 40;
+const RESERVED_MASK: u64 = 0xFFF << 40;
+const OWNER_SHIFT: u32 = 52;
+const MIXED: u64 = 0xFFF;
+/// In a `Held` entry, marks a stripe taken for a read (stripe numbers need 12 bits).
+const READ_MARK: u16 = 1 << 15;
+
+/// What a request does to its keys: reads may share a stripe across connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
 
 /// Which shared connection: protocol slots are numbered RESP2 first, then RESP3.
 pub type ConnNumber = u16;
@@ -58,6 +75,8 @@ pub enum Conflict {
     Owner(ConnNumber),
     /// A client that read its requests earlier is waiting for it.
     Reserved,
+    /// Reads on several connections (or a full count): wait for them to drain.
+    Busy,
 }
 
 /// The stripe of a key.
@@ -96,20 +115,36 @@ impl Fences {
     /// Counts one request on `stripe` for connection `conn`, or says why not. A client
     /// `waiting` in the room has checked its turn (`Ticket::is_first_for`); anyone else
     /// gives way to a reservation.
-    pub fn try_take(&self, stripe: u16, conn: ConnNumber, waiting: bool) -> Result<(), Conflict> {
+    pub fn try_take(
+        &self,
+        stripe: u16,
+        conn: ConnNumber,
+        access: Access,
+        waiting: bool,
+    ) -> Result<(), Conflict> {
         let word = &self.stripes[stripe as usize];
-        let owner = u64::from(conn) + 1;
+        let mine = u64::from(conn) + 1;
+        let one = if access == Access::Read { READ_ONE } else { WRITE_ONE };
         let mut current = word.load(Ordering::Acquire);
         loop {
             if !waiting && current & RESERVED_MASK != 0 {
                 return Err(Conflict::Reserved);
             }
-            let next = if current & COUNT_MASK == 0 {
-                (current & RESERVED_MASK) | owner << OWNER_SHIFT | 1
-            } else if current >> OWNER_SHIFT == owner {
-                current + 1
+            let owner = current >> OWNER_SHIFT;
+            let (reads, writes) = (current & READS, current & WRITES);
+            let full = if access == Access::Read { reads == READS } else { writes == WRITES };
+            let next = if full {
+                return Err(Conflict::Busy);
+            } else if reads | writes == 0 {
+                (current & RESERVED_MASK) | mine << OWNER_SHIFT | one
+            } else if owner == mine {
+                current + one
+            } else if access == Access::Read && writes == 0 {
+                (current | MIXED << OWNER_SHIFT) + READ_ONE
+            } else if owner == MIXED {
+                return Err(Conflict::Busy);
             } else {
-                return Err(Conflict::Owner(((current >> OWNER_SHIFT) - 1) as ConnNumber));
+                return Err(Conflict::Owner((owner - 1) as ConnNumber));
             };
             match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
@@ -120,14 +155,18 @@ impl Fences {
 
     /// Requests on `stripe` left in flight; 0 frees it for any connection.
     pub fn in_flight(&self, stripe: u16) -> u64 {
-        self.stripes[stripe as usize].load(Ordering::Acquire) & COUNT_MASK
+        let word = self.stripes[stripe as usize].load(Ordering::Acquire);
+        (word & READS) + ((word & WRITES) >> 20)
     }
 
-    fn release(&self, stripe: u16) {
-        self.stripes[stripe as usize].fetch_sub(1, Ordering::AcqRel);
+    /// Releases one request taken as `entry` (a stripe, marked if it was a read).
+    fn release(&self, entry: u16) {
+        let (stripe, one) =
+            if entry & READ_MARK != 0 { (entry & !READ_MARK, READ_ONE) } else { (entry, WRITE_ONE) };
+        self.stripes[stripe as usize].fetch_sub(one, Ordering::AcqRel);
     }
 
-    /// Marks `stripe` as wanted by a waiting client; `false` if 65,535 already want it
+    /// Marks `stripe` as wanted by a waiting client; `false` if 4,095 already want it
     /// (the ticket order in the room still holds for them).
     fn reserve(&self, stripe: u16) -> bool {
         let word = &self.stripes[stripe as usize];
@@ -147,17 +186,18 @@ impl Fences {
 #[derive(Debug, Default)]
 pub struct Held {
     fences: Option<Arc<Fences>>,
-    /// Inline for a typical pipeline; grows with a deep one, which the pipeline depth bounds.
+    /// Inline for a typical pipeline; grows with a deep one, which the pipeline depth
+    /// bounds. Reads carry `READ_MARK`.
     stripes: SmallVec<[u16; 16]>,
 }
 
 impl Held {
-    /// Counts `stripe` (already taken in `fences`) among these.
-    pub fn push(&mut self, fences: &Arc<Fences>, stripe: u16) {
+    /// Counts `stripe` (already taken in `fences` for `access`) among these.
+    pub fn push(&mut self, fences: &Arc<Fences>, stripe: u16, access: Access) {
         if self.fences.is_none() {
             self.fences = Some(fences.clone());
         }
-        self.stripes.push(stripe);
+        self.stripes.push(if access == Access::Read { stripe | READ_MARK } else { stripe });
     }
 
     /// Moves every stripe out, leaving this empty (for the job that carries them).
@@ -201,18 +241,49 @@ mod tests {
         let fences = Arc::new(Fences::default());
         let s = stripe_of(b"k");
         let mut held = Held::default();
-        assert_eq!(fences.try_take(s, 0, false), Ok(()));
-        held.push(&fences, s);
-        assert_eq!(fences.try_take(s, 0, false), Ok(()));
-        held.push(&fences, s);
-        assert_eq!(fences.try_take(s, 3, false), Err(Conflict::Owner(0)));
+        let w = Access::Write;
+        assert_eq!(fences.try_take(s, 0, w, false), Ok(()));
+        held.push(&fences, s, w);
+        assert_eq!(fences.try_take(s, 0, w, false), Ok(()));
+        held.push(&fences, s, w);
+        assert_eq!(fences.try_take(s, 3, w, false), Err(Conflict::Owner(0)));
+        assert_eq!(
+            fences.try_take(s, 3, Access::Read, false),
+            Err(Conflict::Owner(0)),
+            "a read follows a write"
+        );
         let job = held.take();
         assert!(held.is_empty());
         assert_eq!(fences.in_flight(s), 2);
         drop(job);
         assert_eq!(fences.in_flight(s), 0);
-        assert_eq!(fences.try_take(s, 3, false), Ok(()));
-        assert_eq!(fences.try_take(s, 0, false), Err(Conflict::Owner(3)));
+        assert_eq!(fences.try_take(s, 3, w, false), Ok(()));
+        assert_eq!(fences.try_take(s, 0, w, false), Err(Conflict::Owner(3)));
+    }
+
+    #[test]
+    fn reads_share_a_stripe_across_connections_and_a_write_waits_for_them() {
+        let fences = Arc::new(Fences::default());
+        let s = stripe_of(b"hot");
+        let (r, w) = (Access::Read, Access::Write);
+        let mut on_0 = Held::default();
+        fences.try_take(s, 0, r, false).unwrap();
+        on_0.push(&fences, s, r);
+        assert_eq!(fences.try_take(s, 0, w, false), Ok(()), "a write joins its own connection's reads");
+        on_0.push(&fences, s, w);
+        assert_eq!(fences.try_take(s, 1, r, false), Err(Conflict::Owner(0)), "not past a write");
+        drop(on_0.take());
+        let mut on_1 = Held::default();
+        fences.try_take(s, 1, r, false).unwrap();
+        on_1.push(&fences, s, r);
+        assert_eq!(fences.try_take(s, 2, w, false), Err(Conflict::Owner(1)), "the write moves to the reads");
+        fences.try_take(s, 2, r, false).unwrap();
+        on_1.push(&fences, s, r);
+        assert_eq!(fences.try_take(s, 1, w, false), Err(Conflict::Busy), "reads on two connections");
+        assert_eq!(fences.in_flight(s), 2);
+        drop(on_1);
+        assert_eq!(fences.in_flight(s), 0);
+        assert_eq!(fences.try_take(s, 2, w, false), Ok(()));
     }
 
     #[test]

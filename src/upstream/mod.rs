@@ -20,7 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use conn::{Detached, Exit, FrameEnds, Job, Msg, Replies, roundtrip};
+pub use conn::{Detached, Exit, FrameEnds, Job, Msg, Replies};
+pub use connect::roundtrip;
 pub use connect::{Connected, connect, push_command};
 pub use pool::{SharedPool, SlotId};
 pub use probe::{ServerInfo, probe_loop};

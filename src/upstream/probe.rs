@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use tokio::time::sleep;
 
-use super::conn::roundtrip;
+use super::connect::roundtrip;
 use super::connect::{connect, push_command};
 use crate::command::{CommandTable, TableSource};
 use crate::config::UpstreamConfig;

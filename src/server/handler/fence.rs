@@ -33,13 +33,13 @@ impl Handler {
         for &stripe in &self.stripes {
             let taken = match waiting {
                 Some(ticket) if !ticket.is_first_for(stripe) => Err(Conflict::Reserved),
-                _ => pool.fences.try_take(stripe, mine, waiting.is_some()),
+                _ => pool.fences.try_take(stripe, mine, self.access, waiting.is_some()),
             };
             if let Err(conflict) = taken {
                 self.held.release_from(start);
                 return Err(conflict);
             }
-            self.held.push(&pool.fences, stripe);
+            self.held.push(&pool.fences, stripe, self.access);
         }
         Ok(())
     }

@@ -68,7 +68,7 @@ impl Drop for Ticket {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Conflict, stripe_of};
+    use super::super::{Access, Conflict, stripe_of};
     use super::*;
 
     #[test]
@@ -77,21 +77,25 @@ mod tests {
         let (k, other) = (stripe_of(b"k"), stripe_of(b"other"));
         assert_ne!(k, other);
         // Connection 1 has a request on k in flight; a client on connection 2 must wait.
-        fences.try_take(k, 1, false).unwrap();
+        fences.try_take(k, 1, Access::Write, false).unwrap();
         let first = fences.enter(vec![k, other]);
-        assert_eq!(fences.try_take(other, 0, false), Err(Conflict::Reserved), "read later: gives way");
+        assert_eq!(
+            fences.try_take(other, 0, Access::Read, false),
+            Err(Conflict::Reserved),
+            "read later: gives way"
+        );
         let second = fences.enter(vec![other]);
         assert!(first.is_first_for(k) && first.is_first_for(other));
         assert!(!second.is_first_for(other), "the earlier ticket goes first");
-        assert_eq!(fences.try_take(k, 2, true), Err(Conflict::Owner(1)));
+        assert_eq!(fences.try_take(k, 2, Access::Write, true), Err(Conflict::Owner(1)));
         fences.release(k);
-        assert_eq!(fences.try_take(k, 2, true), Ok(()));
-        assert_eq!(fences.try_take(other, 2, true), Ok(()));
+        assert_eq!(fences.try_take(k, 2, Access::Write, true), Ok(()));
+        assert_eq!(fences.try_take(other, 2, Access::Write, true), Ok(()));
         drop(first);
         assert!(second.is_first_for(other));
         drop(second);
         // Everyone left: the reservations are gone, the requests still count.
-        assert_eq!(fences.try_take(k, 2, false), Ok(()));
+        assert_eq!(fences.try_take(k, 2, Access::Write, false), Ok(()));
         assert_eq!(fences.in_flight(k), 2);
     }
 }
