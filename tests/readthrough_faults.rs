@@ -215,12 +215,25 @@ async fn hung_redis_opens_the_breaker(breaker: &str) {
             );
         }
         assert!(slowest < Duration::from_millis(50), "L1 failures took up to {slowest:?}");
-        let started = Instant::now();
-        let reply = c.command(&["GET", "product:details:2"]).await;
-        assert_eq!(show(&reply), show(&bulk(&rig.product_json(2))));
-        let l2 = started.elapsed();
-        eprintln!("hung GET {hung:?}; open-breaker L1 failures ≤ {slowest:?}; L2 from PostgreSQL {l2:?}");
-        assert!(l2 < Duration::from_millis(300), "L2 read with the breaker open took {l2:?}");
+        // Rule-backed L2 reads with the breaker open come from PostgreSQL (the expected
+        // values are read first: psql itself takes tens of milliseconds).
+        let ids = [2, 3, 42];
+        let expected: Vec<String> = ids.iter().map(|&id| show(&bulk(&rig.product_json(id)))).collect();
+        let mut l2 = Vec::new();
+        for (id, expected) in ids.iter().zip(&expected) {
+            let started = Instant::now();
+            let reply = c.command(&["GET", &format!("product:details:{id}")]).await;
+            l2.push(started.elapsed());
+            assert_eq!(&show(&reply), expected);
+        }
+        let (first_l2, slowest_l2) = (l2[0], l2.iter().copied().max().unwrap_or_default());
+        eprintln!(
+            "hung GET {hung:?}; open-breaker L1 failures ≤ {slowest:?}; L2 from PostgreSQL: first {first_l2:?}, \
+             slowest of 3 {slowest_l2:?}"
+        );
+        // The promise is < 5 ms (release build, idle box); this debug build on a loaded CI
+        // box gets headroom, while a wait on Redis (300 ms timeout) still fails it.
+        assert!(slowest_l2 < Duration::from_millis(100), "L2 reads with the breaker open took {l2:?}");
 
         rig.redis.signal("CONT");
         let took = eventually!(
