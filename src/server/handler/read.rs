@@ -16,8 +16,10 @@ pub(super) const MAX_READ_CHUNK: usize = 256 * 1024;
 /// The read buffer growth step after a read of `read` bytes into `room`: doubled when the
 /// read filled the room (a batch split over two reads costs a second read, job and reply
 /// write), halved when reads use little of it, so idle clients do not keep large buffers.
+/// No room means the buffer was empty and the read brought its own small one: no sign of
+/// a large batch.
 pub(super) fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
-    if read >= room {
+    if room > 0 && read >= room {
         (chunk * 2).min(MAX_READ_CHUNK)
     } else if read < chunk / 8 {
         (chunk / 2).max(READ_CHUNK)
@@ -31,6 +33,15 @@ impl Handler {
     /// on in the run loop), so it goes to Redis before any later client's requests. `false`
     /// when the client closed without sending anything.
     pub(super) fn read_what_came_first(&mut self) -> std::io::Result<bool> {
+        // A peek first: reading into the empty buffer would allocate it, and the run loop
+        // would then size it for a batch of requests before any arrived (16 KiB for every
+        // idle client of a connection pool).
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Ok(0) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            _ => {}
+        }
         loop {
             match self.stream.try_read_buf(&mut self.rbuf) {
                 Ok(0) => return Ok(!self.rbuf.is_empty()),
