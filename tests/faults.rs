@@ -94,6 +94,88 @@ async fn hung_redis_times_out_instead_of_hanging_clients() {
     redis.signal("CONT");
 }
 
+/// Waits until strata serves `c` again after an outage (the breaker may be open for a while).
+async fn served_again(c: &mut RawClient) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while &c.command(&["PING"]).await[..] != b"+PONG\r\n" {
+        assert!(Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_when_redis_dies_are_never_sent_again() {
+    // Every write reaches the AOF before its reply: what Redis ran survives the kill.
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let strata =
+        Strata::start(&redis.url(), "[upstream]\nreconnect_min_ms = 10\nreconnect_max_ms = 100\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    let script =
+        "local n = redis.call('INCR', KEYS[1]) local i = 0 while i < 20000 do i = i + 1 end return n";
+    let mut batch = Vec::new();
+    for i in 0..1_000 {
+        batch.extend(cmd(&["EVAL", script, "1", &format!("k:{i}")]));
+    }
+    c.send(&batch).await;
+    support::wait_until("Redis runs the scripts", || async {
+        support::redis_info_field(redis.port, "commandstats", "cmdstat_eval").await.is_some()
+    })
+    .await;
+    redis.kill();
+    let mut answered = Vec::new();
+    for i in 0..1_000 {
+        let reply = c.read_frame().await;
+        match &reply[..] {
+            b":1\r\n" => answered.push(i),
+            other => assert!(other.starts_with(b"-ERR upstream"), "{}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert!(answered.len() < 1_000, "killing Redis must fail the requests in flight");
+    redis.restart();
+    served_again(&mut c).await;
+    // Traffic on every shared connection, then each counter: run once or never.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut o = RawClient::connect(strata.addr).await;
+        served_again(&mut o).await;
+        others.push(o);
+    }
+    let mut direct = RawClient::port(redis.port).await;
+    let mut ran = 0;
+    for i in 0..1_000 {
+        let value = direct.command(&["GET", &format!("k:{i}")]).await;
+        match &value[..] {
+            b"$1\r\n1\r\n" => ran += 1,
+            b"$-1\r\n" => assert!(!answered.contains(&i), "k:{i} was answered but is gone"),
+            other => panic!("k:{i} ran more than once: {}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert!(ran >= answered.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_timed_out_still_runs_once_a_stalled_redis_resumes() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[upstream]\ncommand_timeout_ms = 300\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    assert_eq!(&c.command(&["PING"]).await[..], b"+PONG\r\n");
+    redis.signal("STOP");
+    assert_eq!(&c.command(&["INCR", "k"]).await[..], b"-ERR upstream connection lost\r\n");
+    redis.signal("CONT");
+    // The caveat: Redis had the INCR in its socket buffer, and runs it once resumed.
+    let mut direct = RawClient::port(redis.port).await;
+    support::wait_until("Redis ran the INCR that timed out", || async {
+        RawClient::port(redis.port).await.command(&["GET", "k"]).await[..] == b"$1\r\n1\r\n"[..]
+    })
+    .await;
+    served_again(&mut c).await;
+    // Once, not again after strata reconnected.
+    assert_eq!(&c.command(&["GET", "k"]).await[..], b"$1\r\n1\r\n");
+    let incr = support::redis_info_field(redis.port, "commandstats", "cmdstat_incr").await;
+    assert!(incr.as_deref().is_some_and(|s| s.starts_with("calls=1,")), "{incr:?}");
+    assert_eq!(&direct.command(&["GET", "k"]).await[..], b"$1\r\n1\r\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_with_requests_in_flight_does_not_disturb_others() {
     let redis = RedisServer::start();

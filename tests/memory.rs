@@ -1,7 +1,8 @@
 //! Memory for large values, measured on the strata binary's resident set: a value in
 //! flight costs about its own size once (not its declared length, not twice while a
 //! buffer grows), the memory goes back once it is done, and `limits.max_clients_memory`
-//! closes the largest client when all clients' buffers pass it.
+//! closes the largest client when all clients' buffers pass it. The largest value Redis
+//! takes, 512 MB, goes through and back unchanged.
 
 mod support;
 
@@ -158,4 +159,40 @@ async fn the_clients_memory_cap_closes_the_largest_client() {
     }
     assert!(got < value.len(), "the lazy reader got the whole reply ({got} bytes): not closed");
     assert_eq!(&small.command(&["GET", "k"]).await[..], b"$1\r\nv\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_512_mb_value_is_set_and_got_through_strata_exactly_as_redis_holds_it() {
+    let redis = RedisServer::start();
+    let strata = Binary::start(&redis.url(), "").await;
+    // 512 MB, Redis' own limit (proto-max-bulk-len), of bytes that are not all alike.
+    let size = 512 * MIB as usize;
+    let mut seed = 0x9e37_79b9_u32;
+    let block: Vec<u8> = (0..MIB)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+        .collect();
+    let head = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
+    let mut set = head.clone();
+    set.reserve(size + 2);
+    for _ in 0..size / MIB as usize {
+        set.extend_from_slice(&block);
+    }
+    set.extend_from_slice(b"\r\n");
+    let mut c = RawClient::connect(strata.addr).await;
+    c.send(&set).await;
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    let mut direct = RawClient::port(redis.port).await;
+    assert_eq!(&direct.command(&["STRLEN", "big"]).await[..], format!(":{size}\r\n").as_bytes());
+    c.send(&cmd(&["GET", "big"])).await;
+    let through = c.read_frame().await;
+    let value = &set[head.len()..];
+    assert!(through.ends_with(value), "the value came back changed");
+    assert_eq!(&through[..through.len() - value.len()], format!("${size}\r\n").as_bytes());
+    drop(set);
+    direct.send(&cmd(&["GET", "big"])).await;
+    let straight = direct.read_frame().await;
+    assert!(through == straight, "strata's reply differs from Redis' own");
 }
