@@ -1,7 +1,7 @@
 //! When a loaded row is written back to Redis, and when it is not: a hash only into an
 //! absent key (`strata_hset_absent`), never after a `DEL` or an invalidation that came
 //! while the query ran, never under the client's `WATCH`; and at most `max_inflight`
-//! queries at once, further misses waiting for a slot.
+//! queries at once, further misses waiting for a slot; each statement prepared once.
 
 mod support;
 
@@ -63,19 +63,28 @@ async fn a_del_while_the_query_ran_stops_the_write_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_while_the_query_ran_stops_the_write_back() {
     within(20, async {
-        let rig = Rig::start("listen_channel = \"strata_invalidate\"\n", &slow_product_rule()).await;
+        // A 1.5 s query, so the NOTIFY surely reaches strata while it runs, not as it ends.
+        let slower = PRODUCT_RULE.replace("fetch_product(", "fetch_product_slower(");
+        let rig =
+            Rig::start("listen_channel = \"strata_invalidate\"\nstatement_timeout_ms = 5000\n", &slower)
+                .await;
+        rig.pg.psql(
+            "CREATE FUNCTION fetch_product_slower(pid integer) RETURNS text LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(1.5); RETURN fetch_product(pid); END $$",
+        );
         eventually!(
             Duration::from_secs(5),
             "strata LISTENs",
             rig.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'") != "0"
         );
-        let reader = get_while_querying(&rig, "product:details:3", "fetch_product_slow").await;
+        let reader = get_while_querying(&rig, "product:details:3", "fetch_product_slower").await;
         rig.pg.psql("SELECT pg_notify('strata_invalidate', 'product:details:3')");
         eventually!(
             Duration::from_secs(5),
             "strata received the NOTIFY",
             counter(rig.strata.addr, "strata_readthrough_invalidations").await == 1
         );
+        assert!(!reader.is_finished(), "the NOTIFY was handled while the query still ran");
         let loaded = reader.await.expect("reader task");
         assert_eq!(show(&loaded), show(&bulk(&rig.product_json(3))), "the miss is still answered");
         let mut direct = rig.direct().await;
@@ -176,6 +185,37 @@ async fn at_most_max_inflight_queries_run_and_further_misses_wait_for_a_slot() {
         assert_eq!(most, 1, "never more than max_inflight queries at once");
         assert!(took >= Duration::from_millis(800), "four 0.2 s queries one after another, took {took:?}");
         assert_eq!(rig.calls(), 4);
+    })
+    .await;
+}
+
+/// With one pooled connection and every statement logged, twenty misses parse the rule's
+/// statement once and execute it twenty times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_statement_is_prepared_once() {
+    within(30, async {
+        let rig = Rig::start("pool_size = 1\n", PRODUCT_RULE).await;
+        rig.pg.psql("ALTER SYSTEM SET log_min_duration_statement = 0");
+        rig.pg.psql("SELECT pg_reload_conf()");
+        // Logged from now on: wait until a statement of ours shows in the log.
+        eventually!(Duration::from_secs(5), "statements are logged", {
+            rig.pg.psql("SELECT 'strata-log-marker'");
+            rig.pg.log().contains("strata-log-marker")
+        });
+        let mut c = rig.client().await;
+        for id in (1..=20).map(|i| if i <= 3 { i } else { 100 + i }) {
+            c.command(&["GET", &format!("product:details:{id}")]).await;
+        }
+        assert_eq!(rig.calls(), 20, "twenty misses, twenty queries");
+        let log = rig.pg.log();
+        let ours = |step: &str| {
+            log.lines()
+                .filter(|l| l.contains(&format!(" {step} ")) && l.contains("SELECT fetch_product($1)"))
+                .count()
+        };
+        eprintln!("parse {}, execute {}", ours("parse"), ours("execute"));
+        assert_eq!(ours("execute"), 20, "the log shows every execution:\n{log}");
+        assert_eq!(ours("parse"), 1, "prepared once, not per query");
     })
     .await;
 }
