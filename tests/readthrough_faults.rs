@@ -367,3 +367,42 @@ async fn strata_starts_and_serves_while_postgres_is_down_and_reads_through_once_
     })
     .await;
 }
+
+/// A `fallback` tier answers only reads that have a rule from PostgreSQL while Redis is
+/// down; its writes, its reads without a rule and other commands fail at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_tier_fails_everything_but_rule_reads_at_once() {
+    within(30, async {
+        let rest = format!(
+            "{PRODUCT_RULE}\n[upstream]\nreconnect_min_ms = 20\nreconnect_max_ms = 200\nconnect_timeout_ms = 2000\n\
+             [breaker]\nfailure_threshold = 1\ncooldown_ms = 60000\n"
+        );
+        let mut rig = Rig::start("", &rest).await;
+        let addr = rig.strata.addr;
+        rig.redis.kill();
+        eventually!(
+            Duration::from_secs(10),
+            "the Redis breaker opens",
+            info_field(&info(addr).await, "strata_breaker_redis_state").as_deref() == Some("open")
+        );
+        let mut c = rig.client().await;
+        let want = "-TRYAGAIN strata: upstream unavailable (circuit open)\r\n".to_string();
+        for args in [
+            &["SET", "product:details:1", "x"][..],
+            &["GET", "product:other:1"],
+            &["HSET", "discount:summer:v3", "f", "v"],
+            &["INCR", "catalog:count"],
+            &["DEL", "product:details:2"],
+            &["EXPIRE", "product:details:1", "10"],
+        ] {
+            let started = Instant::now();
+            let reply = show(&c.command(args).await);
+            let took = started.elapsed();
+            assert_eq!(reply, want, "{args:?}");
+            assert!(took < Duration::from_millis(500), "{args:?} answered after {took:?}, not at once");
+        }
+        // The one thing a fallback tier still answers: a read with a rule, from PostgreSQL.
+        assert_eq!(show(&c.command(&["GET", "product:details:1"]).await), show(&bulk(&rig.product_json(1))));
+    })
+    .await;
+}

@@ -109,6 +109,11 @@ impl PgServer {
         let _ = pg_ctl.output();
     }
 
+    /// The server's log so far (`pg_ctl -l`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     /// `postgres://…` for strata.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
