@@ -164,6 +164,8 @@ impl Breaker {
             if previous == State::Closed {
                 self.opens.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(breaker = self.name, failures, "circuit open: failing fast");
+            } else if previous == State::HalfOpen {
+                tracing::warn!(breaker = self.name, "circuit open again: the probe failed");
             }
         }
     }

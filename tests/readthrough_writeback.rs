@@ -136,7 +136,6 @@ async fn a_loaded_hash_is_written_only_into_an_absent_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "strata breaks this promise: the watched GET's miss is written back (PTTL 3599961 right after), so EXEC answers *-1"]
 async fn under_watch_a_miss_is_answered_but_not_written_back() {
     within(20, async {
         let rig = Rig::start("", PRODUCT_RULE).await;

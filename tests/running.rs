@@ -162,7 +162,6 @@ async fn breaker_transitions_are_logged_once_not_per_request() {
 
 /// README: "Each transition is logged once" -- also a failed probe's half-open → open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "strata breaks this promise: a failed probe's half-open -> open transition is not logged"]
 async fn a_failed_probe_logs_the_return_to_open() {
     let lines = breaker_log_through_an_outage().await;
     let states: Vec<&str> = lines

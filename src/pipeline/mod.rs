@@ -350,7 +350,10 @@ fn read_through(
     let when_down = || {
         keys.iter().all(|(class, _, _)| env.tiers.tier(class.tier).on_upstream_down == UpstreamDown::Fallback)
     };
+    // A WATCHing client's read is answered but never written back: the write would
+    // touch the watched key and abort its transaction.
     if !env.upstream_down
+        && !session.watching
         && let Some(raw) = raw
         && let Some((rule, key)) = through::plain_get(env.fallback, &info.name, argv)
         && let Some(at) = (key.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)
@@ -368,6 +371,7 @@ fn read_through(
         return Through::No;
     };
     through.when_down = when_down();
+    through.write_back = !session.watching;
     Through::Ready(Box::new(through))
 }
 
