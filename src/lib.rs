@@ -3,9 +3,10 @@
 //! # The path of one request
 //!
 //! 1. `server::serve` accepts a client (bounded by `server.max_clients`, backlog
-//!    `server.tcp_backlog`) and spawns a `server::handler::Handler`; the next connection is
-//!    accepted once this one's first batch is on its way, so what a client sent before it
-//!    closed goes before a later client's requests.
+//!    `server.tcp_backlog`) and spawns a `server::handler::Handler`; when the client has
+//!    already sent something (a peek), the next connection is accepted once this one's
+//!    first batch is on its way, so what a client sent before it closed goes before a
+//!    later client's requests.
 //! 2. The handler reads into its buffer; `resp::RequestParser` finds each complete request
 //!    (multibulk or inline) without copying. The command is looked up once in
 //!    `command::CommandTable` (built from the upstream's `COMMAND`), and

@@ -67,8 +67,14 @@ impl SharedPool {
 
     /// Picks a slot for a new client (round robin).
     pub fn assign(&self, protocol: Protocol) -> SlotId {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.connections;
-        SlotId { protocol, index }
+        let count = self.config.connections;
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        // Round robin over the connected slots: a client assigned to one still connecting
+        // (just after start, or after a reconnect) would get -TRYAGAIN while others serve.
+        (0..count)
+            .map(|step| SlotId { protocol, index: (first + step) % count })
+            .find(|&slot| self.sender(slot).is_some())
+            .unwrap_or(SlotId { protocol, index: first })
     }
 
     /// The slot's number in the fence table.
