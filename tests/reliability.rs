@@ -340,25 +340,26 @@ async fn a_blocked_client_never_holds_a_key_another_protocol_needs() {
 /// holds k (so strata must hold the RESP3 client's requests back); a client connecting
 /// after that sets j to b and gets its reply. Straight to Redis j ends as b (the first
 /// client's pipeline runs first); through strata the later client must not slip past the
-/// waiting one on j.
+/// waiting one on j. (Sleeps, not polls: while the script runs Redis answers nobody, so
+/// nothing can be asked; 100 ms each against a 600 ms script.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waiting_for_a_key_is_not_overtaken_on_its_other_keys() {
     let redis = RedisServer::start();
     let strata = Strata::start(&redis.url(), "").await;
     let busy = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
                 while true do local n = redis.call('TIME') \
-                if n[1] * 1000000 + n[2] - start > 300000 then return redis.call('SET', KEYS[1], 'slow') end end";
+                if n[1] * 1000000 + n[2] - start > 600000 then return redis.call('SET', KEYS[1], 'slow') end end";
     for round in 0..3 {
         let (k, j) = (format!("wait:{round}:k"), format!("wait:{round}:j"));
         let mut slow = RawClient::connect(strata.addr).await;
         slow.send(&cmd(&["EVAL", busy, "1", &k])).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut first = RawClient::connect(strata.addr).await;
         assert!(first.command(&["HELLO", "3"]).await.starts_with(b"%"));
         let mut batch = cmd(&["SET", &k, "a"]);
         batch.extend(cmd(&["SET", &j, "a"]));
         first.send(&batch).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut later = RawClient::connect(strata.addr).await;
         assert_eq!(&later.command(&["SET", &j, "b"]).await[..], b"+OK\r\n");
         assert_eq!(&slow.read_frame().await[..], b"+OK\r\n");

@@ -41,6 +41,11 @@ impl RequestParser {
         RequestParser { scanner: FrameScanner::request(), limits }
     }
 
+    /// The limits it enforces (a look-ahead parser gets the same).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// After `next` returned `None`: the buffer length at which the bulk being waited for
     /// is complete, if one is (see `FrameScanner::wanted`).
     pub fn wanted(&self, buf: &[u8]) -> Option<usize> {

@@ -37,6 +37,7 @@ use crate::resp::{Frame, Limits, ProtocolError, RequestParser};
 use crate::upstream::fence::{Access, Held, Stripes, Ticket, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 
+pub(crate) use read::peek;
 use read::{READ_CHUNK, next_read_chunk};
 use state::LastCommand;
 

@@ -195,6 +195,5 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 
 /// True when the client's first bytes are already waiting (a peek, not a read).
 fn has_sent(stream: &tokio::net::TcpStream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-    socket2::SockRef::from(stream).peek(&mut byte).is_ok_and(|n| n > 0)
+    handler::peek(stream).is_ok_and(|n| n > 0)
 }

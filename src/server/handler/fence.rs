@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use super::Handler;
 use crate::resp::request::{Frame, RequestParser};
-use crate::resp::scan::Limits;
 use crate::server::route::Route;
 use crate::upstream::fence::{Conflict, Stripes, stripes_of};
 
@@ -129,11 +128,7 @@ impl Handler {
     fn stripes_ahead(&self, len: usize) -> Vec<u16> {
         let mut wanted: Vec<u16> = self.stripes.to_vec();
         let server = self.ctx.server.load();
-        let limits = Limits {
-            max_bulk: self.ctx.config.limits.max_bulk_len,
-            max_multibulk: self.ctx.config.limits.max_multibulk_len,
-        };
-        let mut parser = RequestParser::new(limits);
+        let mut parser = RequestParser::new(self.parser.limits());
         let (mut ranges, mut stripes) = (Vec::new(), Stripes::new());
         let mut at = len.min(self.rbuf.len());
         // Bounded by the read buffer, which the client buffer limit bounds.

@@ -36,8 +36,7 @@ impl Handler {
         // A peek first: reading into the empty buffer would allocate it, and the run loop
         // would then size it for a batch of requests before any arrived (16 KiB for every
         // idle client of a connection pool).
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+        match peek(&self.stream) {
             Ok(0) => return Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             _ => {}
@@ -81,4 +80,11 @@ impl Handler {
             rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
         }
     }
+}
+
+/// Looks at the client's first byte without reading it: `Ok(0)` when it closed,
+/// `WouldBlock` when nothing came yet.
+pub(crate) fn peek(stream: &tokio::net::TcpStream) -> std::io::Result<usize> {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    socket2::SockRef::from(stream).peek(&mut byte)
 }
