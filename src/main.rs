@@ -56,6 +56,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),
@@ -171,6 +172,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("strata stopped");
         Ok(())
     })
+}
+
+/// mimalloc asks the kernel for transparent huge pages on its arenas (`madvise`), so the
+/// first touch of each 2 MiB zeroes all of it and, after mimalloc returned freed memory,
+/// zeroes it again. A burst of thousands of new clients then stalled the runtime for tens of
+/// milliseconds at a time: the listen queue overflowed and connects waited a second for a
+/// SYN retry (bench/connect-burst.py: 1.8x Redis' time with them, 1.0x without). Request
+/// throughput did not measurably change (bench/README, "Runs of 2026-12-07, evening").
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with integer arguments only; it changes this process' memory policy.
+    let failed = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+    if failed {
+        eprintln!("strata: could not turn off transparent huge pages (prctl); continuing");
+    }
 }
 
 /// mimalloc gives freed memory back to the OS lazily, on a later allocation: a sidecar
