@@ -14,7 +14,7 @@ use strata::command::CommandTable;
 use strata::config::{Config, Overrides};
 use strata::pipeline::{self, Env, Note, Prepared};
 use strata::resp::{Frame, Limits, RequestParser};
-use strata::server::Session;
+use strata::session::Session;
 use strata::stats::{InfoExtra, Stats};
 use strata::tier::TierTable;
 

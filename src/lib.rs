@@ -72,6 +72,7 @@ pub mod fallback;
 pub mod pipeline;
 pub mod resp;
 pub mod server;
+pub mod session;
 pub mod stats;
 pub mod tier;
 pub mod upstream;

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 
-use super::reply::{Shares, array_elements, element_slices};
 use super::{Account, AccountKeys, Elements, Note};
+use crate::resp::frames::{Shares, array_elements, element_slices, is_error};
 use crate::stats::{Outcome, Stats};
 use crate::tier::Class;
 use crate::tier::plan::Role;
@@ -106,10 +106,6 @@ pub(super) fn account_in_place(bytes: &[u8], ends: &[u32], notes: &[Note], micro
 
 /// Every outcome, in `Outcome as usize` order.
 const OUTCOMES: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Write, Outcome::Error];
-
-pub(super) fn is_error(frame: &[u8]) -> bool {
-    matches!(frame.first(), Some(b'-' | b'!'))
-}
 
 /// A nil or an empty collection: the read found nothing.
 fn is_missing(frame: &[u8]) -> bool {

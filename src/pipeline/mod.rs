@@ -15,7 +15,7 @@ use crate::command::{CommandInfo, CommandTable, Kind, cmd_flag};
 use crate::config::UpstreamDown;
 use crate::fallback::Fallback;
 use crate::resp::Reply;
-use crate::server::Session;
+use crate::session::Session;
 use crate::stats::{InfoExtra, Stats};
 use crate::tier::plan::{Input, Mode, Role};
 use crate::tier::{Class, ReplyFix, TierTable, plan};

@@ -6,9 +6,9 @@
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::count::{Tally, account_in_place, is_error, record, record_exec};
+use super::count::{Tally, account_in_place, record, record_exec};
 use super::{DeferredGet, Env, Note, ReadThrough, Through, through};
-use crate::resp::{FrameScanner, Limits};
+use crate::resp::frames::{Shares, array_elements, frames_len, is_error};
 use crate::tier::ReplyFix;
 
 /// Part of a batch's answer.
@@ -63,35 +63,6 @@ pub fn finish(
     };
     tally.flush(env.stats);
     settled
-}
-
-/// Cuts a batch's replies into each note's share, by the frame ends the connection
-/// found or, without them, by measuring the frames again.
-pub(super) struct Shares<'a> {
-    bytes: &'a [u8],
-    ends: &'a [u32],
-    offset: usize,
-    frame: usize,
-}
-
-impl<'a> Shares<'a> {
-    /// `ends` one per frame of the notes, or empty.
-    pub(super) fn new(bytes: &'a [u8], ends: &'a [u32]) -> Shares<'a> {
-        Shares { bytes, ends, offset: 0, frame: 0 }
-    }
-
-    /// The next `frames` frames; `None` if the bytes run short or are malformed.
-    pub(super) fn next(&mut self, frames: usize) -> Option<&'a [u8]> {
-        let start = self.offset;
-        let end = match (frames, self.ends.is_empty()) {
-            (0, _) => start,
-            (_, false) => *self.ends.get(self.frame + frames - 1)? as usize,
-            (_, true) => start + frames_len(&self.bytes[start..], frames)?,
-        };
-        self.frame += frames;
-        self.offset = end;
-        self.bytes.get(start..end)
-    }
 }
 
 fn finish_cutting(
@@ -251,17 +222,6 @@ fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     false
 }
 
-/// The length of the first `n` complete frames of `buf`.
-fn frames_len(buf: &[u8], n: usize) -> Option<usize> {
-    let mut len = 0;
-    for _ in 0..n {
-        let rest = &buf[len..];
-        // `scan` measures scalar replies without its general walk.
-        len += FrameScanner::reply().scan(rest, &Limits::UNBOUNDED).ok()??;
-    }
-    Some(len)
-}
-
 fn take_frames(bytes: &mut Bytes, n: usize) -> Option<Vec<Bytes>> {
     let mut frames = Vec::with_capacity(n.min(64));
     for _ in 0..n {
@@ -357,31 +317,6 @@ fn split_bulk(reply: &[u8]) -> Option<(u8, &[u8])> {
     reply.get(header_end..body_end).map(|body| (marker, body))
 }
 
-/// The elements of an array (`*`, `~`, `>`) reply, each as its raw frame; `None` for
-/// anything else, including null arrays.
-pub(super) fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
-    Some(element_slices(reply)?.into_iter().map(|e| reply.slice_ref(e)).collect())
-}
-
-/// `array_elements` as slices of `reply`, for counting without reference-counted copies.
-pub(super) fn element_slices(reply: &[u8]) -> Option<Vec<&[u8]>> {
-    if !matches!(reply.first(), Some(b'*' | b'~' | b'>')) {
-        return None;
-    }
-    let header_end = memchr::memchr(b'\n', reply)? + 1;
-    let count: i64 = std::str::from_utf8(reply.get(1..header_end.checked_sub(2)?)?).ok()?.parse().ok()?;
-    let count = usize::try_from(count).ok()?;
-    // Bounded by the reply: every element takes at least three bytes of it.
-    let mut elements = Vec::with_capacity(count.min(reply.len() / 3));
-    let mut offset = header_end;
-    for _ in 0..count {
-        let len = frames_len(&reply[offset..], 1)?;
-        elements.push(&reply[offset..offset + len]);
-        offset += len;
-    }
-    Some(elements)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,22 +342,6 @@ mod tests {
         assert_eq!(&filter_exec(exec.clone(), &[0, 0])[..], &exec[..], "mismatched mask passes through");
         let null = Bytes::from_static(b"*-1\r\n");
         assert_eq!(&filter_exec(null.clone(), &[1])[..], &null[..]);
-    }
-
-    #[test]
-    fn shares_cut_alike_with_and_without_frame_ends() {
-        let bytes = b"+OK\r\n$2\r\nxx\r\n*2\r\n:1\r\n:2\r\n$-1\r\n";
-        let notes = [super::Note::plain(2), super::Note::plain(1), super::Note::plain(1)];
-        let expected: [&[u8]; 3] = [b"+OK\r\n$2\r\nxx\r\n", b"*2\r\n:1\r\n:2\r\n", b"$-1\r\n"];
-        let ends = [5, 13, 25, 30];
-        for ends in [&ends[..], &[]] {
-            let mut shares = Shares::new(bytes, ends);
-            for (note, want) in notes.iter().zip(expected) {
-                assert_eq!(shares.next(note.frames), Some(want), "ends {ends:?}");
-            }
-        }
-        let mut short = Shares::new(b"+OK\r\n", &[]);
-        assert_eq!(short.next(2), None);
     }
 
     #[test]

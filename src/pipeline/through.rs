@@ -205,6 +205,6 @@ async fn mget(fallback: &Fallback, rt: &ReadThrough, original: Option<&[u8]>, wr
 /// MGET's reply as elements, `None` for the nil ones.
 fn split_array(reply: &[u8]) -> Option<Vec<Option<Bytes>>> {
     let bytes = Bytes::copy_from_slice(reply);
-    let elements = super::reply::array_elements(&bytes)?;
+    let elements = crate::resp::frames::array_elements(&bytes)?;
     Some(elements.into_iter().map(|e| (!matches!(&e[..], b"$-1\r\n" | b"_\r\n")).then_some(e)).collect())
 }

@@ -4,6 +4,7 @@
 //! `scan` for boundaries and `request` for client requests. `reply` builds strata's own
 //! replies with redis-protocol's encoders, in the client's protocol version.
 
+pub mod frames;
 pub mod reply;
 pub mod request;
 pub mod scan;

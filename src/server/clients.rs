@@ -7,10 +7,10 @@ use std::fmt::Write;
 
 use tokio::time::Instant;
 
+use super::action::{Action, Route, RouteContext};
 use super::registry::{ClientHandle, View};
-use super::route::{Action, Route, RouteContext};
-use super::session::Session;
 use crate::resp::Reply;
+use crate::session::Session;
 
 /// The caller's own request, which Redis shows in its line as it runs.
 pub struct Caller<'a> {

@@ -24,16 +24,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
+use super::action::{Action, Route, RouteContext};
 use super::memory::Share;
 use super::pending::{Keys, Pending, Run, defer, env, keep_spare, keep_spare_keys, resolve_front};
 use super::registry::{Peer, Registration, View};
-use super::route::{Action, Route, RouteContext, decide};
-use super::session::Session;
+use super::route::decide;
 use super::woken::Woken;
 use crate::command::cmd_flag;
 use crate::pipeline::{self, Note, Prepared, Through};
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, ProtocolError, RequestParser};
+use crate::session::Session;
 use crate::upstream::fence::{Access, Held, Stripes, Ticket, stripes_of};
 use crate::upstream::{Dedicated, Job, Msg, ServerInfo, SlotId};
 

@@ -4,14 +4,14 @@
 
 use bytes::Bytes;
 
+use super::action::{Action, Route, RouteContext};
 use super::clients;
 use super::registry::Registry;
-use super::route::{Action, Route, RouteContext};
-use super::session::Session;
 use crate::command::TableSource;
 use crate::config::PersistPolicy;
 use crate::resp::Reply;
 use crate::resp::reply::Protocol;
+use crate::session::Session;
 use crate::tier::TierTable;
 
 fn wrong_arity(name: &str) -> Reply {

@@ -1,6 +1,7 @@
 //! The client-facing side: the listener with its connection limit, one handler per client,
 //! and graceful shutdown.
 
+mod action;
 mod bind;
 mod clients;
 mod handler;
@@ -9,7 +10,6 @@ mod memory;
 mod pending;
 mod registry;
 mod route;
-mod session;
 mod woken;
 
 use std::sync::Arc;
@@ -22,9 +22,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use action::Route;
 pub use bind::bind;
-pub use route::Route;
-pub use session::Session;
 
 use crate::breaker::Breaker;
 use crate::config::Config;

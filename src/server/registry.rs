@@ -11,8 +11,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::session::Session;
 use crate::resp::reply::Protocol;
+use crate::session::Session;
 
 /// What other connections may do to, and see of, one client.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! latency histograms per tier. The hot path only touches atomics and a per-thread
 //! histogram shard; readers (`INFO strata`, `/metrics`) merge on demand.
 
+mod account;
 mod info;
 mod latency;
 mod prometheus;
@@ -9,6 +10,7 @@ mod prometheus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+pub use account::{Account, AccountKeys, Elements};
 pub use info::{InfoExtra, section as info_section, with_strata_clients};
 pub use latency::{Latency, Percentiles};
 pub use prometheus::Exporter;

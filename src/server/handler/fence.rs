@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Handler;
 use crate::resp::request::{Frame, RequestParser};
-use crate::server::route::Route;
+use crate::server::action::Route;
 use crate::upstream::fence::{Conflict, Stripes, stripes_of};
 
 /// Pause between tries while a stripe belongs to a connection the client cannot move to.

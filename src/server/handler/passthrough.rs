@@ -28,8 +28,8 @@ use self::requests::Requests;
 use super::Handler;
 use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, Reply, RequestParser};
+use crate::server::action::Route;
 use crate::server::registry::ClientHandle;
-use crate::server::route::Route;
 use crate::upstream::ServerInfo;
 
 /// How a pass-through stretch ended.

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::super::action::Route;
 use super::super::pending::{Keys, Pending, repeat_error, settle};
-use super::super::route::Route;
 use super::Handler;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;

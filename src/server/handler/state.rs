@@ -7,9 +7,9 @@ use bytes::Bytes;
 use super::Handler;
 use crate::resp::reply::Protocol;
 use crate::resp::{ProtocolError, Reply};
+use crate::server::action::Action;
 use crate::server::pending::{Keys, Pending};
 use crate::server::registry::View;
-use crate::server::route::Action;
 use crate::upstream::Dedicated;
 
 /// The name of the client's last command, copied only when the command changes: per

@@ -28,7 +28,7 @@ pub struct Session {
     /// command, the same growth Redis itself allows for the transaction.
     pub tx_mask: Vec<u16>,
     /// Inside MULTI: what to count for each queued command once EXEC's array arrives.
-    pub tx_accounts: Vec<Option<crate::pipeline::Account>>,
+    pub tx_accounts: Vec<Option<crate::stats::Account>>,
     /// strata's transaction bookkeeping is running (a nested MULTI leaves it alone).
     pub tx_open: bool,
     /// SELECT moved the client off the upstream URL's database: read-through rules
@@ -77,7 +77,7 @@ impl Session {
     }
 
     /// Ends strata's transaction bookkeeping, returning the mask and accounts gathered.
-    pub fn close_tx(&mut self) -> (Vec<u16>, Vec<Option<crate::pipeline::Account>>) {
+    pub fn close_tx(&mut self) -> (Vec<u16>, Vec<Option<crate::stats::Account>>) {
         self.tx_open = false;
         (std::mem::take(&mut self.tx_mask), std::mem::take(&mut self.tx_accounts))
     }

@@ -1,0 +1,54 @@
+//! The vocabulary of routing: which upstream connection a request takes (`Route`), what
+//! happens to it (`Action`), and what deciding reads besides the session
+//! (`RouteContext`). Kept apart from `route::decide` so that the local answers it calls
+//! (`local`, `clients`) can name an action without importing the decider.
+
+use crate::command::CommandTable;
+use crate::resp::Reply;
+
+/// Which upstream connection a forwarded request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The client's shared, multiplexed connection.
+    Shared,
+    /// The client's own connection.
+    Pinned,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward the request bytes unchanged.
+    Forward(Route),
+    /// Forward these bytes instead of the request (a rewritten request).
+    ForwardBytes(Route, bytes::Bytes),
+    /// Forward a HELLO on the pinned connection and adopt its protocol if Redis accepts it.
+    ForwardHello(u8),
+    /// Answer with this reply; Redis never sees the request.
+    Local(Reply),
+    /// Hand the connection over to Redis while the state lasts (pub/sub, MONITOR, CLIENT
+    /// TRACKING, CLIENT REPLY OFF/SKIP): replies stop being one per request and go back
+    /// verbatim; requests naming strata ids are still translated. With bytes, they
+    /// replace the request (an id rewritten from strata's to Redis').
+    PassThrough(Option<bytes::Bytes>),
+    /// Reply, then close the connection (QUIT, or CLIENT KILL of the caller itself).
+    Close(Reply),
+    /// Drop all connection state and reply `+RESET`.
+    Reset,
+}
+
+/// Everything `decide` reads besides the session.
+pub struct RouteContext<'a> {
+    /// The command table.
+    pub commands: &'a CommandTable,
+    /// Redis version for HELLO.
+    pub version: &'a str,
+    /// The upstream's configured credentials and database.
+    pub upstream: &'a crate::config::UpstreamUrl,
+    /// Connected clients, for CLIENT KILL ID / UNBLOCK.
+    pub registry: &'a super::registry::Registry,
+    /// The tiers, for STRATA TIER / TIERS.
+    pub tiers: &'a crate::tier::TierTable,
+    /// The request's entry in the command table, looked up once per request.
+    pub info: Option<&'a crate::command::CommandInfo>,
+}
