@@ -205,6 +205,28 @@ impl Breaker {
     }
 }
 
+/// `[breaker]`
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// Open for this long before one probe is allowed.
+    pub cooldown: Duration,
+    /// Failure share over a window that opens the breaker; `None` turns the rule off.
+    pub error_rate: Option<f64>,
+    /// Length of the error-rate window.
+    pub window: Duration,
+    /// Outcomes needed in a window before the rate counts.
+    pub min_calls: u32,
+}
+
+impl BreakerConfig {
+    /// The error-rate rule for `crate::breaker`, if on.
+    pub fn rate(&self) -> Option<ErrorRate> {
+        self.error_rate.map(|max_rate| ErrorRate { max_rate, window: self.window, min_calls: self.min_calls })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

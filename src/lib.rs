@@ -129,12 +129,27 @@ pub async fn run_with_admin(
         config.breaker.rate(),
     ));
     let pool = SharedPool::start(&config.upstream, breaker);
-    let fallback = fallback::start(&config, shutdown.clone());
+    let fallback = start_fallback(&config, shutdown.clone());
     let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone(), fallback));
     if let Some(admin) = admin {
         tokio::spawn(admin::http::serve(admin, Arc::new(AdminView(ctx.clone())), shutdown));
     }
     server::serve(listener, ctx).await;
+}
+
+/// The read-through service for `config`, with strata's own Redis client for write-backs
+/// when there are rules (without one, write-backs are off and the log says why).
+pub fn start_fallback(config: &Config, shutdown: CancellationToken) -> Arc<fallback::Fallback> {
+    let redis =
+        match (!config.read_through.is_empty()).then(|| upstream::own::OwnClient::start(&config.upstream)) {
+            Some(Ok(client)) => Some(Arc::new(client)),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot build strata's own Redis client; write-backs are off");
+                None
+            }
+            None => None,
+        };
+    fallback::start(&config.fallback_setup(), redis, shutdown)
 }
 
 /// The running proxy as the admin endpoints see it.

@@ -127,7 +127,7 @@ fn check_against_database(file: &std::path::Path, config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems = runtime.block_on(strata::fallback::check_rules(config));
+    let problems = runtime.block_on(strata::fallback::check_rules(&config.fallback_setup()));
     if problems.is_empty() {
         let text =
             format!("{}: ok (every read-through statement prepared)\n{}\n", file.display(), config.summary());

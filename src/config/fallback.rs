@@ -6,91 +6,21 @@ use std::time::Duration;
 
 use super::bounds::{millis, parse_ttl};
 use super::reader::Section;
-use super::{ConfigError, TierConfig};
+use super::{Config, ConfigError};
+use crate::fallback::settings::Setup;
 
-/// `[postgres]`
-#[derive(Debug, Clone)]
-pub struct PostgresConfig {
-    /// Connection URL; `None` turns read-through off.
-    pub url: Option<String>,
-    /// Most pooled connections.
-    pub pool_size: u32,
-    /// Time allowed to get a connection.
-    pub connect_timeout: Duration,
-    /// Longest a read-through query may run (server-side `statement_timeout` too).
-    pub statement_timeout: Duration,
-    /// Most read-through queries in flight; more misses wait for a slot.
-    pub max_inflight: usize,
-    /// Channel strata LISTENs on for invalidations; `None` for none.
-    pub listen_channel: Option<String>,
-    /// Most keys remembered as "no row" at once.
-    pub negative_cache_size: usize,
-}
+pub use crate::breaker::BreakerConfig;
+pub use crate::fallback::settings::{OnDbError, PostgresConfig, ReadThroughConfig, Shape};
 
-/// The value a rule's query produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// One column: a string value (GET, GETEX, MGET).
-    String,
-    /// Columns become hash fields (HGET, HMGET, HGETALL, HEXISTS).
-    Hash,
-}
-
-/// What a miss answers when PostgreSQL fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDbError {
-    /// An error reply.
-    Error,
-    /// A nil, as if the row did not exist (not cached).
-    Nil,
-}
-
-/// One `[[read_through]]` rule.
-#[derive(Debug, Clone)]
-pub struct ReadThroughConfig {
-    /// Name used in logs and metrics.
-    pub name: String,
-    /// Key pattern with `{capture}`s, such as `product:details:{id}`.
-    pub key: String,
-    /// SQL with `$1…$n` bound to the captures in order.
-    pub query: String,
-    /// Optional SQL for several keys at once: `$1` is an array of the (single) capture,
-    /// and each row is `(capture, value)`.
-    pub batch_query: Option<String>,
-    /// String or hash.
-    pub shape: Shape,
-    /// How long "no row" is remembered.
-    pub negative_ttl: Duration,
-    /// Answer on database failure.
-    pub on_db_error: OnDbError,
-    /// The tier whose TTL the written-back value gets (by name; default: the tier of
-    /// the pattern's literal prefix).
-    pub tier: Option<String>,
-}
-
-/// `[breaker]`
-#[derive(Debug, Clone)]
-pub struct BreakerConfig {
-    /// Consecutive failures that open the breaker.
-    pub failure_threshold: u32,
-    /// Open for this long before one probe is allowed.
-    pub cooldown: Duration,
-    /// Failure share over a window that opens the breaker; `None` turns the rule off.
-    pub error_rate: Option<f64>,
-    /// Length of the error-rate window.
-    pub window: Duration,
-    /// Outcomes needed in a window before the rate counts.
-    pub min_calls: u32,
-}
-
-impl BreakerConfig {
-    /// The error-rate rule for `crate::breaker`, if on.
-    pub fn rate(&self) -> Option<crate::breaker::ErrorRate> {
-        self.error_rate.map(|max_rate| crate::breaker::ErrorRate {
-            max_rate,
-            window: self.window,
-            min_calls: self.min_calls,
-        })
+impl Config {
+    /// The sections read-through is built from, with the compiled tiers.
+    pub fn fallback_setup(&self) -> Setup<'_> {
+        Setup {
+            rules: &self.read_through,
+            postgres: &self.postgres,
+            breaker: &self.breaker,
+            tiers: &self.tier_table,
+        }
     }
 }
 
@@ -214,7 +144,7 @@ fn read_rule(mut s: Section, errors: &mut Vec<ConfigError>) -> ReadThroughConfig
 /// Captures are bound as `$1…$n`; SQL naming more parameters than the key has captures
 /// could never run.
 fn check_rule_sql(s: &Section, rule: &ReadThroughConfig, errors: &mut Vec<ConfigError>) {
-    let captures = match crate::fallback::KeyPattern::parse(&rule.key) {
+    let captures = match crate::fallback::pattern::KeyPattern::parse(&rule.key) {
         Ok(p) => p.captures().len(),
         Err(why) => {
             errors.push(ConfigError::new(&s.field_path("key"), why));
@@ -263,14 +193,13 @@ fn highest_parameter(sql: &str) -> usize {
 /// Rules need a database and a tier whose TTL their write-back uses.
 pub(super) fn check_rules_against(
     rules: &[ReadThroughConfig],
-    tiers: &[TierConfig],
-    postgres: &PostgresConfig,
+    config: &Config,
     errors: &mut Vec<ConfigError>,
 ) {
+    let (tiers, postgres, table) = (&config.tiers, &config.postgres, &config.tier_table);
     if !rules.is_empty() && postgres.url.is_none() {
         errors.push(ConfigError::new("postgres.url", "is required by the [[read_through]] rules".into()));
     }
-    let table = crate::tier::TierTable::new(tiers);
     for (i, rule) in rules.iter().enumerate() {
         let tier = match &rule.tier {
             Some(name) => tiers.iter().find(|t| &t.name == name),

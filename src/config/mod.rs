@@ -13,12 +13,15 @@ mod url;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use bounds::{MAX_TTL, MAX_WAIT_MS, parse_duration, show as show_duration};
 use bounds::{millis, positive, positive_millis};
 pub use fallback::{BreakerConfig, OnDbError, PostgresConfig, ReadThroughConfig, Shape};
 use reader::Section;
+
+use crate::tier::TierTable;
 pub use server::{ServerConfig, check_address};
 pub use tiers::{Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound};
 pub use url::UpstreamUrl;
@@ -76,6 +79,8 @@ pub struct Config {
     pub read_through: Vec<ReadThroughConfig>,
     /// The upstream circuit breaker.
     pub breaker: BreakerConfig,
+    /// `tiers` compiled once, at validation, for everything that classifies keys.
+    pub tier_table: Arc<TierTable>,
 }
 
 /// `[upstream]`
@@ -148,7 +153,7 @@ impl Config {
         let table: toml::Table = text.parse().map_err(|e| vec![toml_error(text, &e)])?;
         let mut errors = Vec::new();
         let mut root = Section::root(&table);
-        let config = Config {
+        let mut config = Config {
             server: server::read_server(&mut root, overrides, &mut errors),
             upstream: read_upstream(&mut root, overrides, &mut errors),
             limits: read_limits(&mut root, &mut errors),
@@ -157,8 +162,10 @@ impl Config {
             postgres: fallback::read_postgres(&mut root, overrides.postgres.clone(), &mut errors),
             read_through: fallback::read_rules(&mut root, &mut errors),
             breaker: fallback::read_breaker(&mut root, &mut errors),
+            tier_table: Arc::default(),
         };
-        fallback::check_rules_against(&config.read_through, &config.tiers, &config.postgres, &mut errors);
+        config.tier_table = Arc::new(TierTable::new(&config.tiers));
+        fallback::check_rules_against(&config.read_through, &config, &mut errors);
         root.finish(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }

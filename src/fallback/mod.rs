@@ -8,8 +8,9 @@ mod counters;
 mod flight;
 mod freshness;
 mod listen;
-mod pattern;
+pub mod pattern;
 mod postgres;
+pub mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +24,10 @@ pub use pattern::KeyPattern;
 pub use postgres::{Database, ParamType, RuleSql};
 
 use crate::breaker::Breaker;
-use crate::config::{Config, OnDbError, Shape};
 use crate::stats::Latency;
-use crate::tier::{TierTable, TtlPolicy};
+use crate::tier::TtlPolicy;
 use crate::upstream::own::OwnClient;
+pub use settings::{OnDbError, PostgresConfig, ReadThroughConfig, Setup, Shape};
 
 /// How long a loaded row is shared with misses that arrive after its query finished:
 /// long enough to cover misses Redis answered before the write-back landed (and reads
@@ -104,26 +105,22 @@ pub struct Fallback {
 
 impl Fallback {
     /// Compiles the rules; the database pool connects lazily.
-    pub fn new(
-        config: &Config,
-        tiers: &TierTable,
-        redis: Option<Arc<OwnClient>>,
-    ) -> Result<Fallback, FallbackError> {
-        let rules = compile_rules(config, tiers)?;
-        let db = match (&config.postgres.url, rules.is_empty()) {
-            (Some(url), false) => Some(Database::connect_lazy(&config.postgres, url)?),
+    pub fn new(setup: &Setup, redis: Option<Arc<OwnClient>>) -> Result<Fallback, FallbackError> {
+        let rules = compile_rules(setup)?;
+        let db = match (&setup.postgres.url, rules.is_empty()) {
+            (Some(url), false) => Some(Database::connect_lazy(setup.postgres, url)?),
             _ => None,
         };
-        Ok(Self::assemble(config, rules, db, redis))
+        Ok(Self::assemble(setup, rules, db, redis))
     }
 
     /// A service with no rules (read-through off), for when the rules cannot be built.
-    fn disabled(config: &Config) -> Fallback {
-        Self::assemble(config, Vec::new(), None, None)
+    fn disabled(setup: &Setup) -> Fallback {
+        Self::assemble(setup, Vec::new(), None, None)
     }
 
     fn assemble(
-        config: &Config,
+        config: &Setup,
         rules: Vec<Rule>,
         db: Option<Database>,
         redis: Option<Arc<OwnClient>>,
@@ -295,36 +292,32 @@ impl Fallback {
     }
 }
 
-/// Builds the read-through service for a running strata: its own Redis client when there
-/// are rules, and the LISTEN task for invalidations when a channel is configured.
-pub fn start(config: &Config, shutdown: tokio_util::sync::CancellationToken) -> Arc<Fallback> {
-    let tiers = TierTable::new(&config.tiers);
-    let wants_redis = !config.read_through.is_empty();
-    let redis = match wants_redis.then(|| OwnClient::start(&config.upstream)) {
-        Some(Ok(client)) => Some(Arc::new(client)),
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "cannot build strata's own Redis client; write-backs are off");
-            None
-        }
-        None => None,
-    };
-    let fallback = match Fallback::new(config, &tiers, redis) {
+/// Builds the read-through service for a running strata, with strata's own Redis client
+/// (`redis`, for write-backs) and the LISTEN task for invalidations when a channel is
+/// configured.
+pub fn start(
+    setup: &Setup,
+    redis: Option<Arc<OwnClient>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Arc<Fallback> {
+    let fallback = match Fallback::new(setup, redis) {
         Ok(fallback) => fallback,
         Err(e) => {
             tracing::error!(error = %e, "read-through disabled");
-            Fallback::disabled(config)
+            Fallback::disabled(setup)
         }
     };
     let fallback = Arc::new(fallback);
-    if let (Some(channel), Some(_)) = (&config.postgres.listen_channel, fallback.database()) {
+    if let (Some(channel), Some(_)) = (&setup.postgres.listen_channel, fallback.database()) {
         tokio::spawn(listen::run(fallback.clone(), channel.clone(), shutdown));
     }
     fallback
 }
 
-fn compile_rules(config: &Config, tiers: &TierTable) -> Result<Vec<Rule>, FallbackError> {
-    config
-        .read_through
+fn compile_rules(setup: &Setup) -> Result<Vec<Rule>, FallbackError> {
+    let tiers = setup.tiers;
+    setup
+        .rules
         .iter()
         .map(|r| {
             let pattern = KeyPattern::parse(&r.key).map_err(FallbackError::Config)?;
@@ -350,9 +343,8 @@ fn compile_rules(config: &Config, tiers: &TierTable) -> Result<Vec<Rule>, Fallba
 }
 
 /// `strata check-config --db`: prepares every rule's statements on the live database.
-pub async fn check_rules(config: &Config) -> Vec<String> {
-    let tiers = TierTable::new(&config.tiers);
-    let fallback = match Fallback::new(config, &tiers, None) {
+pub async fn check_rules(setup: &Setup<'_>) -> Vec<String> {
+    let fallback = match Fallback::new(setup, None) {
         Ok(f) => f,
         Err(e) => return vec![e.to_string()],
     };

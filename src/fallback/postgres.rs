@@ -8,8 +8,8 @@ use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
+use super::settings::{PostgresConfig, Shape};
 use super::{FallbackError, Loaded};
-use crate::config::{PostgresConfig, Shape};
 
 /// How a capture is bound, from the statement's parameter type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -464,7 +464,7 @@ default_ttl = "1h"
             let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
             let tiers = TierTable::new(&config.tiers);
             let stats = Stats::new(&tiers);
-            let fallback = crate::fallback::start(&config, tokio_util::sync::CancellationToken::new());
+            let fallback = crate::start_fallback(&config, tokio_util::sync::CancellationToken::new());
             Fixture { tiers, stats, commands: CommandTable::builtin(), fallback }
         }
 

@@ -71,7 +71,7 @@ impl Context {
         shutdown: CancellationToken,
         fallback: Arc<Fallback>,
     ) -> Self {
-        let tiers = Arc::new(TierTable::new(&config.tiers));
+        let tiers = config.tier_table.clone();
         let stats = Arc::new(Stats::new(&tiers));
         let breaker = pool.breaker();
         let spares = Spares::start(&config.upstream, config.upstream.spare_connections, breaker.clone());

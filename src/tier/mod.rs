@@ -5,10 +5,11 @@
 mod glob;
 pub mod plan;
 pub mod policy;
+pub mod settings;
 
-use crate::config::{TierConfig, UpstreamDown};
 pub use plan::{Plan, ReplyFix};
 pub use policy::TtlPolicy;
+pub use settings::{Jitter, PersistPolicy, TierConfig, UpstreamDown, jitter_bound};
 
 /// Index of a tier in the table.
 pub type TierId = u16;

@@ -1,7 +1,7 @@
 //! One tier's TTL rules in milliseconds: the default (with jitter) for keys written
 //! without a TTL, the clamp for explicit TTLs, sliding refresh, and PERSIST handling.
 
-use crate::config::{Jitter, PersistPolicy, TierConfig, jitter_bound};
+use super::settings::{Jitter, PersistPolicy, TierConfig, jitter_bound};
 
 /// The TTL rules of one tier.
 #[derive(Debug, Clone, PartialEq)]
