@@ -145,7 +145,8 @@ fn per_request<'a>(
             // The frame ends the upstream connection finds while it reads the replies.
             let ends: smallvec::SmallVec<[u32; 16]> =
                 (1..=BATCH as u32).map(|i| black_box(i * reply.len() as u32)).collect();
-            let done = pipeline::reply::finish(&env, replies.clone(), &ends, &mut notes, &Bytes::new(), now);
+            let done =
+                pipeline::reply::finish(&env, replies.clone(), &ends, &mut notes, &Bytes::new(), now, false);
             black_box(done);
         }
         black_box(BytesMut::new());

@@ -68,6 +68,7 @@ pub mod admin;
 pub mod breaker;
 pub mod command;
 pub mod config;
+pub mod error;
 pub mod fallback;
 pub mod pipeline;
 pub mod resp;

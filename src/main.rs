@@ -179,7 +179,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 /// zeroes it again. A burst of thousands of new clients then stalled the runtime for tens of
 /// milliseconds at a time: the listen queue overflowed and connects waited a second for a
 /// SYN retry (bench/connect-burst.py: 1.8x Redis' time with them, 1.0x without). Request
-/// throughput did not measurably change (bench/README, "Runs of 2026-12-07, evening").
+/// throughput did not measurably change (bench/LOG.md, "Runs of 2026-12-07, evening").
 fn disable_transparent_huge_pages() {
     // SAFETY: prctl with integer arguments only; it changes this process' memory policy.
     let failed = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;

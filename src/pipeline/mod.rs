@@ -12,11 +12,12 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::command::{CommandInfo, CommandTable, Kind, cmd_flag};
-use crate::config::UpstreamDown;
+use crate::error::Error;
 use crate::fallback::Fallback;
 use crate::resp::Reply;
 use crate::session::Session;
 use crate::stats::{InfoExtra, Stats};
+use crate::tier::UpstreamDown;
 use crate::tier::plan::{Input, Mode, Role};
 use crate::tier::{Class, ReplyFix, TierTable, plan};
 pub use note::{Account, AccountKeys, DeferredGet, Elements, Note, Through};
@@ -71,9 +72,6 @@ impl Prepared {
         }
     }
 }
-
-/// The reply to requests while the upstream breaker is open.
-pub const UPSTREAM_DOWN: &str = "TRYAGAIN strata: upstream unavailable (circuit open)";
 
 /// Prepares one forwarded request: `argv` are its arguments and `raw` the whole request
 /// as RESP (as the client sent it, or an inline command encoded). Runs for every request,
@@ -187,7 +185,7 @@ fn when_down(prepared: Prepared) -> Prepared {
             Prepared::FromDatabase(t)
         }
         Prepared::Answer(reply) => Prepared::Answer(reply),
-        _ => Prepared::Answer(Reply::Error(UPSTREAM_DOWN.to_string())),
+        _ => Prepared::Answer(Error::redis_unavailable("circuit open").reply()),
     }
 }
 
@@ -517,7 +515,7 @@ default_ttl = "1h"
             Note::push(&mut notes, note);
             assert_eq!(notes.len(), 3, "a plain note in between is not merged across");
             let before = stats.tier(0);
-            match reply::finish(&env, replies.clone(), ends, &mut notes, &Bytes::new(), env.now) {
+            match reply::finish(&env, replies.clone(), ends, &mut notes, &Bytes::new(), env.now, false) {
                 reply::Settled::Ready(bytes) => assert_eq!(bytes, replies),
                 other => panic!("nothing to load: {other:?}"),
             }

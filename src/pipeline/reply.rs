@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::count::{Tally, account_in_place, record, record_exec};
 use super::{DeferredGet, Env, Note, ReadThrough, Through, through};
+use crate::error::{Error, Kind, Side};
 use crate::resp::frames::{Shares, array_elements, frames_len, is_error};
 use crate::tier::ReplyFix;
 
@@ -32,7 +33,8 @@ pub enum Settled {
 
 /// Turns the replies of a batch (in note order) into the client's replies; the batch was
 /// read at `started` and `env.now` is when its replies arrived. `ends` are where the
-/// frames end in `bytes`, if the connection passed them on (else empty).
+/// frames end in `bytes`, if the connection passed them on (else empty). `redis_down`:
+/// strata wrote the replies because Redis did not answer (`upstream::Replies::failed`).
 pub fn finish(
     env: &Env,
     bytes: Bytes,
@@ -40,6 +42,7 @@ pub fn finish(
     notes: &mut [Note],
     keys: &Bytes,
     started: Instant,
+    redis_down: bool,
 ) -> Settled {
     let mut tally = Tally::default();
     let micros = env.now.saturating_duration_since(started).as_micros() as u64;
@@ -55,11 +58,11 @@ pub fn finish(
     let ends = if ends.len() == frames { ends } else { &[] };
     // Replies that only need counting stay in their buffer: the common case, including
     // hits of read-through keys.
-    let settled = if plain && !(loads && needs_load(&bytes, ends, notes)) {
+    let settled = if plain && !(loads && (redis_down || needs_load(&bytes, ends, notes))) {
         account_in_place(&bytes, ends, notes, micros, &mut tally);
         Settled::Ready(bytes)
     } else {
-        finish_cutting(env, bytes, notes, keys, micros, &mut tally)
+        finish_cutting(env, bytes, notes, keys, micros, &mut tally, redis_down)
     };
     tally.flush(env.stats);
     settled
@@ -72,6 +75,7 @@ fn finish_cutting(
     keys: &Bytes,
     micros: u64,
     tally: &mut Tally,
+    redis_down: bool,
 ) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
@@ -99,7 +103,7 @@ fn finish_cutting(
                 },
                 _ => None,
             };
-            let cut = Cut { env, micros, tally, out: &mut out, pieces: &mut pieces };
+            let cut = Cut { env, micros, tally, out: &mut out, pieces: &mut pieces, redis_down };
             cut_one(cut, frames, note, through);
         }
     }
@@ -117,6 +121,8 @@ struct Cut<'a, 'e> {
     tally: &'a mut Tally,
     out: &'a mut BytesMut,
     pieces: &'a mut Vec<Piece>,
+    /// The replies are strata's, written because Redis did not answer.
+    redis_down: bool,
 }
 
 /// A deferred GET's settings and its key, from the batch's key buffer.
@@ -138,13 +144,11 @@ fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, deferred: Option<Defer
     }
     let load = match deferred {
         Some(d) if through::is_get_miss(&reply) => Some((Box::new(d.get.read(d.key)), true)),
-        Some(d) if d.get.when_down && through::is_upstream_error(&reply) => {
-            Some((Box::new(d.get.read(d.key)), false))
-        }
+        Some(d) if d.get.when_down && cut.redis_down => Some((Box::new(d.get.read(d.key)), false)),
         Some(_) => None,
         None => match std::mem::take(&mut note.through) {
             Through::Ready(t) if through::is_miss(&reply, &t) => Some((t, true)),
-            Through::Ready(t) if t.when_down && through::is_upstream_error(&reply) => Some((t, false)),
+            Through::Ready(t) if t.when_down && cut.redis_down => Some((t, false)),
             _ => None,
         },
     };
@@ -179,7 +183,9 @@ pub async fn resolve(fallback: std::sync::Arc<crate::fallback::Fallback>, pieces
             Part::Loading(task) => match task.await {
                 Ok(bytes) => out.extend_from_slice(&bytes),
                 // A load task cannot panic short of a bug; the client still gets one reply.
-                Err(_) => out.extend_from_slice(b"-ERR strata: read-through failed\r\n"),
+                Err(_) => out.extend_from_slice(
+                    &Error::new(Kind::Failed, Side::Strata, "read-through failed").repeated(1),
+                ),
             },
         }
     }
@@ -191,18 +197,14 @@ enum Part {
     Loading(tokio::task::JoinHandle<Bytes>),
 }
 
-/// True when a read-through request's reply calls for PostgreSQL (a miss, or strata's
-/// own upstream error where the tier answers from the database).
+/// True when a read-through request's reply is a miss, which calls for PostgreSQL (Redis
+/// being down is known from the batch, see `finish`).
 fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     let mut shares = Shares::new(bytes, ends);
     for note in notes {
         let calls_for = |reply: &[u8]| match &note.through {
-            Through::Get(get) => {
-                through::is_get_miss(reply) || (get.when_down && through::is_upstream_error(reply))
-            }
-            Through::Ready(t) => {
-                through::is_miss(reply, t) || (t.when_down && through::is_upstream_error(reply))
-            }
+            Through::Get(_) => through::is_get_miss(reply),
+            Through::Ready(t) => through::is_miss(reply, t),
             Through::No => false,
         };
         if note.through.is_no() {

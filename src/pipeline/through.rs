@@ -4,14 +4,11 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{OnDbError, Shape};
+use crate::error::{Error, Kind, Side};
 use crate::fallback::{Fallback, FallbackError, Loaded};
+use crate::fallback::{OnDbError, Shape};
 use crate::resp::Reply;
 use crate::resp::reply::Protocol;
-
-/// Error replies strata itself makes when Redis cannot answer; only these (never an
-/// error Redis sent) may be replaced by an answer from PostgreSQL.
-pub const UPSTREAM_ERRORS: [&[u8]; 2] = [b"-ERR upstream ", b"-TRYAGAIN strata: upstream"];
 
 /// The read, as far as read-through needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +97,6 @@ pub fn is_miss(reply: &[u8], rt: &ReadThrough) -> bool {
     }
 }
 
-/// True when the reply is strata's own upstream-unavailable error.
-pub fn is_upstream_error(reply: &[u8]) -> bool {
-    UPSTREAM_ERRORS.iter().any(|p| reply.starts_with(p))
-}
-
 /// Answers `rt` from PostgreSQL. `original` is Redis' reply (a miss) or `None` when Redis
 /// is unavailable; only in the first case is the value written back.
 pub async fn answer(fallback: &Fallback, rt: &ReadThrough, original: Option<&[u8]>) -> Bytes {
@@ -163,8 +155,10 @@ fn single(kind: &ReadKind, value: Option<Loaded>) -> Reply {
 fn db_error(e: &FallbackError, on_error: OnDbError) -> Option<Reply> {
     match (e, on_error) {
         (_, OnDbError::Nil) => None,
-        (FallbackError::Unavailable(_), _) => Some(Reply::Error(format!("TRYAGAIN strata: {e}"))),
-        _ => Some(Reply::err(format!("strata: {e}"))),
+        (FallbackError::Unavailable(_), _) => {
+            Some(Error::new(Kind::Unavailable, Side::Postgres, e.to_string()).reply())
+        }
+        _ => Some(Error::new(Kind::Failed, Side::Postgres, e.to_string()).reply()),
     }
 }
 

@@ -195,9 +195,10 @@ pub(super) fn settle(
     }
     let server = ctx.server.load();
     let info = || ctx.info_extra();
-    let Replies { bytes, ends, arrived } = replies;
+    let Replies { bytes, ends, arrived, failed } = replies;
+    let redis_down = failed.is_some_and(|e| e.is_redis_down());
     let env = env(ctx, &server.commands, &info, arrived.unwrap_or_else(Instant::now));
-    let settled = match pipeline::reply::finish(&env, bytes, &ends, notes, keys, started) {
+    let settled = match pipeline::reply::finish(&env, bytes, &ends, notes, keys, started, redis_down) {
         Settled::Ready(bytes) => Pending::Ready(bytes),
         Settled::Deferred(pieces) => {
             let frames = notes.iter().map(Note::client_frames).sum();
@@ -250,17 +251,11 @@ pub(super) async fn resolve_front(queue: &mut VecDeque<Pending>, ctx: &Arc<Conte
         let replies = match rx.await {
             Ok(replies) => replies,
             Err(_) if *pinned => return,
-            Err(_) => Replies::bytes(repeat_error("ERR upstream connection lost", *frames)),
+            Err(_) => Replies::failed(crate::error::Error::redis_lost(), *frames),
         };
         let pinned = *pinned;
         let mut notes = std::mem::take(notes);
         *front = settle(ctx, replies, &mut notes, keys, pinned, *started);
         keep_spare(spare, notes);
     }
-}
-
-/// One error line per expected reply, so the client's reply count stays right.
-pub(super) fn repeat_error(message: &str, frames: usize) -> Bytes {
-    let line = format!("-{}\r\n", message.replace(['\r', '\n'], " "));
-    Bytes::from(line.repeat(frames))
 }

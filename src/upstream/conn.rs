@@ -68,6 +68,9 @@ pub struct Replies {
     /// When the replies arrived, read once per socket read for all the jobs it completes,
     /// for jobs that asked for frame ends (whose replies are counted, with their latency).
     pub arrived: Option<Instant>,
+    /// Set when strata wrote `bytes` itself because Redis did not answer: what failed,
+    /// for the decisions that depend on it (read-through while Redis is down).
+    pub failed: Option<crate::error::Error>,
 }
 
 /// Frame end offsets; inline for a typical pipeline of 16.
@@ -76,7 +79,12 @@ pub type FrameEnds = smallvec::SmallVec<[u32; 16]>;
 impl Replies {
     /// Replies without frame ends.
     pub fn bytes(bytes: Bytes) -> Replies {
-        Replies { bytes, ends: FrameEnds::new(), arrived: None }
+        Replies { bytes, ends: FrameEnds::new(), arrived: None, failed: None }
+    }
+
+    /// `error`'s reply once per expected reply frame, in place of Redis' replies.
+    pub fn failed(error: crate::error::Error, frames: usize) -> Replies {
+        Replies { failed: Some(error.clone()), ..Replies::bytes(error.repeated(frames)) }
     }
 }
 
@@ -392,7 +400,7 @@ impl Driver {
             if let Some(done) = self.inflight.pop_front() {
                 self.writes -= usize::from(done.ends_write);
                 // The client may have gone; its reply is then simply discarded.
-                let _ = done.reply.send(Replies { bytes, ends, arrived });
+                let _ = done.reply.send(Replies { bytes, ends, arrived, failed: None });
             }
         }
     }

@@ -15,6 +15,7 @@ mod check;
 mod replies;
 mod requests;
 
+use crate::error::{Error, Kind, Side};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -192,7 +193,8 @@ impl Handler {
     async fn enter(&mut self) -> std::io::Result<Option<(TcpStream, BytesMut, Entry)>> {
         self.drain().await?;
         let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
-            self.refuse_and_close("upstream unavailable: cannot open a connection").await?;
+            let error = Error::new(Kind::CannotConnect, Side::Redis, "cannot open a connection");
+            self.refuse_and_close(error).await?;
             return Ok(None);
         };
         // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
@@ -203,16 +205,15 @@ impl Handler {
             && leftover.is_empty();
         let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
         if entry == Entry::Lost {
-            let why =
-                "upstream connection out of step: strata's check of it got no reply in time, or another's";
-            self.refuse_and_close(why).await?;
+            let why = "connection out of step: strata's check of it got no reply in time, or another's";
+            self.refuse_and_close(Error::new(Kind::Failed, Side::Redis, why)).await?;
             return Ok(None);
         }
         Ok(Some((upstream, leftover, entry)))
     }
 
-    async fn refuse_and_close(&mut self, why: &str) -> std::io::Result<()> {
-        self.stream.write_all(&Reply::err(why).to_bytes(self.session.protocol)).await?;
+    async fn refuse_and_close(&mut self, why: Error) -> std::io::Result<()> {
+        self.stream.write_all(&why.reply().to_bytes(self.session.protocol)).await?;
         self.stream.shutdown().await
     }
 

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::action::Route;
-use super::super::pending::{Keys, Pending, repeat_error, settle};
+use super::super::pending::{Keys, Pending, settle};
 use super::Handler;
+use crate::error::{Error, Kind, Side};
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
 use crate::upstream::fence::Held;
@@ -51,7 +52,7 @@ impl Handler {
             Err(why) => {
                 self.ctx.stats.record_upstream_error();
                 let started = self.batch_start;
-                let replies = Replies::bytes(repeat_error(&why, frames));
+                let replies = Replies::failed(why, frames);
                 self.queue.push_back(settle(&self.ctx, replies, &mut notes, &keys, false, started));
                 if route == Route::Pinned {
                     // The client's connection state lives on that connection; it is gone.
@@ -61,7 +62,7 @@ impl Handler {
         }
     }
 
-    async fn send_shared(&mut self, job: Job) -> Result<(), String> {
+    async fn send_shared(&mut self, job: Job) -> Result<(), Error> {
         let mut msg = Msg::Job(job);
         for _ in 0..2 {
             let tx = match self.shared.clone().filter(|tx| !tx.is_closed()) {
@@ -85,13 +86,10 @@ impl Handler {
             }
         }
         // Never sent, so safe to retry: the same answer as an open breaker.
-        Err(format!(
-            "TRYAGAIN strata: upstream unavailable (not connected to {})",
-            self.ctx.config.upstream.url
-        ))
+        Err(Error::redis_unavailable(format!("not connected to {}", self.ctx.config.upstream.url)))
     }
 
-    async fn send_pinned(&mut self, job: Job) -> Result<(), String> {
+    async fn send_pinned(&mut self, job: Job) -> Result<(), Error> {
         let protocol = self.session.protocol;
         if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
             self.first_batch_sent();
@@ -99,12 +97,12 @@ impl Handler {
                 Some(spare) => spare,
                 None => Dedicated::open(&self.ctx.config.upstream, protocol)
                     .await
-                    .map_err(|e| format!("ERR upstream unavailable: {e}"))?,
+                    .map_err(|e| Error::new(Kind::CannotConnect, Side::Redis, e.to_string()))?,
             };
             self.set_pinned(Some((dedicated, protocol)));
         }
         let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
-        dedicated.tx.send(Msg::Job(job)).await.map_err(|_| "ERR upstream connection lost".to_string())
+        dedicated.tx.send(Msg::Job(job)).await.map_err(|_| Error::redis_lost())
     }
 
     /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
@@ -114,8 +112,7 @@ impl Handler {
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
         self.first_batch_sent();
-        let reply =
-            rx.await.map_or_else(|_| Bytes::from_static(b"-ERR upstream connection lost\r\n"), |r| r.bytes);
+        let reply = rx.await.map_or_else(|_| Error::redis_lost().repeated(1), |r| r.bytes);
         if !reply.starts_with(b"-") {
             self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
             if let Some((_, p)) = &mut self.pinned {

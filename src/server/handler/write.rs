@@ -4,7 +4,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::super::pending::{Pending, keep_spare, repeat_error, resolve_front, settle};
+use super::super::pending::{Pending, keep_spare, resolve_front, settle};
 use super::{COPY_LIMIT, Handler};
 use crate::upstream::Replies;
 
@@ -20,7 +20,7 @@ impl Handler {
                         Err(oneshot::error::TryRecvError::Empty) => break,
                         Err(oneshot::error::TryRecvError::Closed) => {
                             self.closing |= *pinned;
-                            Replies::bytes(repeat_error("ERR upstream connection lost", *frames))
+                            Replies::failed(crate::error::Error::redis_lost(), *frames)
                         }
                     };
                     let mut notes = std::mem::take(notes);
