@@ -5,6 +5,7 @@ mod action;
 mod bind;
 mod clients;
 mod handler;
+mod introspect;
 mod local;
 mod memory;
 mod pending;

@@ -8,6 +8,7 @@ use crate::command::{Kind, cmd_flag};
 use crate::resp::Reply;
 
 use super::action::{Action, Route, RouteContext};
+use super::introspect;
 use super::local;
 use crate::session::Session;
 
@@ -26,7 +27,7 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
         Kind::Hello => local::hello(session, ctx, argv),
         Kind::Auth => local::auth(session, ctx, argv),
         Kind::Client => local::client(session, ctx, argv, current),
-        Kind::Strata => Action::Local(local::strata(ctx, argv)),
+        Kind::Strata => Action::Local(introspect::strata(ctx, argv)),
         Kind::Select => select(session, ctx, argv, current),
         Kind::Multi => {
             session.in_multi = true;

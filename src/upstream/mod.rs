@@ -7,6 +7,7 @@
 mod conn;
 mod connect;
 pub mod fence;
+mod job;
 mod outbox;
 pub mod own;
 mod pool;
@@ -20,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use conn::{Detached, Exit, FrameEnds, Job, Msg, Replies};
+pub use conn::Exit;
 pub use connect::roundtrip;
 pub use connect::{Connected, connect, push_command};
+pub use job::{Detached, FrameEnds, Job, Msg, Replies};
 pub use pool::{SharedPool, SlotId};
 pub use probe::{ServerInfo, probe_loop};
 pub use spare::Spares;

@@ -10,9 +10,10 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
 
-use super::conn::{Exit, Msg, drive};
+use super::conn::{Exit, drive};
 use super::connect::connect;
 use super::fence::{ConnNumber, Fences};
+use super::job::Msg;
 use crate::breaker::Breaker;
 use crate::config::UpstreamConfig;
 use crate::resp::reply::Protocol;
