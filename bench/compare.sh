@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Throughput/latency/CPU comparison: redis direct vs. strata vs. twemproxy (nutcracker),
 # all in front of one throwaway redis-server on loopback, driven by redis-benchmark.
+# The latency case adds a bare socat relay beside them: one client, unpipelined GET,
+# p50/p99 and the latency each adds over direct Redis (issue 14, "One hop's latency").
 #
-# Usage: bench/compare.sh            (full run, ROUNDS=3)
-#        QUICK=1 bench/compare.sh    (one short round, to check the plumbing)
+# Usage: bench/compare.sh                  (full run, ROUNDS=3: throughput cases + latency case)
+#        QUICK=1 bench/compare.sh          (one short round, to check the plumbing)
+#        CASES=latency bench/compare.sh    (only the latency case)
 #
 # Knobs (environment):
+#   CASES               which cases: throughput, latency or both (default "throughput latency")
 #   ROUNDS              interleaved rounds per case            (default 3; QUICK: 1)
 #   REQUESTS            requests per run at pipeline 1         (default 200000; QUICK: 20000)
 #   PIPELINED_REQUESTS  requests per run at pipeline 16        (default 10 x REQUESTS)
 #   CLIENTS             redis-benchmark connections            (default 50)
+#   LATENCY_REQUESTS    requests per run of the latency case   (default 50000; QUICK: 20000)
 #   STRATA_BIN          use this strata binary, skip the cargo build
 #   STRATA_CONFIG       TOML config handed to strata via --config
 #   RAW_OUT             also copy the per-run raw results (TSV) to this path
+#                       (the latency case's to RAW_OUT.latency)
 #   MAX_RESTARTS        proxy deaths tolerated before giving up (default 5)
 #   PLACEMENT           shared (default: the kernel places every process) or split
 #                       (redis-benchmark on a CPU of its own); see bench/placement.sh
@@ -24,6 +30,7 @@ QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     ROUNDS=${ROUNDS:-1}
     REQUESTS=${REQUESTS:-20000}
+    LATENCY_REQUESTS=${LATENCY_REQUESTS:-20000}
 fi
 ROUNDS=${ROUNDS:-3}
 # 200k requests last ~2-3 s at the ~70-115k rps a 2-core box does unpipelined.
@@ -32,6 +39,9 @@ REQUESTS=${REQUESTS:-200000}
 # (400k at 1.4M rps is over in 0.3 s: too short for 10 ms CPU-tick accounting).
 PIPELINED_REQUESTS=${PIPELINED_REQUESTS:-$((REQUESTS * 10))}
 CLIENTS=${CLIENTS:-50}
+# One client, unpipelined: each request waits ~25-60 us, so 50k last ~1.5-3 s.
+LATENCY_REQUESTS=${LATENCY_REQUESTS:-50000}
+CASES=${CASES:-throughput latency}
 RAW_OUT=${RAW_OUT:-}
 MAX_RESTARTS=${MAX_RESTARTS:-5}
 
@@ -39,6 +49,10 @@ TESTS=(GET SET)
 PIPELINES=(1 16)
 SIZES=(2 1024)
 TARGETS=(direct strata twemproxy)
+# The latency case also measures a bare relay: the least a proxy hop can add.
+LATENCY_TARGETS=(direct strata twemproxy socat)
+# Its GET reads a value of this many bytes.
+LATENCY_SIZE=2
 # Guards against a wedged proxy hanging the whole benchmark.
 RUN_TIMEOUT=300
 
@@ -49,14 +63,33 @@ export PATH="$PATH:/usr/sbin:/sbin"   # nutcracker lives in /usr/sbin on Debian
 log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: $*"; exit 1; }
 
-# ---------------------------------------------------------------- prerequisites
-need_install=0
-for tool in redis-server redis-benchmark redis-cli nutcracker; do
-    command -v "$tool" >/dev/null || need_install=1
+RUN_THROUGHPUT=0
+RUN_LATENCY=0
+read -r -a case_words <<<"${CASES//,/ }"
+for c in "${case_words[@]}"; do
+    case $c in
+        throughput) RUN_THROUGHPUT=1 ;;
+        latency) RUN_LATENCY=1 ;;
+        *) die "CASES: unknown case '$c' (use throughput, latency or both)" ;;
+    esac
 done
-if [[ $need_install == 1 ]]; then
-    log "installing redis-server, redis-tools, nutcracker"
-    apt-get update && apt-get install -y redis-server redis-tools nutcracker
+((RUN_THROUGHPUT || RUN_LATENCY)) || die "CASES is empty (use throughput, latency or both)"
+
+# ---------------------------------------------------------------- prerequisites
+# Only the missing packages: naming an installed one to apt-get install upgrades it.
+declare -A package_of=([redis-server]=redis-server [redis-benchmark]=redis-tools
+    [redis-cli]=redis-tools [nutcracker]=nutcracker [socat]=socat)
+tools=(redis-server redis-benchmark redis-cli nutcracker)
+if ((RUN_LATENCY)); then tools+=(socat); fi
+missing=()
+for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null && continue
+    [[ " ${missing[*]} " == *" ${package_of[$tool]} "* ]] || missing+=("${package_of[$tool]}")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    # apt's chatter to stderr: stdout is the report.
+    { apt-get update && apt-get install -y "${missing[@]}"; } >&2
 fi
 command -v python3 >/dev/null || die "python3 is required"
 
@@ -73,10 +106,10 @@ CLK_TCK=$(getconf CLK_TCK)
 # ---------------------------------------------------------------- processes + cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
 REDIS_PID=""
-declare -A PID=([direct]="" [strata]="" [twemproxy]="")
+declare -A PID=([direct]="" [strata]="" [twemproxy]="" [socat]="")
 cleanup() {
     local pid
-    for pid in "${PID[strata]}" "${PID[twemproxy]}" "$REDIS_PID"; do
+    for pid in "${PID[strata]}" "${PID[twemproxy]}" "${PID[socat]}" "$REDIS_PID"; do
         [[ -n $pid ]] || continue
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -96,15 +129,15 @@ show_logs() {
     done
 }
 
-# Bind all four at once so the kernel cannot hand out the same port twice.
-read -r REDIS_PORT STRATA_PORT TWEM_PORT TWEM_STATS_PORT < <(python3 -c '
+# Bind all five at once so the kernel cannot hand out the same port twice.
+read -r REDIS_PORT STRATA_PORT TWEM_PORT TWEM_STATS_PORT SOCAT_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 ')
-declare -A PORT=([direct]=$REDIS_PORT [strata]=$STRATA_PORT [twemproxy]=$TWEM_PORT)
+declare -A PORT=([direct]=$REDIS_PORT [strata]=$STRATA_PORT [twemproxy]=$TWEM_PORT [socat]=$SOCAT_PORT)
 
 # A proxy counts as up only once a PING makes it through to redis and back.
 wait_ready() {
@@ -135,6 +168,15 @@ start_twemproxy() {
     wait_ready twemproxy "$TWEM_PORT" "${PID[twemproxy]}"
 }
 
+# A bare TCP relay (one forked child per connection, Nagle off both ways): what a
+# proxy hop costs when the proxy does nothing with the bytes.
+start_socat() {
+    "${SUT[@]}" socat "TCP-LISTEN:$SOCAT_PORT,bind=127.0.0.1,fork,reuseaddr,nodelay" \
+        "TCP:127.0.0.1:$REDIS_PORT,nodelay" >>"$WORK/socat.log" 2>&1 &
+    PID[socat]=$!
+    wait_ready socat "$SOCAT_PORT" "${PID[socat]}"
+}
+
 "${SUT[@]}" redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
     --daemonize no --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
@@ -157,8 +199,13 @@ YAML
 nutcracker -t -c "$WORK/nutcracker.yml" >"$WORK/nutcracker-test.log" 2>&1 \
     || { cat "$WORK/nutcracker-test.log" >&2; die "nutcracker rejected its config"; }
 
-start_strata
-start_twemproxy
+PROXIES=(strata twemproxy)
+SMOKE_TARGETS=("${TARGETS[@]}")
+if ((RUN_LATENCY)); then
+    PROXIES+=(socat)
+    SMOKE_TARGETS+=(socat)
+fi
+for name in "${PROXIES[@]}"; do "start_$name"; done
 
 # On a shared box a proxy can vanish under us (someone's `pkill strata` also hits
 # this strata). Restart it and redo the run rather than losing the whole benchmark,
@@ -170,7 +217,7 @@ RESTARTS=0
 check_proxies() {
     local what=$1 name rc restarted=0
     kill -0 "$REDIS_PID" 2>/dev/null || { show_logs; die "redis-server died during $what"; }
-    for name in strata twemproxy; do
+    for name in "${PROXIES[@]}"; do
         kill -0 "${PID[$name]}" 2>/dev/null && continue
         rc=0
         wait "${PID[$name]}" 2>/dev/null || rc=$?
@@ -190,7 +237,7 @@ payload() { python3 -c "import sys; sys.stdout.write('x' * $1)"; }
 
 # Before timing anything, make sure each target returns what was written, at both
 # sizes: a proxy that mangles replies would otherwise just look fast.
-for target in "${TARGETS[@]}"; do
+for target in "${SMOKE_TARGETS[@]}"; do
     for size in "${SIZES[@]}"; do
         key="bench:smoke:$target:$size"
         [[ $(payload "$size" | rcli "${PORT[$target]}" -x set "$key") == OK ]] \
@@ -259,43 +306,110 @@ run_one() {
     log "$(printf '  %-16s %-10s %12s rps  p50 %6s  p99 %6s ms' "$case" "$target" "$rps" "$p50" "$p99")"
 }
 
+# The latency case: one client, unpipelined GET. Appends a row to $LAT_RAW; RETRY as
+# in run_one. Columns are found by name in redis-benchmark's CSV header, so a version
+# that adds or moves columns still parses; one without latency percentiles (before 7.0)
+# stops the run with its header.
+LAT_RAW="$WORK/latency.tsv"
+printf 'round\ttarget\trequests\trps\tavg\tp50\tp99\tmax\tcalls\tfailed\n' >"$LAT_RAW"
+LATENCY_CASE="GET P=1 c=1 d=$LATENCY_SIZE"
+run_latency() {
+    local round=$1 target=$2
+    local out header row col i c0 c1 f0 f1 bench_rc=0
+    local -a cols vals
+    local -A v=()
+    RETRY=0
+
+    read -r c0 f0 < <(cmd_calls get)
+    out=$(timeout "$RUN_TIMEOUT" "${LOADGEN[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
+        -t get -c 1 -P 1 -n "$LATENCY_REQUESTS" --csv -q \
+        2>>"$WORK/bench-stderr.log") || bench_rc=$?
+    if ! check_proxies "round $round, latency $LATENCY_CASE via $target"; then
+        RETRY=1
+        return 0
+    fi
+    ((bench_rc == 0)) || { show_logs; die "redis-benchmark failed (status $bench_rc): latency via $target"; }
+    read -r c1 f1 < <(cmd_calls get)
+
+    header=$(head -n1 <<<"$out" | tr -d '"\r')
+    row=$(grep -m1 '^"GET",' <<<"$out" | tr -d '"\r') || die "no GET row from redis-benchmark: $out"
+    IFS=, read -r -a cols <<<"$header"
+    IFS=, read -r -a vals <<<"$row"
+    for i in "${!cols[@]}"; do v[${cols[i]}]=${vals[i]:-}; done
+    for col in rps avg_latency_ms p50_latency_ms p99_latency_ms max_latency_ms; do
+        [[ ${v[$col]:-} =~ ^[0-9]+(\.[0-9]+)?$ ]] \
+            || die "redis-benchmark CSV: no number in column $col (header: $header; row: $row)"
+    done
+
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$round" "$target" "$LATENCY_REQUESTS" "${v[rps]}" "${v[avg_latency_ms]}" \
+        "${v[p50_latency_ms]}" "${v[p99_latency_ms]}" "${v[max_latency_ms]}" \
+        "$((c1 - c0))" "$((f1 - f0))" >>"$LAT_RAW"
+    log "$(printf '  %-16s %-10s %12s rps  p50 %6s  p99 %6s ms' "latency c=1" "$target" \
+        "${v[rps]}" "${v[p50_latency_ms]}" "${v[p99_latency_ms]}")"
+}
+
 # Other people edit src/ while benchmarks run: record which code was measured.
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
     rev+="+dirty"
 fi
+socat_version=""
+socat_port=""
+if ((RUN_LATENCY)); then
+    socat_version=" $(socat -V 2>/dev/null | awk '/socat version/ { print "socat", $3; exit }')"
+    socat_port="  socat :$SOCAT_PORT"
+fi
 echo "$(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cores, placement $PLACEMENT  strata $rev ($STRATA_BIN)" \
-    " $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)"
-log "redis :$REDIS_PORT  strata :$STRATA_PORT  twemproxy :$TWEM_PORT  | rounds=$ROUNDS" \
-    "requests=$REQUESTS (P=1) / $PIPELINED_REQUESTS (P=16)  clients=$CLIENTS"
+    " $(redis-server --version | cut -d' ' -f1-3)  $(nutcracker -V 2>&1 | head -n1)$socat_version" \
+    " cases: $CASES"
+log "redis :$REDIS_PORT  strata :$STRATA_PORT  twemproxy :$TWEM_PORT$socat_port" \
+    "| rounds=$ROUNDS  requests=$REQUESTS (P=1) / $PIPELINED_REQUESTS (P=16)  clients=$CLIENTS" \
+    "latency requests=$LATENCY_REQUESTS"
 
 # Rounds outermost, targets innermost: whatever else the box is doing at a given
 # moment hits all three targets of a case about equally.
 for round in $(seq "$ROUNDS"); do
     log "round $round/$ROUNDS"
-    for pipeline in "${PIPELINES[@]}"; do
-        for size in "${SIZES[@]}"; do
-            for test in "${TESTS[@]}"; do
-                # GET must find a value of the case's size, not whatever the last SET left.
-                if [[ $test == GET ]]; then
-                    payload "$size" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
-                fi
-                for target in "${TARGETS[@]}"; do
-                    RETRY=1
-                    while ((RETRY)); do run_one "$round" "$test" "$pipeline" "$size" "$target"; done
+    if ((RUN_THROUGHPUT)); then
+        for pipeline in "${PIPELINES[@]}"; do
+            for size in "${SIZES[@]}"; do
+                for test in "${TESTS[@]}"; do
+                    # GET must find a value of the case's size, not whatever the last SET left.
+                    if [[ $test == GET ]]; then
+                        payload "$size" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
+                    fi
+                    for target in "${TARGETS[@]}"; do
+                        RETRY=1
+                        while ((RETRY)); do run_one "$round" "$test" "$pipeline" "$size" "$target"; done
+                    done
                 done
             done
         done
-    done
+    fi
+    if ((RUN_LATENCY)); then
+        payload "$LATENCY_SIZE" | rcli "$REDIS_PORT" -x set key:__rand_int__ >/dev/null
+        # The order of the four rotates from round to round, so that drift within a
+        # round (and whatever the run before leaves behind) favours no target.
+        shift_by=$(((round - 1) % ${#LATENCY_TARGETS[@]}))
+        for target in "${LATENCY_TARGETS[@]:shift_by}" "${LATENCY_TARGETS[@]:0:shift_by}"; do
+            RETRY=1
+            while ((RETRY)); do run_latency "$round" "$target"; done
+        done
+    fi
 done
 
-if [[ -n $RAW_OUT ]]; then cp "$RAW" "$RAW_OUT"; fi
+if [[ -n $RAW_OUT ]]; then
+    cp "$RAW" "$RAW_OUT"
+    if ((RUN_LATENCY)); then cp "$LAT_RAW" "$RAW_OUT.latency"; fi
+fi
 if [[ -s $WORK/bench-stderr.log ]]; then
     log "redis-benchmark stderr (deduplicated):"
     sort "$WORK/bench-stderr.log" | uniq -c | sed 's/^/  /' >&2
 fi
 
 # ---------------------------------------------------------------- report
+if ((RUN_THROUGHPUT)); then
 python3 - "$RAW" "$CLK_TCK" "$ROUNDS" "$WORK/incidents" <<'PY'
 import csv, math, statistics, sys
 
@@ -373,3 +487,73 @@ if deaths:
     for d in deaths:
         print("  " + d)
 PY
+fi
+
+# The latency case's report: goals from issue 14. PASS/MISS lines inform; they never
+# fail the script. Incidents are listed here when the throughput report did not run.
+if ((RUN_LATENCY)); then
+python3 - "$LAT_RAW" "$ROUNDS" "$LATENCY_CASE" "$((RUN_THROUGHPUT ? 0 : 1))" "$WORK/incidents" <<'PY'
+import csv, statistics, sys
+
+raw, rounds, case, show_incidents, incidents = sys.argv[1:6]
+rows = list(csv.DictReader(open(raw), delimiter="\t"))
+targets = ["direct", "strata", "twemproxy", "socat"]
+by = {(r["round"], r["target"]): r for r in rows}
+rounds_seen = sorted({r["round"] for r in rows}, key=int)
+med = statistics.median
+
+def us(r, col):
+    return float(r[col]) * 1000.0
+
+def added(t, col):
+    """Median over rounds of target - direct, both measured in the same round (µs)."""
+    return med(us(by[(rd, t)], col) - us(by[(rd, "direct")], col) for rd in rounds_seen)
+
+print()
+print(f"latency: {case}, one client, unpipelined (redis-benchmark -c 1 -P 1 -t get), "
+      f"{rows[0]['requests']} requests per run")
+print(f"medians over {rounds} round(s), in µs; added = target - direct in the same round.")
+print("redis-benchmark's histogram has 8 µs buckets below ~16 ms: p50/p99 move in 8 µs steps")
+hdr = (f"{'target':<10} {'rps':>8} {'avg':>7} {'p50':>6} {'p99':>6} {'max':>7}"
+       f" {'added p50':>10} {'added p99':>10}")
+print(hdr)
+print("-" * len(hdr))
+add = {}
+problems = []
+for t in targets:
+    rs = [by[(rd, t)] for rd in rounds_seen]
+    cells = [f"{med(float(r['rps']) for r in rs):>8.0f}"]
+    cells += [f"{med(us(r, c) for r in rs):>{w}.{d}f}"
+              for c, w, d in (("avg", 7, 1), ("p50", 6, 0), ("p99", 6, 0), ("max", 7, 0))]
+    if t == "direct":
+        cells += [f"{'-':>10}", f"{'-':>10}"]
+    else:
+        add[t] = {c: added(t, c) for c in ("p50", "p99")}
+        cells += [f"{add[t][c]:>+10.0f}" for c in ("p50", "p99")]
+    print(f"{t:<10} " + " ".join(cells))
+    for r in rs:
+        if int(r["calls"]) < int(r["requests"]) or int(r["failed"]) > 0:
+            problems.append(f"round {r['round']} via {t}: redis saw {r['calls']} GET calls "
+                            f"for {r['requests']} requests, {r['failed']} failed")
+
+print()
+print("goals (issue 14, one hop's latency):")
+s, tw = add["strata"], add["twemproxy"]
+ok = s["p50"] <= tw["p50"]
+print(f"  {'PASS' if ok else 'MISS'}  strata's added p50 <= twemproxy's: "
+      f"strata {s['p50']:+.0f} µs, twemproxy {tw['p50']:+.0f} µs (socat {add['socat']['p50']:+.0f} µs)")
+ok = s["p99"] <= 100
+print(f"  {'PASS' if ok else 'MISS'}  strata's added p99 <= +100 µs: strata {s['p99']:+.0f} µs "
+      f"(twemproxy {tw['p99']:+.0f} µs, socat {add['socat']['p99']:+.0f} µs)")
+
+if problems:
+    print("\nWARNING: requests that did not reach redis as successful calls:")
+    for p in problems:
+        print("  " + p)
+deaths = open(incidents).read().splitlines() if show_incidents == "1" else []
+if deaths:
+    print("\nWARNING: proxies that exited mid-benchmark (restarted; those runs were redone):")
+    for d in deaths:
+        print("  " + d)
+PY
+fi
