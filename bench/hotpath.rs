@@ -47,7 +47,7 @@ fn run() {
     let tiers = TierTable::new(&config.tiers);
     let stats = Stats::new(&tiers);
     let commands = CommandTable::builtin();
-    let fallback = strata::start_fallback(&config, tokio_util::sync::CancellationToken::new());
+    let fallback = strata::start_fallback(&config, None, tokio_util::sync::CancellationToken::new());
     let info = || -> InfoExtra { unreachable_info() };
     let env = |now| Env {
         commands: &commands,

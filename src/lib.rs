@@ -130,7 +130,7 @@ pub async fn run_with_admin(
         config.breaker.rate(),
     ));
     let pool = SharedPool::start(&config.upstream, breaker);
-    let fallback = start_fallback(&config, shutdown.clone());
+    let fallback = start_fallback(&config, Some(pool.fences.clone()), shutdown.clone());
     let ctx = Arc::new(Context::new(config, pool, server_info, shutdown.clone(), fallback));
     if let Some(admin) = admin {
         tokio::spawn(admin::http::serve(admin, Arc::new(AdminView(ctx.clone())), shutdown));
@@ -140,7 +140,11 @@ pub async fn run_with_admin(
 
 /// The read-through service for `config`, with strata's own Redis client for write-backs
 /// when there are rules (without one, write-backs are off and the log says why).
-pub fn start_fallback(config: &Config, shutdown: CancellationToken) -> Arc<fallback::Fallback> {
+pub fn start_fallback(
+    config: &Config,
+    fences: Option<Arc<upstream::fence::Fences>>,
+    shutdown: CancellationToken,
+) -> Arc<fallback::Fallback> {
     let redis =
         match (!config.read_through.is_empty()).then(|| upstream::own::OwnClient::start(&config.upstream)) {
             Some(Ok(client)) => Some(Arc::new(client)),
@@ -150,7 +154,7 @@ pub fn start_fallback(config: &Config, shutdown: CancellationToken) -> Arc<fallb
             }
             None => None,
         };
-    fallback::start(&config.fallback_setup(), redis, shutdown)
+    fallback::start(&config.fallback_setup(), redis, fences, shutdown)
 }
 
 /// The running proxy as the admin endpoints see it.

@@ -1,7 +1,9 @@
 //! When a loaded row is written back to Redis, and when it is not: a hash only into an
 //! absent key (`strata_hset_absent`), never after a `DEL` or an invalidation that came
 //! while the query ran, never under the client's `WATCH`; and at most `max_inflight`
-//! queries at once, further misses waiting for a slot; each statement prepared once.
+//! queries at once, further misses waiting for a slot; each statement prepared once. A
+//! miss is answered before its write-back, yet a write that follows the answer, from any
+//! client, reaches Redis after the write-back.
 
 mod support;
 
@@ -102,6 +104,42 @@ async fn an_invalidation_while_the_query_ran_stops_the_write_back() {
 
 /// A hash written straight into Redis (past strata, so strata cannot know of it) while the
 /// query ran is kept as it is: the loaded fields are not merged into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_del_after_the_answer_is_never_undone_by_the_write_back() {
+    within(60, async {
+        let rig = Rig::start("", PRODUCT_RULE).await;
+        rig.pg.psql("INSERT INTO products SELECT g, 'p' || g, g FROM generate_series(1000, 1199) g");
+        let rows = rig.pg.psql(
+            "SELECT string_agg(row_to_json(p)::text, E'\\n' ORDER BY id) FROM products p WHERE id >= 1000",
+        );
+        let rows: Vec<&str> = rows.lines().collect();
+        assert_eq!(rows.len(), 200);
+        let mut reader = rig.client().await;
+        let mut shared = rig.client().await;
+        // WATCH pins this client to a connection of its own, which is not fenced.
+        let mut pinned = rig.client().await;
+        assert_eq!(show(&pinned.command(&["WATCH", "unrelated"]).await), "+OK\r\n");
+        for id in 1000..1200 {
+            let key = format!("product:details:{id}");
+            let answer = reader.command(&["GET", &key]).await;
+            let deleter = if id % 2 == 0 { &mut shared } else { &mut pinned };
+            // At once: the write-back may still be on its way.
+            let deleted = int_reply(&deleter.command(&["DEL", &key]).await);
+            assert_eq!(show(&answer), show(&bulk(rows[(id - 1000) as usize])), "the miss is answered");
+            assert_eq!(deleted, 1, "{key}: the write-back reached Redis before the DEL that followed");
+        }
+        // Nothing written back after its DEL: every key is still gone once all settled.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut direct = rig.direct().await;
+        for id in 1000..1200 {
+            let key = format!("product:details:{id}");
+            assert_eq!(int_reply(&direct.command(&["EXISTS", &key]).await), 0, "{key} came back");
+        }
+        assert_eq!(counter(rig.strata.addr, "strata_readthrough_write_backs").await, 200);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loaded_hash_is_written_only_into_an_absent_key() {
     within(20, async {

@@ -7,7 +7,34 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{Fallback, FallbackError, Loaded, RECENT_TTL, Rule};
+use std::sync::Arc;
+
+use super::{Fallback, FallbackCounters, FallbackError, Loaded, RECENT_TTL, Rule};
+use crate::upstream::fence::WriteBackHold;
+use crate::upstream::own::OwnClient;
+
+/// `SET … NX PX` (or the hash equivalent) of a loaded row, counted.
+async fn store(
+    redis: Arc<OwnClient>,
+    key: Bytes,
+    value: Loaded,
+    ttl: u64,
+    counters: Arc<FallbackCounters>,
+    rule: String,
+) {
+    let written = match &value {
+        Loaded::String(v) => redis.set_absent(key, v.clone(), ttl).await,
+        Loaded::Hash(fields) if fields.is_empty() => return,
+        Loaded::Hash(fields) => redis.hash_absent(key, fields, ttl).await,
+    };
+    match written {
+        Ok(true) => {
+            counters.write_backs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(rule = %rule, error = %e, "write-back failed"),
+    }
+}
 
 impl Fallback {
     pub(super) async fn after_load(
@@ -38,8 +65,16 @@ impl Fallback {
                     return;
                 }
                 self.recent.insert(key, value.clone(), RECENT_TTL);
-                if write_back {
-                    self.write_back(rule, key.clone(), value).await;
+                if !write_back {
+                    return;
+                }
+                // With the key's stripe held, no request on the key reaches Redis before the
+                // write-back, so the client need not wait for it. A write that was read
+                // before the hold changed the epoch (its plan forgets the key's rows).
+                match self.fences.as_ref().and_then(|f| f.hold_for_write_back(key)) {
+                    Some(hold) if self.epoch(key) == epoch => self.write_back_behind(rule, key, value, hold),
+                    Some(_) => {}
+                    None => self.write_back(rule, key.clone(), value).await,
                 }
             }
         }
@@ -47,20 +82,20 @@ impl Fallback {
 
     /// Stores a loaded value with the tier TTL unless a newer value is there already.
     async fn write_back(&self, rule: &Rule, key: Bytes, value: &Loaded) {
-        let Some(redis) = &self.redis else { return };
+        let Some(redis) = self.redis.clone() else { return };
         let ttl = rule.policy.fresh_ms().unwrap_or(60_000);
-        let written = match value {
-            Loaded::String(v) => redis.set_absent(key, v.clone(), ttl).await,
-            Loaded::Hash(fields) if fields.is_empty() => return,
-            Loaded::Hash(fields) => redis.hash_absent(key, fields, ttl).await,
-        };
-        match written {
-            Ok(true) => {
-                self.counters.write_backs.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(rule = %rule.name, error = %e, "write-back failed"),
-        }
+        store(redis, key, value.clone(), ttl, self.counters.clone(), rule.name.clone()).await;
+    }
+
+    /// `write_back` in a task of its own, holding the key's stripe until Redis answered.
+    fn write_back_behind(&self, rule: &Rule, key: &Bytes, value: &Loaded, hold: WriteBackHold) {
+        let Some(redis) = self.redis.clone() else { return };
+        let ttl = rule.policy.fresh_ms().unwrap_or(60_000);
+        let stored = store(redis, key.clone(), value.clone(), ttl, self.counters.clone(), rule.name.clone());
+        tokio::spawn(async move {
+            stored.await;
+            drop(hold);
+        });
     }
 
     /// True when `key` exists in Redis (false when that cannot be told).

@@ -26,6 +26,7 @@ pub use postgres::{Database, ParamType, RuleSql};
 use crate::breaker::Breaker;
 use crate::stats::Latency;
 use crate::tier::TtlPolicy;
+use crate::upstream::fence::Fences;
 use crate::upstream::own::OwnClient;
 pub use settings::{OnDbError, PostgresConfig, ReadThroughConfig, Setup, Shape};
 
@@ -98,9 +99,12 @@ pub struct Fallback {
     epochs: Vec<AtomicU64>,
     epoch_hasher: foldhash::fast::RandomState,
     /// Counters.
-    pub counters: FallbackCounters,
+    pub counters: Arc<FallbackCounters>,
     /// Query latency.
     pub latency: Latency,
+    /// The shared connections' key stripes: a write-back holds its key's stripe, so the
+    /// client is answered before it (see `freshness`). Without them, after it.
+    fences: Option<Arc<Fences>>,
 }
 
 impl Fallback {
@@ -141,9 +145,17 @@ impl Fallback {
             statement_timeout: config.postgres.statement_timeout,
             epochs: (0..EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch_hasher: foldhash::fast::RandomState::default(),
-            counters: FallbackCounters::default(),
+            counters: Arc::default(),
+            fences: None,
             latency: Latency::new(1),
         }
+    }
+
+    /// Answers misses before their write-back, holding the key's stripe in `fences`
+    /// meanwhile (see `freshness::after_load`).
+    pub fn with_fences(mut self, fences: Arc<Fences>) -> Fallback {
+        self.fences = Some(fences);
+        self
     }
 
     /// True when there is nothing to read through.
@@ -188,8 +200,9 @@ impl Fallback {
         if let Some(value) = self.recent.get(&key) {
             return Ok(Some(value));
         }
-        // The write-back happens inside the flight: until it is done, later misses for the
-        // key join this flight instead of starting another query.
+        // Until the query is done, later misses for the key join this flight instead of
+        // starting another query; after it, `recent` answers them while the write-back
+        // is on its way.
         let flight = async {
             let epoch = self.epoch(&key);
             let loaded = self.query(id, &key).await;
@@ -298,9 +311,14 @@ impl Fallback {
 pub fn start(
     setup: &Setup,
     redis: Option<Arc<OwnClient>>,
+    fences: Option<Arc<Fences>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Arc<Fallback> {
     let fallback = match Fallback::new(setup, redis) {
+        Ok(fallback) if let Some(fences) = fences => Ok(fallback.with_fences(fences)),
+        built => built,
+    };
+    let fallback = match fallback {
         Ok(fallback) => fallback,
         Err(e) => {
             tracing::error!(error = %e, "read-through disabled");

@@ -24,7 +24,7 @@ impl Fixture {
         let config = Config::parse(CONFIG, &Overrides::default()).expect("config");
         let tiers = TierTable::new(&config.tiers);
         let stats = Stats::new(&tiers);
-        let fallback = crate::start_fallback(&config, tokio_util::sync::CancellationToken::new());
+        let fallback = crate::start_fallback(&config, None, tokio_util::sync::CancellationToken::new());
         Fixture { tiers, stats, commands: CommandTable::builtin(), fallback }
     }
 

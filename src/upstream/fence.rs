@@ -39,6 +39,9 @@ const RESERVED_ONE: u64 = 1 << 40;
 const RESERVED_MASK: u64 = 0xFFF << 40;
 const OWNER_SHIFT: u32 = 52;
 const MIXED: u64 = 0xFFF;
+/// The owner of a stripe held for a read-through write-back (strata's own connection):
+/// every request on the key waits until the write-back has been answered.
+const WRITE_BACK: u64 = 0xFFE;
 /// In a `Held` entry, marks a stripe taken for a read (stripe numbers need 12 bits).
 const READ_MARK: u16 = 1 << 15;
 
@@ -57,6 +60,8 @@ pub type ConnNumber = u16;
 pub struct Fences {
     stripes: Box<[AtomicU64]>,
     room: room::WaitingRoom,
+    /// Stripes held for write-backs now; pinned connections look only while it is not 0.
+    write_backs: AtomicU64,
 }
 
 impl Default for Fences {
@@ -64,6 +69,7 @@ impl Default for Fences {
         Fences {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             room: room::WaitingRoom::default(),
+            write_backs: AtomicU64::new(0),
         }
     }
 }
@@ -139,6 +145,8 @@ impl Fences {
                 (current & RESERVED_MASK) | mine << OWNER_SHIFT | one
             } else if owner == mine {
                 current + one
+            } else if owner == WRITE_BACK {
+                return Err(Conflict::Busy);
             } else if access == Access::Read && writes == 0 {
                 (current | MIXED << OWNER_SHIFT) + READ_ONE
             } else if owner == MIXED {
@@ -151,6 +159,34 @@ impl Fences {
                 Err(seen) => current = seen,
             }
         }
+    }
+
+    /// Holds `key`'s stripe for a write-back on strata's own connection, if nothing is in
+    /// flight on it and no waiting client reserved it: until the returned hold is dropped
+    /// (the write-back was answered), every request on the key waits, so one that follows
+    /// the client's answer reaches Redis after the write-back. `None`: the stripe is busy.
+    pub fn hold_for_write_back(self: &Arc<Self>, key: &[u8]) -> Option<WriteBackHold> {
+        let stripe = stripe_of(key);
+        let word = &self.stripes[stripe as usize];
+        let held = WRITE_BACK << OWNER_SHIFT | WRITE_ONE;
+        let current = word.load(Ordering::Acquire);
+        if current & (READS | WRITES | RESERVED_MASK) != 0 {
+            return None;
+        }
+        word.compare_exchange(current, held, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        self.write_backs.fetch_add(1, Ordering::AcqRel);
+        Some(WriteBackHold { fences: self.clone(), stripe })
+    }
+
+    /// True when a write-back holds `stripe` (see `hold_for_write_back`).
+    pub fn held_for_write_back(&self, stripe: u16) -> bool {
+        let word = self.stripes[stripe as usize].load(Ordering::Acquire);
+        word >> OWNER_SHIFT == WRITE_BACK && word & WRITES != 0
+    }
+
+    /// True while any write-back holds a stripe.
+    pub fn write_backs_pending(&self) -> bool {
+        self.write_backs.load(Ordering::Acquire) != 0
     }
 
     /// Requests on `stripe` left in flight; 0 frees it for any connection.
@@ -178,6 +214,20 @@ impl Fences {
 
     fn unreserve(&self, stripe: u16) {
         self.stripes[stripe as usize].fetch_sub(RESERVED_ONE, Ordering::AcqRel);
+    }
+}
+
+/// A key's stripe held for a write-back; released when dropped.
+#[derive(Debug)]
+pub struct WriteBackHold {
+    fences: Arc<Fences>,
+    stripe: u16,
+}
+
+impl Drop for WriteBackHold {
+    fn drop(&mut self) {
+        self.fences.release(self.stripe);
+        self.fences.write_backs.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -284,6 +334,23 @@ mod tests {
         drop(on_1);
         assert_eq!(fences.in_flight(s), 0);
         assert_eq!(fences.try_take(s, 2, w, false), Ok(()));
+    }
+
+    #[test]
+    fn a_write_back_holds_its_key_against_every_connection_until_it_is_answered() {
+        let fences = Arc::new(Fences::default());
+        let s = stripe_of(b"product:1");
+        let hold = fences.hold_for_write_back(b"product:1").expect("an idle stripe");
+        assert!(fences.held_for_write_back(s) && fences.write_backs_pending());
+        assert!(fences.hold_for_write_back(b"product:1").is_none(), "one hold at a time");
+        for conn in [0, 5] {
+            assert_eq!(fences.try_take(s, conn, Access::Write, false), Err(Conflict::Busy));
+            assert_eq!(fences.try_take(s, conn, Access::Read, false), Err(Conflict::Busy));
+        }
+        drop(hold);
+        assert!(!fences.held_for_write_back(s) && !fences.write_backs_pending());
+        assert_eq!(fences.try_take(s, 0, Access::Write, false), Ok(()));
+        assert!(fences.hold_for_write_back(b"product:1").is_none(), "not while a request is in flight");
     }
 
     #[test]

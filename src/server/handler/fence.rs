@@ -88,19 +88,42 @@ impl Handler {
                     }
                 }
             }
-            // Keys owned by two connections, by the other protocol's, or wanted by a client
-            // ahead in the room: wait, unless the client is killed or strata shuts down.
-            let kill = self.registration.handle.kill.clone();
-            tokio::select! {
-                () = tokio::time::sleep(RETRY) => {}
-                () = kill.cancelled() => {}
-                () = self.ctx.shutdown.cancelled() => {}
-            }
-            if self.registration.handle.kill.is_cancelled() || self.ctx.shutdown.is_cancelled() {
-                self.closing = true;
+            // Keys owned by two connections, by the other protocol's, held by a write-back,
+            // or wanted by a client ahead in the room: wait, unless the client is killed
+            // or strata shuts down.
+            if !self.pause().await {
                 return false;
             }
         }
+    }
+
+    /// A pinned request waits while a read-through write-back holds one of its keys (see
+    /// `Fences::hold_for_write_back`); its stripes are then forgotten, since pinned
+    /// connections are not fenced. `false`: the client is gone or killed meanwhile.
+    pub(super) async fn after_write_backs(&mut self) -> bool {
+        let fences = self.ctx.pool.fences.clone();
+        while self.stripes.iter().any(|&stripe| fences.held_for_write_back(stripe)) {
+            if !self.pause().await {
+                return false;
+            }
+        }
+        self.stripes.clear();
+        true
+    }
+
+    /// Sleeps `RETRY` unless the client is killed or strata shuts down; `false` then.
+    async fn pause(&mut self) -> bool {
+        let kill = self.registration.handle.kill.clone();
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = kill.cancelled() => {}
+            () = self.ctx.shutdown.cancelled() => {}
+        }
+        if self.registration.handle.kill.is_cancelled() || self.ctx.shutdown.is_cancelled() {
+            self.closing = true;
+            return false;
+        }
+        true
     }
 
     /// Waits for the client's replies to be written, keeping its place in the room for

@@ -118,7 +118,14 @@ impl Handler {
         };
         let action = decide(session, &route_ctx, &argv);
         stripes.clear();
-        if matches!(action, Action::Forward(Route::Shared) | Action::ForwardBytes(Route::Shared, _)) {
+        let route = match &action {
+            Action::Forward(route) | Action::ForwardBytes(route, _) => Some(*route),
+            _ => None,
+        };
+        // Pinned requests are not fenced, but wait for a write-back on their keys.
+        if route == Some(Route::Shared)
+            || (route == Some(Route::Pinned) && ctx.pool.fences.write_backs_pending())
+        {
             stripes_of(command, &argv, stripes);
         }
         let prepared = match action {
@@ -208,6 +215,12 @@ impl Handler {
             }
         };
         self.flush_run(run).await;
+        if matches!(action, Action::Forward(Route::Pinned) | Action::ForwardBytes(Route::Pinned, _))
+            && !self.after_write_backs().await
+        {
+            self.rbuf.advance(len);
+            return Ok(None);
+        }
         if !self.fence(len).await {
             self.rbuf.advance(len);
             return Ok(None);
