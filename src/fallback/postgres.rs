@@ -57,6 +57,9 @@ impl RuleSql {
     }
 }
 
+/// A pooled connection idle this long is pinged before it is used.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The database behind read-through.
 pub struct Database {
     pool: PgPool,
@@ -74,6 +77,18 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
+            // sqlx pings every connection it hands out by default: a round trip to
+            // PostgreSQL before each miss's query. Only a connection idle for a while
+            // (PostgreSQL may have restarted meanwhile) is checked first.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Database { pool })
     }
