@@ -1,6 +1,19 @@
 //! strata: a Redis-protocol sidecar proxy that knows what a cache tier is.
 //!
-//! # The path of one request
+//! # One GET, in ten steps
+//!
+//! 1. Accept: `server/mod.rs` (`serve`) spawns a `Handler` (`server/handler.rs`).
+//! 2. Read and parse: `handler.rs` reads; `resp/request.rs` finds the complete request.
+//! 3. Decide the route: `handler/process.rs` (`route_one`) asks `server/route.rs` (`decide`).
+//! 4. Plan: `pipeline/mod.rs` (`prepare`; tiered keys in `pipeline/planned.rs`) leaves a note.
+//! 5. Same-key order: `upstream/fence.rs`, through `handler/fence.rs` when a key is busy.
+//! 6. Batch: `server/pending.rs` (`Run`) makes one `upstream::Job` of the run.
+//! 7. Send and cut replies: `upstream/conn.rs` writes the jobs, cuts the reply frames.
+//! 8. Settle: `server/pending.rs` (`settle`) has `pipeline/reply.rs` (`finish`) apply the note.
+//! 9. Count: `pipeline/count.rs` into `stats`; a read-through miss goes to `fallback`.
+//! 10. Write: `handler/write.rs` writes the replies in request order.
+//!
+//! # The path of one request, in more detail
 //!
 //! 1. `server::serve` accepts a client (bounded by `server.max_clients`, backlog
 //!    `server.tcp_backlog`) and spawns a `server::handler::Handler`; when the client has
@@ -50,8 +63,9 @@
 //!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`
 //!    section, hits and misses are counted (`pipeline::count`). A miss (or strata's own
 //!    upstream error) for a read-through key becomes a deferred entry: `fallback` loads
-//!    the row (single flight, negative cache, database breaker), writes it back with the
-//!    tier TTL and the reply takes the entry's place in the queue.
+//!    the row (single flight, negative cache, database breaker) and the reply takes the
+//!    entry's place in the queue; the write-back with the tier TTL follows, holding the
+//!    key's stripe until Redis answered it, so nothing on the key overtakes it.
 //! 6. Back-pressure: at `limits.max_pipeline_depth` unanswered requests the handler stops
 //!    parsing and reading; as replies drain it goes on with what is already buffered
 //!    (no read event will come for it). A value over 1 MiB is read into a buffer sized
