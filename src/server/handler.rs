@@ -167,7 +167,11 @@ impl Handler {
         let mut kill = Woken::new(self.registration.handle.kill.clone().cancelled_owned());
         let mut shutdown = Woken::new(self.ctx.shutdown.clone().cancelled_owned());
         loop {
-            let flow = self.process().await?;
+            // Outside tokio's cooperative budget: after 128 sends a task must yield, and a
+            // client accepted meanwhile could be read, and sent, before the rest of what
+            // this one had read (and sent before it closed). `process` is bounded anyway,
+            // by the pipeline depth.
+            let flow = tokio::task::coop::unconstrained(self.process()).await?;
             self.first_batch_sent();
             if let Flow::PassThrough(rewritten) = flow {
                 if self.pass_through(rewritten).await? {
