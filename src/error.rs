@@ -74,16 +74,7 @@ impl Error {
 
     /// The RESP error a client gets: the one place strata's failures are worded.
     pub fn reply(&self) -> Reply {
-        let code = if self.kind == Kind::Unavailable { "TRYAGAIN" } else { "ERR" };
-        let d = &self.detail;
-        Reply::Error(match (self.side, self.kind) {
-            (Side::Redis, Kind::Unavailable) => format!("{code} strata: upstream unavailable ({d})"),
-            (Side::Redis, Kind::Lost) => format!("{code} upstream connection lost"),
-            (Side::Redis, Kind::CannotConnect) => format!("{code} upstream unavailable: {d}"),
-            (Side::Redis, Kind::Failed) => format!("{code} upstream {d}"),
-            (Side::Postgres, _) => format!("{code} strata: {d}"),
-            (Side::Strata, _) => format!("{code} strata: {d}"),
-        })
+        Reply::Error(self.to_string())
     }
 
     /// The reply encoded once per expected reply frame, so the client's count stays right.
@@ -94,10 +85,16 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// The error line's text, code first (`TRYAGAIN` for "not sent, retry", else `ERR`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reply() {
-            Reply::Error(text) => f.write_str(&text),
-            _ => unreachable!("reply() is always an error"),
+        let code = if self.kind == Kind::Unavailable { "TRYAGAIN" } else { "ERR" };
+        let d = &self.detail;
+        match (self.side, self.kind) {
+            (Side::Redis, Kind::Unavailable) => write!(f, "{code} strata: upstream unavailable ({d})"),
+            (Side::Redis, Kind::Lost) => write!(f, "{code} upstream connection lost"),
+            (Side::Redis, Kind::CannotConnect) => write!(f, "{code} upstream unavailable: {d}"),
+            (Side::Redis, Kind::Failed) => write!(f, "{code} upstream {d}"),
+            (Side::Postgres | Side::Strata, _) => write!(f, "{code} strata: {d}"),
         }
     }
 }

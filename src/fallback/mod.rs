@@ -151,13 +151,6 @@ impl Fallback {
         }
     }
 
-    /// Answers misses before their write-back, holding the key's stripe in `fences`
-    /// meanwhile (see `freshness::after_load`).
-    pub fn with_fences(mut self, fences: Arc<Fences>) -> Fallback {
-        self.fences = Some(fences);
-        self
-    }
-
     /// True when there is nothing to read through.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -314,17 +307,14 @@ pub fn start(
     fences: Option<Arc<Fences>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Arc<Fallback> {
-    let fallback = match Fallback::new(setup, redis) {
-        Ok(fallback) if let Some(fences) = fences => Ok(fallback.with_fences(fences)),
-        built => built,
-    };
-    let fallback = match fallback {
+    let mut fallback = match Fallback::new(setup, redis) {
         Ok(fallback) => fallback,
         Err(e) => {
             tracing::error!(error = %e, "read-through disabled");
             Fallback::disabled(setup)
         }
     };
+    fallback.fences = fences;
     let fallback = Arc::new(fallback);
     if let (Some(channel), Some(_)) = (&setup.postgres.listen_channel, fallback.database()) {
         tokio::spawn(listen::run(fallback.clone(), channel.clone(), shutdown));
