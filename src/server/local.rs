@@ -201,7 +201,7 @@ fn redirect_target_cannot_receive(registry: &Registry, argv: &[&[u8]], caller: u
 
 /// Where the id of `CLIENT TRACKING on|off … REDIRECT id …` is: options are read in
 /// order, so a prefix spelled `redirect` is not taken for the option.
-fn redirect_position(argv: &[&[u8]]) -> Option<usize> {
+pub(super) fn redirect_position(argv: &[&[u8]]) -> Option<usize> {
     let mut at = 3;
     while at < argv.len() {
         if argv[at].eq_ignore_ascii_case(b"redirect") {

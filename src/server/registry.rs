@@ -235,6 +235,12 @@ impl Registry {
         all
     }
 
+    /// The strata id of the client whose own upstream connection has Redis id `upstream`.
+    /// A scan of every client: for the rare reply that names one (`CLIENT GETREDIR`).
+    pub fn by_upstream_id(&self, upstream: i64) -> Option<u64> {
+        self.clients.iter().find(|e| e.value().upstream_id() == Some(upstream)).map(|e| *e.key())
+    }
+
     /// The client with strata id `id`, if connected.
     pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
         self.clients.get(&id).map(|entry| entry.value().clone())

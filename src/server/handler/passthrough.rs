@@ -1,17 +1,15 @@
-//! Pass-through mode (pub/sub, MONITOR, CLIENT TRACKING/REPLY): the client's socket is
-//! joined to an upstream socket of its own while that state lasts. Replies and pushes go
-//! back as Redis sent them; requests go on as sent, except those naming clients by strata
-//! id. After the request that started it, and after one that may end the state
-//! (UNSUBSCRIBE…, CLIENT TRACKING off, CLIENT REPLY ON), strata holds the client's next
-//! requests and asks Redis what state the connection is in (`check`); if it is back to
-//! what strata would give the client, normal service resumes, and the held requests are
-//! served as usual. RESET ends it too: strata answers it once a marker shows every
-//! earlier reply out, or, where no marker can go, lets Redis answer it and ends at
-//! Redis' `+RESET` (unless a CLIENT REPLY SKIP would swallow that; then pass-through goes
-//! on). This module enters and leaves pass-through; `requests` and `replies` are its two
-//! halves.
+//! Pass-through (pub/sub, client-side caching, CLIENT REPLY modes, MONITOR): the client's
+//! requests go on a connection of its own while that state lasts, in lockstep
+//! (`session::lockstep`): strata counts the replies each request owes, forwards Redis's
+//! pushes as they come, and learns from Redis's replies when the state ended. Then, once
+//! every reply is out, normal service resumes with the requests still unread. Requests go
+//! on as sent, except those naming clients by strata id; replies go back as Redis sent
+//! them, except the Redis ids of redirect targets in `CLIENT GETREDIR`/`TRACKINGINFO`.
+//! RESET ends it too: strata answers it once every earlier reply is out (sent on, Redis
+//! would log the connection in as `default`). MONITOR's stream is not replies: there the
+//! RESET goes to Redis, whose `+RESET` ends it. This module enters and leaves
+//! pass-through; `requests` and `replies` are its two halves.
 
-mod check;
 mod replies;
 mod requests;
 
@@ -23,106 +21,96 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use self::check::{Entry, Expect, Follow, Probe, ProbeKind, Seen};
 use self::replies::forward_replies;
 use self::requests::Requests;
 use super::Handler;
-use crate::resp::reply::Protocol;
 use crate::resp::{Frame, Limits, Reply, RequestParser};
 use crate::server::action::Route;
-use crate::server::registry::ClientHandle;
-use crate::upstream::ServerInfo;
+use crate::server::registry::{ClientHandle, Registry};
+use crate::session::lockstep::Lockstep;
 
 /// How a pass-through stretch ended.
 enum Ended {
     /// The connection is over (either side closed, kill, shutdown).
     Closed,
-    /// Redis showed the connection back in a plain state.
+    /// Redis's replies showed the connection back in a plain state.
     Resumed,
     /// The client's RESET ended it; every reply before it is out, and with `answer`
     /// strata answers the RESET (Redis never saw it).
     Reset { answer: bool },
 }
 
-/// What the two directions of one pass-through connection share. They run in one task,
-/// so the locks are never contended; nothing is held across an await.
-#[derive(Default)]
-struct Probing {
-    /// What the requests sent so far did to the connection.
-    follow: Mutex<Follow>,
-    /// The probe sent after the last request that may have ended the state, until the
-    /// replies reach it.
-    armed: Mutex<Option<Probe>>,
-    /// What the requests half is to do next in a probe (see `Order`).
-    order: Mutex<Option<Order>>,
-    /// An order was given.
-    wake: Notify,
+/// Why the requests half stopped sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// After a request that may end the state: judge once its replies are in.
+    Judge,
+    /// The client's RESET, held: strata answers it once every earlier reply is out.
+    Reset { answer: bool },
+    /// The RESET went to Redis (counting had stopped): its `+RESET` ends pass-through.
+    RedisReset,
+    /// As many replies owed as the pipeline depth allows: wait for some.
+    Full,
 }
 
-/// What the replies half tells the requests half during a probe.
+/// What the replies half tells the paused requests half.
 enum Order {
-    /// Send the rest of the check.
-    Send(BytesMut),
-    /// The state goes on: requests resume.
-    Stay,
+    Go,
+    /// Counting stopped while a RESET was held: send it to Redis after all.
+    SendReset,
 }
 
-impl Probing {
-    fn follow(&self) -> MutexGuard<'_, Follow> {
-        self.follow.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// What the two halves of one pass-through connection share. They run in one task, so
+/// the locks are never contended; nothing is held across an await.
+struct Shared<'a> {
+    lockstep: Mutex<Lockstep>,
+    paused: Mutex<Option<Pause>>,
+    /// The requests half paused.
+    pause: Notify,
+    /// The replies half gave an order.
+    order: Mutex<Option<Order>>,
+    ordered: Notify,
+    /// `limits.max_pipeline_depth`: the most replies owed at once.
+    depth: usize,
+    registry: &'a Registry,
+}
+
+impl Shared<'_> {
+    fn lockstep(&self) -> MutexGuard<'_, Lockstep> {
+        self.lockstep.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notes what the request `argv` does to the connection's state.
-    fn see(&self, server: &ServerInfo, argv: &[&[u8]]) -> Seen {
-        let kind = server.commands.lookup(argv).map(|info| info.kind).unwrap_or_default();
-        self.follow().see(kind, argv)
+    fn paused(&self) -> MutexGuard<'_, Option<Pause>> {
+        self.paused.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn armed(&self) -> MutexGuard<'_, Option<Probe>> {
-        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Gives the requests half its next order. Orders never pile up: the second of a
-    /// probe can only follow Redis' answer to what the first made the requests half send.
-    fn order(&self, order: Order) {
-        *self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(order);
-        self.wake.notify_one();
-    }
-
-    /// Waits for the requests half's next order.
-    async fn next_order(&self) -> Order {
+    /// Stops the requests half until the replies half gives an order.
+    async fn pause(&self, why: Pause) -> Order {
+        *self.paused() = Some(why);
+        self.pause.notify_one();
         loop {
-            self.wake.notified().await;
+            self.ordered.notified().await;
             if let Some(order) = self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
                 return order;
             }
         }
     }
+
+    fn give(&self, order: Order) {
+        *self.paused() = None;
+        *self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(order);
+        self.ordered.notify_one();
+    }
 }
 
-/// What strata knew of the client when pass-through began: what a plain connection must
-/// match for normal service to resume.
+/// What strata knew of the client when pass-through began.
 struct Before {
-    protocol: Protocol,
-    db: i64,
-    user: String,
     /// The client had a connection of its own (SELECT, WATCH, AUTH, READONLY): its state
     /// lives there, so normal service never resumes without it.
     own_connection: bool,
     /// The client's registry entry: a redirect target keeps its connection (closing it
     /// would break the other client's tracking, which Redis keeps through UNSUBSCRIBE).
     handle: Arc<ClientHandle>,
-}
-
-impl Before {
-    /// What the connection must show for normal service to resume; `None` when it never
-    /// can: its state (SELECT, WATCH, READONLY, before or during pass-through) would go
-    /// with it, and a connection kept as the client's own could be another client's
-    /// redirect target, whose pushes a pinned connection cannot carry.
-    fn expect(&self, follow: &Follow) -> Option<Expect<'_>> {
-        let stays = self.own_connection || follow.sticky;
-        (!stays).then_some(Expect { protocol: self.protocol, db: self.db, user: &self.user })
-    }
 }
 
 impl Handler {
@@ -141,33 +129,25 @@ impl Handler {
             () = kill.cancelled() => return Ok(false),
             entered = self.enter() => entered?,
         };
-        let Some((mut upstream, leftover, entry)) = entered else { return Ok(false) };
-        let probing = Probing::default();
-        {
-            let mut follow = probing.follow();
-            follow.in_multi = self.session.in_multi;
-            follow.unprobeable = entry == Entry::Unprobeable;
+        let Some((mut upstream, leftover)) = entered else { return Ok(false) };
+        let mut lockstep = Lockstep::new(self.session.protocol, self.session.in_multi);
+        if !leftover.is_empty() {
+            // Bytes nothing owed: strata cannot count from here.
+            lockstep.stop_counting();
+            self.stream.write_all(&leftover).await?;
         }
-        self.stream.write_all(&leftover).await?;
-        // The request that started pass-through is followed by a check too: Redis may
-        // have refused it (a bare SUBSCRIBE, a bad REDIRECT), leaving nothing to stay for.
-        // Sent as `first` (rewritten or inline) it is not cut again below, so what it does
-        // is noted here.
-        let probe_first = first.is_some();
+        // Sent as `first` (rewritten or inline) the request is not cut again below, so
+        // what it does is noted here.
+        let first_sent = first.is_some();
         if let Some(first) = first {
-            self.see_first(&first, &probing);
+            self.see_first(&first, &mut lockstep);
             upstream.write_all(&first).await?;
         }
-        let before = Before {
-            protocol: self.session.protocol,
-            db: self.session.db,
-            user: self.ctx.config.upstream.url.username.clone().unwrap_or_else(|| "default".into()),
-            own_connection: self.session.needs_pinned(),
-            handle: self.registration.handle.clone(),
-        };
+        let before =
+            Before { own_connection: self.session.needs_pinned(), handle: self.registration.handle.clone() };
         // Only now can other clients name it in REDIRECT: its connection is Redis' alone.
         self.registration.handle.enter_pass_through();
-        match self.join(&mut upstream, &probing, &before, probe_first).await? {
+        match self.join(&mut upstream, lockstep, &before, first_sent).await? {
             Ended::Closed => Ok(false),
             Ended::Resumed => {
                 // The connection goes: it holds nothing the client still needs.
@@ -188,75 +168,56 @@ impl Handler {
         }
     }
 
-    /// Waits for the client's earlier replies, takes a connection for it and checks it.
-    /// `None`: the client was told why it cannot go on, and its connection closed.
-    async fn enter(&mut self) -> std::io::Result<Option<(TcpStream, BytesMut, Entry)>> {
+    /// Waits for the client's earlier replies and takes a connection for it. `None`: the
+    /// client was told why it cannot go on, and its connection closed.
+    async fn enter(&mut self) -> std::io::Result<Option<(TcpStream, BytesMut)>> {
         self.drain().await?;
-        let Some((mut upstream, leftover)) = self.take_raw_upstream().await else {
+        let Some(taken) = self.take_raw_upstream().await else {
             let error = Error::new(Kind::CannotConnect, Side::Redis, "cannot open a connection");
-            self.refuse_and_close(error).await?;
+            self.stream.write_all(&error.reply().to_bytes(self.session.protocol)).await?;
+            self.stream.shutdown().await?;
             return Ok(None);
         };
-        // Inside MULTI Redis would queue the check, and MONITOR is never probed: neither
-        // connection is checked; nor one with replies already waiting (the check would
-        // read them as its own).
-        let checked = !self.session.in_multi
-            && !matches!(self.last_cmd.name.as_str(), "monitor" | "sync" | "psync")
-            && leftover.is_empty();
-        let entry = if checked { self.check_entry(&mut upstream).await } else { Entry::Unprobeable };
-        if entry == Entry::Lost {
-            let why = "connection out of step: strata's check of it got no reply in time, or another's";
-            self.refuse_and_close(Error::new(Kind::Failed, Side::Redis, why)).await?;
-            return Ok(None);
-        }
-        Ok(Some((upstream, leftover, entry)))
+        Ok(Some(taken))
     }
 
-    async fn refuse_and_close(&mut self, why: Error) -> std::io::Result<()> {
-        self.stream.write_all(&why.reply().to_bytes(self.session.protocol)).await?;
-        self.stream.shutdown().await
-    }
-
-    /// Whether Redis answers a probe on this idle connection, for its user: with PING or
-    /// CLIENT INFO refused (an ACL), a probe's replies could not be told from the client's.
-    /// `Lost` when the replies were not the probe's or did not come within the connect
-    /// timeout: they could still come, so the connection cannot be used.
-    async fn check_entry(&self, upstream: &mut TcpStream) -> Entry {
-        let probe = Probe::new(ProbeKind::Check);
-        // Three short replies; the connect timeout bounds how long it can grow.
-        let mut rbuf = BytesMut::new();
-        let mut requests = probe.requests();
-        requests.extend_from_slice(&probe.rest());
-        let roundtrip = crate::upstream::roundtrip(upstream, &mut rbuf, &requests, 3);
-        let limit = self.ctx.config.upstream.connect_timeout;
-        match tokio::time::timeout(limit, roundtrip).await {
-            Ok(Ok(replies)) if rbuf.is_empty() => probe.entry(&replies),
-            _ => Entry::Lost,
-        }
-    }
-
-    /// What the request that started pass-through, sent as `first`, does to its state.
-    fn see_first(&self, first: &[u8], probing: &Probing) {
+    /// Notes what the request that started pass-through, sent as `first`, owes and does.
+    fn see_first(&self, first: &[u8], lockstep: &mut Lockstep) {
         let mut parser = RequestParser::new(Limits::UNBOUNDED);
         let mut ranges = Vec::new();
-        let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else { return };
+        let Ok(Some(Frame::Multibulk { .. })) = parser.next(first, &mut ranges) else {
+            lockstep.stop_counting();
+            return;
+        };
         let argv: smallvec::SmallVec<[&[u8]; 8]> = ranges.iter().map(|r| &first[r.clone()]).collect();
-        probing.see(&self.ctx.server.load(), &argv);
+        let server = self.ctx.server.load();
+        let kind = server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
+        requests::note_redirect(&self.ctx.registry, &argv, lockstep, true);
+        lockstep.send(kind, &argv);
     }
 
-    /// Joins the client's socket to `upstream` until one of them closes, a probe finds the
-    /// state over, RESET ends it, or Redis refuses every command while a probe is out.
+    /// Runs both halves until one of them closes, Redis's replies show the state over, or
+    /// RESET ends it.
     async fn join(
         &mut self,
         upstream: &mut TcpStream,
-        probing: &Probing,
+        lockstep: Lockstep,
         before: &Before,
-        probe_first: bool,
+        first_sent: bool,
     ) -> std::io::Result<Ended> {
         let shutdown = self.ctx.shutdown.clone();
         let kill = self.registration.handle.kill.clone();
         let server = self.ctx.server.load_full();
         let Handler { stream, rbuf, parser, ranges, ctx, .. } = self;
+        let shared = Shared {
+            lockstep: Mutex::new(lockstep),
+            paused: Mutex::new(None),
+            pause: Notify::new(),
+            order: Mutex::new(None),
+            ordered: Notify::new(),
+            depth: ctx.config.limits.max_pipeline_depth,
+            registry: &ctx.registry,
+        };
         let (mut from_client, mut to_client) = stream.split();
         let (mut from_redis, mut to_redis) = upstream.split();
         // Redis decides when this ends: a client that stops sending still gets every
@@ -264,23 +225,21 @@ impl Handler {
         // client is closed too, whether or not it would ever have noticed.
         let requests = async {
             let limit = ctx.config.limits.max_client_buffer;
-            let after_trigger = !probe_first;
             Requests {
                 rbuf,
                 parser,
                 ranges,
-                registry: &ctx.registry,
                 server: &server,
                 limit,
-                probing,
-                after_trigger,
+                shared: &shared,
+                after_first: !first_sent,
             }
-            .forward(&mut from_client, &mut to_redis, probe_first)
+            .forward(&mut from_client, &mut to_redis, first_sent)
             .await?;
             to_redis.shutdown().await?;
             std::future::pending().await
         };
-        let replies = forward_replies(&mut from_redis, &mut to_client, probing, before);
+        let replies = forward_replies(&mut from_redis, &mut to_client, &shared, before);
         tokio::select! {
             ended = replies => ended,
             ended = requests => ended,

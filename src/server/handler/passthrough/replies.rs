@@ -1,96 +1,22 @@
-//! The Redis-to-client half of pass-through: frames go back as Redis sent them, except
-//! a probe's replies, which decide whether pass-through ends.
+//! The Redis-to-client half of pass-through: every frame goes back as Redis sent it (a
+//! redirect target's Redis id given back as strata's), counted against what the requests
+//! owe; once the requests half paused and every reply owed is out, this half judges
+//! whether the state ended.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::check::{Probe, ProbeKind, is_push, is_subscribed_pong};
-use super::{Before, Ended, Order, Probing};
+use super::{Before, Ended, Order, Pause, Shared};
 use crate::resp::{FrameScanner, Limits};
 use crate::server::handler::READ_CHUNK;
+use crate::session::lockstep::Received;
 
-/// Where the replies are in a probe.
-enum Stage {
-    /// No probe: everything goes to the client.
-    Idle,
-    /// Before the first marker's reply: the client's replies still come.
-    Before(Probe),
-    /// Between the markers: pushes go to the client; the one reply is `CLIENT INFO`'s.
-    Between(Probe, Option<Bytes>),
-}
-
-/// What to do with one frame from Redis.
-enum Step {
-    /// Write it to the client.
-    Forward,
-    /// A probe's reply: not for the client.
-    Drop,
-    /// Pass-through ends here: what came before goes to the client, and this frame too
-    /// `with_frame` (Redis' `+RESET`, or an error Redis gives every command).
-    End { ended: Ended, with_frame: bool },
-}
-
-impl Stage {
-    /// The stage after `frame`, and what to do with it. `nothing_after`: no byte follows
-    /// `frame` yet, which a resume needs (Redis had no more requests to answer).
-    fn step(self, frame: &[u8], nothing_after: bool, probing: &Probing, before: &Before) -> (Stage, Step) {
-        if !matches!(self, Stage::Idle) && refuses_any_command(frame) {
-            // Redis rejects every command now, the markers too, so their replies will
-            // never come: out of step for good. The client gets this error and EOF.
-            return (Stage::Idle, Step::End { ended: Ended::Closed, with_frame: true });
-        }
-        match self {
-            Stage::Idle => (Stage::Idle, Step::Forward),
-            Stage::Before(probe) if probe.kind != ProbeKind::Check && probe.is_after(frame) => {
-                // A flush's marker is strata's; Redis' `+RESET` is the client's reply.
-                let (answer, with_frame) = match probe.kind {
-                    ProbeKind::Flush { reply } => (reply, false),
-                    _ => (false, true),
-                };
-                (Stage::Idle, Step::End { ended: Ended::Reset { answer }, with_frame })
-            }
-            // The marker meant to take a skip was answered: there was no skip in effect.
-            Stage::Before(mut probe) if probe.kind != ProbeKind::Check && probe.is_before(frame) => {
-                probe.kind = ProbeKind::Flush { reply: true };
-                (Stage::Before(probe), Step::Drop)
-            }
-            // A subscribed RESP2 connection: still in pub/sub, nothing more to ask.
-            Stage::Before(probe)
-                if probe.kind == ProbeKind::Check && is_subscribed_pong(frame) && probe.is_before(frame) =>
-            {
-                probing.order(Order::Stay);
-                (Stage::Idle, Step::Drop)
-            }
-            Stage::Before(probe) if probe.is_before(frame) => {
-                probing.order(Order::Send(probe.rest()));
-                (Stage::Between(probe, None), Step::Drop)
-            }
-            Stage::Before(probe) => (Stage::Before(probe), Step::Forward),
-            Stage::Between(probe, info) if probe.is_after(frame) => {
-                let expect = before.expect(&probing.follow());
-                let plain = info.zip(expect).is_some_and(|(info, expect)| expect.judge(&info));
-                if plain && nothing_after && before.handle.leave_pass_through() {
-                    return (Stage::Idle, Step::End { ended: Ended::Resumed, with_frame: false });
-                }
-                probing.order(Order::Stay);
-                (Stage::Idle, Step::Drop)
-            }
-            // The one reply between the markers is CLIENT INFO's.
-            Stage::Between(probe, None) if !is_push(frame) => {
-                (Stage::Between(probe, Some(Bytes::copy_from_slice(frame))), Step::Drop)
-            }
-            Stage::Between(probe, info) => (Stage::Between(probe, info), Step::Forward),
-        }
-    }
-}
-
-/// The Redis-to-client half: frames go back as Redis sent them, except the replies to a
-/// probe, which end pass-through (`Ended::Resumed`, `Ended::Reset`) or let the requests go
-/// on (see `Stage::step`).
+/// The Redis-to-client half (see the module docs). Ends with `Ended::Resumed` when the
+/// connection is plain again, `Ended::Reset` at a RESET, `Ended::Closed` when Redis closes.
 pub(super) async fn forward_replies<R, W>(
     from: &mut R,
     to: &mut W,
-    probing: &Probing,
+    shared: &Shared<'_>,
     before: &Before,
 ) -> std::io::Result<Ended>
 where
@@ -101,55 +27,25 @@ where
     // it is whole. Its size is Redis' to bound (client-output-buffer-limit).
     let mut buf = BytesMut::new();
     let mut scanner = FrameScanner::reply();
-    let mut stage = Stage::Idle;
     loop {
+        // Judged only with nothing unwritten: a resume must leave no byte behind.
+        if buf.is_empty()
+            && let Some(ended) = judge(shared, before)
+        {
+            return Ok(ended);
+        }
         buf.reserve(READ_CHUNK);
-        if from.read_buf(&mut buf).await? == 0 {
+        let read = tokio::select! {
+            biased;
+            read = from.read_buf(&mut buf) => read?,
+            () = shared.pause.notified() => continue,
+        };
+        if read == 0 {
             to.shutdown().await?;
             return Ok(Ended::Closed);
         }
-        // Frames before `sent` are the client's, not yet written.
-        let mut sent = 0;
-        loop {
-            let len = match scanner.scan(&buf[sent..], &Limits::UNBOUNDED) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(_) => {
-                    // Never from Redis; if it happens, stop looking and copy.
-                    to.write_all(&buf).await?;
-                    tokio::io::copy(from, to).await?;
-                    to.shutdown().await?;
-                    return Ok(Ended::Closed);
-                }
-            };
-            if matches!(stage, Stage::Idle)
-                && let Some(probe) = probing.armed().take()
-            {
-                stage = Stage::Before(probe);
-            }
-            let frame = &buf[sent..sent + len];
-            let nothing_after = buf.len() == sent + len;
-            let (next, step) =
-                std::mem::replace(&mut stage, Stage::Idle).step(frame, nothing_after, probing, before);
-            stage = next;
-            match step {
-                Step::Forward => sent += len,
-                Step::Drop => {
-                    to.write_all(&buf.split_to(sent)).await?;
-                    buf.advance(len);
-                    sent = 0;
-                }
-                Step::End { ended, with_frame } => {
-                    to.write_all(&buf.split_to(if with_frame { sent + len } else { sent })).await?;
-                    if matches!(ended, Ended::Closed) {
-                        to.shutdown().await?;
-                    }
-                    return Ok(ended);
-                }
-            }
-        }
-        if sent > 0 {
-            to.write_all(&buf.split_to(sent)).await?;
+        if let Some(ended) = forward_frames(&mut buf, &mut scanner, to, shared).await? {
+            return Ok(ended);
         }
         // One huge reply must not keep its buffer for the rest of the session.
         if buf.is_empty() && buf.capacity() > SHRINK_OVER {
@@ -158,11 +54,76 @@ where
     }
 }
 
-/// An error Redis gives any command in its state, whatever it is: a long script
-/// (`BUSY`), loading a dataset (`LOADING`), a replica cut off from its master
-/// (`MASTERDOWN`).
-fn refuses_any_command(frame: &[u8]) -> bool {
-    [&b"-BUSY "[..], b"-LOADING ", b"-MASTERDOWN "].iter().any(|prefix| frame.starts_with(prefix))
+/// Writes the complete frames of `buf` to the client, noting each in the lockstep.
+async fn forward_frames<W: AsyncWrite + Unpin>(
+    buf: &mut BytesMut,
+    scanner: &mut FrameScanner,
+    to: &mut W,
+    shared: &Shared<'_>,
+) -> std::io::Result<Option<Ended>> {
+    // Frames before `sent` are the client's, not yet written.
+    let mut sent = 0;
+    loop {
+        let len = match scanner.scan(&buf[sent..], &Limits::UNBOUNDED) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(_) => {
+                // Never from Redis; if it happens, stop counting and copy.
+                shared.lockstep().stop_counting();
+                break;
+            }
+        };
+        let frame = &buf[sent..sent + len];
+        if *shared.paused() == Some(Pause::RedisReset) && frame == b"+RESET\r\n" {
+            to.write_all(&buf.split_to(sent + len)).await?;
+            return Ok(Some(Ended::Reset { answer: false }));
+        }
+        let received = shared.lockstep().receive(frame);
+        match received {
+            Received::Forward => sent += len,
+            Received::Redirect(at, redis_id) => {
+                let strata_id = shared.lockstep().redirect_named(redis_id);
+                let Some(strata_id) = strata_id.or_else(|| shared.registry.by_upstream_id(redis_id)) else {
+                    sent += len;
+                    continue;
+                };
+                let mut replaced = BytesMut::with_capacity(len + 8);
+                replaced.extend_from_slice(&frame[..at.start]);
+                replaced.extend_from_slice(strata_id.to_string().as_bytes());
+                replaced.extend_from_slice(&frame[at.end..]);
+                to.write_all(&buf.split_to(sent)).await?;
+                to.write_all(&replaced).await?;
+                buf.advance(len);
+                sent = 0;
+            }
+        }
+    }
+    if sent > 0 {
+        to.write_all(&buf.split_to(sent)).await?;
+    }
+    Ok(None)
+}
+
+/// What the paused requests half is to do, now that every reply owed may be in: `Some`
+/// when pass-through ends here.
+fn judge(shared: &Shared<'_>, before: &Before) -> Option<Ended> {
+    let paused = (*shared.paused())?;
+    let lockstep = shared.lockstep();
+    let owed = lockstep.owed();
+    match paused {
+        Pause::Full if owed < shared.depth => shared.give(Order::Go),
+        Pause::Reset { .. } if !lockstep.counting() => shared.give(Order::SendReset),
+        Pause::Reset { answer } if owed == 0 => return Some(Ended::Reset { answer }),
+        Pause::Judge if owed == 0 => {
+            let plain = lockstep.plain() && !before.own_connection;
+            if plain && before.handle.leave_pass_through() {
+                return Some(Ended::Resumed);
+            }
+            shared.give(Order::Go);
+        }
+        _ => {}
+    }
+    None
 }
 
 /// Reply buffer capacity past which an emptied buffer is given back.

@@ -1,97 +1,84 @@
-//! The client-to-Redis half of pass-through: cutting the client's requests, translating
-//! the strata ids they name, and sending a probe after one that may end the state.
+//! The client-to-Redis half of pass-through: cutting the client's requests, noting what
+//! each owes (`Lockstep::send`), translating the strata ids they name, and pausing after
+//! one that may end the state until the replies half has judged.
 
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::check::{Probe, ProbeKind, Seen};
-use super::{Order, Probing};
+use super::{Order, Pause, Shared};
+use crate::command::Kind;
 use crate::resp::{Frame, RequestParser};
+use crate::server::clients::parse_id;
 use crate::server::handler::READ_CHUNK;
 use crate::server::local::upstream_ids;
 use crate::server::registry::Registry;
+use crate::session::lockstep::{Lockstep, Sent};
 use crate::upstream::ServerInfo;
 
 /// The client-to-Redis half of pass-through. Requests are cut with the client's own
 /// parser, starting with those already read, and sent on as they came, except that
-/// strata ids become Redis' (`local::upstream_ids`). After one that may end the state,
-/// a probe follows it and the next requests wait for its verdict. Bytes that are not
-/// RESP, or a request still incomplete past `limit` bytes, end the cutting: from there on
-/// bytes are copied as they come and Redis judges them, so a client's stream is never
-/// held or lost.
+/// strata ids become Redis' (`local::upstream_ids`). Bytes that are not RESP, or a
+/// request still incomplete past `limit` bytes, end the cutting: from there on bytes are
+/// copied as they come and Redis judges them (counting stops), so a client's stream is
+/// never held or lost.
 pub(super) struct Requests<'a> {
     pub(super) rbuf: &'a mut BytesMut,
     pub(super) parser: &'a mut RequestParser,
     pub(super) ranges: &'a mut Vec<Range<usize>>,
-    pub(super) registry: &'a Registry,
     pub(super) server: &'a ServerInfo,
     /// `limits.max_client_buffer`: the most one incomplete request may hold here.
     pub(super) limit: usize,
-    pub(super) probing: &'a Probing,
-    /// The request that started pass-through is still in the buffer: a check follows it.
-    pub(super) after_trigger: bool,
+    pub(super) shared: &'a Shared<'a>,
+    /// The request that started pass-through is still in the buffer: pause after it
+    /// (Redis may have refused it, leaving nothing to stay for).
+    pub(super) after_first: bool,
 }
 
 /// Where cutting requests stopped.
 enum Cut {
     /// The buffer ends inside a request: read more.
     More,
-    /// The last request may have ended the state: probe before going on.
-    Probe,
-    /// The client sent RESET: a flush before strata answers it (Redis does not get it),
-    /// or it went to Redis, whose `+RESET` ends pass-through.
-    Reset(ProbeKind),
+    /// Stop sending until the replies half says so.
+    Pause(Pause),
     /// Not RESP, or too large: copy the rest as it comes.
     Raw,
 }
 
 impl Requests<'_> {
-    /// `probe_first`: the request that started pass-through may already have ended it.
+    /// `first_sent`: the request that started pass-through was sent already; its verdict
+    /// comes first.
     pub(super) async fn forward<R, W>(
         mut self,
         from: &mut R,
         to: &mut W,
-        probe_first: bool,
+        first_sent: bool,
     ) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let probe_first = probe_first && self.probing.follow().can_probe();
-        let mut start = probe_first.then_some((BytesMut::new(), Cut::Probe));
+        let mut start = first_sent.then_some((BytesMut::new(), Cut::Pause(Pause::Judge)));
         loop {
             let (ready, cut) = start.take().unwrap_or_else(|| self.take_ready());
-            let kind = match cut {
-                Cut::Probe => Some(ProbeKind::Check),
-                Cut::Reset(kind) => Some(kind),
-                Cut::More | Cut::Raw => None,
-            };
-            let markers = kind.map(|kind| {
-                let probe = Probe::new(kind);
-                let markers = probe.requests();
-                // Armed before anything it waits for can be answered (`ready` may hold the
-                // RESET): both halves run in this one task.
-                *self.probing.armed() = Some(probe);
-                markers
-            });
             if !ready.is_empty() {
                 to.write_all(&ready).await?;
             }
-            match (cut, markers) {
-                (Cut::Raw, _) => {
+            match cut {
+                Cut::Raw => {
                     tokio::io::copy(from, to).await?;
                     return Ok(());
                 }
-                (_, Some(markers)) => {
-                    to.write_all(&markers).await?;
-                    while let Order::Send(rest) = self.probing.next_order().await {
-                        to.write_all(&rest).await?;
+                Cut::Pause(why) => {
+                    if let Order::SendReset = self.shared.pause(why).await {
+                        to.write_all(&crate::resp::reply::encode_command(&[b"RESET"])).await?;
+                        // Its `+RESET` ends pass-through; nothing more is sent.
+                        self.shared.pause(Pause::RedisReset).await;
                     }
                     continue;
                 }
-                (_, None) => {}
+                Cut::More => {}
             }
             self.rbuf.reserve(READ_CHUNK);
             if from.read_buf(self.rbuf).await? == 0 {
@@ -102,7 +89,7 @@ impl Requests<'_> {
     }
 
     /// Takes complete requests off the buffer, as the bytes Redis is to get, up to one
-    /// that may end the state.
+    /// after which sending must pause.
     fn take_ready(&mut self) -> (BytesMut, Cut) {
         let mut ready = BytesMut::new();
         loop {
@@ -110,45 +97,91 @@ impl Requests<'_> {
                 Ok(Some(frame)) => frame,
                 Ok(None) if self.rbuf.len() <= self.limit => return (ready, Cut::More),
                 Ok(None) | Err(_) => {
+                    self.shared.lockstep().stop_counting();
                     ready.extend_from_slice(&std::mem::take(self.rbuf));
                     return (ready, Cut::Raw);
                 }
             };
-            let trigger = !matches!(frame, Frame::Empty { .. }) && std::mem::take(&mut self.after_trigger);
-            let (len, translated, seen) = match frame {
-                Frame::Empty { len } => (len, None, Seen::Nothing),
+            let (len, translated, step) = match frame {
+                Frame::Empty { len } => (len, None, Step::Blank),
                 Frame::Multibulk { len } => {
-                    let (translated, seen) = self.look_at(&self.rbuf[..len]);
-                    (len, translated, seen)
+                    let (translated, step) = self.look_at(&self.rbuf[..len]);
+                    (len, translated, step)
                 }
                 Frame::Inline { consumed, encoded } => {
-                    let (translated, seen) = self.look_at(&encoded);
-                    (consumed, translated, seen)
+                    let (translated, step) = self.look_at(&encoded);
+                    (consumed, translated, step)
                 }
             };
-            match (seen, translated) {
-                (Seen::Reset(kind @ ProbeKind::Flush { .. }), _) => {
-                    self.rbuf.advance(len);
-                    return (ready, Cut::Reset(kind));
-                }
-                (_, Some(request)) => ready.extend_from_slice(&request),
-                (_, None) => ready.extend_from_slice(&self.rbuf[..len]),
+            if let Step::HoldReset { answer } = step {
+                // Not sent: strata answers it once every earlier reply is out.
+                self.rbuf.advance(len);
+                return (ready, Cut::Pause(Pause::Reset { answer }));
+            }
+            match translated {
+                Some(request) => ready.extend_from_slice(&request),
+                None => ready.extend_from_slice(&self.rbuf[..len]),
             }
             self.rbuf.advance(len);
-            if let Seen::Reset(kind) = seen {
-                return (ready, Cut::Reset(kind));
-            }
-            if (seen == Seen::MayEnd || trigger) && self.probing.follow().can_probe() {
-                return (ready, Cut::Probe);
+            let first = !matches!(step, Step::Blank) && std::mem::take(&mut self.after_first);
+            match step {
+                Step::RedisReset => return (ready, Cut::Pause(Pause::RedisReset)),
+                Step::Sent(Sent::Pause) => return (ready, Cut::Pause(Pause::Judge)),
+                _ if first => return (ready, Cut::Pause(Pause::Judge)),
+                _ if self.shared.lockstep().owed() >= self.shared.depth => {
+                    return (ready, Cut::Pause(Pause::Full));
+                }
+                _ => {}
             }
         }
     }
 
     /// The request in `source` (which `ranges` index): with Redis' ids if it names
-    /// strata's, and what it may do to the state.
-    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, Seen) {
+    /// strata's, and what sending it means.
+    fn look_at(&self, source: &[u8]) -> (Option<Bytes>, Step) {
         let argv: smallvec::SmallVec<[&[u8]; 8]> = self.ranges.iter().map(|r| &source[r.clone()]).collect();
-        let seen = self.probing.see(self.server, &argv);
-        (upstream_ids(self.registry, &argv), seen)
+        let kind = self.server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
+        let mut lockstep = self.shared.lockstep();
+        if kind == Kind::Reset {
+            if lockstep.counting() {
+                return (None, Step::HoldReset { answer: lockstep.reset_answered() });
+            }
+            return (None, Step::RedisReset);
+        }
+        note_redirect(self.shared.registry, &argv, &mut lockstep, false);
+        let sent = lockstep.send(kind, &argv);
+        (upstream_ids(self.shared.registry, &argv), Step::Sent(sent))
+    }
+}
+
+/// What sending one request means.
+enum Step {
+    /// A blank line: nothing for Redis.
+    Blank,
+    Sent(Sent),
+    /// RESET, held back.
+    HoldReset {
+        answer: bool,
+    },
+    /// RESET, sent to Redis.
+    RedisReset,
+}
+
+/// Remembers the redirect target a `CLIENT TRACKING … REDIRECT id` names, so Redis's id
+/// for it in later replies can be given back as strata's. `redis_ids`: the request was
+/// translated already (the one that started pass-through).
+pub(super) fn note_redirect(registry: &Registry, argv: &[&[u8]], lockstep: &mut Lockstep, redis_ids: bool) {
+    let tracking = argv.len() > 3
+        && argv[0].eq_ignore_ascii_case(b"client")
+        && argv[1].eq_ignore_ascii_case(b"tracking");
+    let Some(at) = tracking.then(|| crate::server::local::redirect_position(argv)).flatten() else { return };
+    let Some(id) = parse_id(argv[at]) else { return };
+    let pair = if redis_ids {
+        registry.by_upstream_id(id as i64).map(|strata| (id as i64, strata))
+    } else {
+        registry.get(id).and_then(|c| c.upstream_id()).map(|redis| (redis, id))
+    };
+    if let Some((redis, strata)) = pair {
+        lockstep.note_redirect(redis, strata);
     }
 }

@@ -1,6 +1,8 @@
 //! Per-client connection state that Redis keeps per connection and strata must keep per
 //! client, because the client's commands may share an upstream connection with others.
 
+pub mod lockstep;
+
 use bytes::Bytes;
 
 use crate::resp::reply::Protocol;
