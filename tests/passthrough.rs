@@ -247,3 +247,25 @@ async fn a_request_over_max_client_buffer_in_pass_through_is_for_redis_to_judge(
     }
     assert_eq!(&through.command(&["PING"]).await[..], &direct.command(&["PING"]).await[..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_deeper_than_the_depth_limit_in_pass_through_is_answered_in_full() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[limits]\nmax_pipeline_depth = 16\n").await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.command(&["HELLO", "3"]).await;
+    assert_eq!(&c.command(&["CLIENT", "TRACKING", "on"]).await[..], b"+OK\r\n");
+    // 3,000 requests in one write, far more than may be unanswered at once: every reply, in order.
+    let mut pipeline = Vec::new();
+    for i in 0..3000 {
+        pipeline.extend(cmd(&["ECHO", &i.to_string()]));
+    }
+    pipeline.extend(cmd(&["CLIENT", "TRACKING", "off"]));
+    c.send(&pipeline).await;
+    for i in 0..3000 {
+        let want = format!("${}\r\n{i}\r\n", i.to_string().len());
+        assert_eq!(String::from_utf8_lossy(&c.read_frame().await), want);
+    }
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    assert!(served_by_strata(&mut c).await);
+}
