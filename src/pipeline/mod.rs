@@ -91,11 +91,7 @@ pub fn prepare(
         // `decide` has already entered or left the transaction. A nested MULTI is refused
         // by Redis and the transaction goes on, so it must not reset the bookkeeping.
         Kind::Multi => {
-            if !session.tx_open {
-                session.tx_open = true;
-                session.tx_mask.clear();
-                session.tx_accounts.clear();
-            }
+            session.open_tx();
             return Prepared::Untouched;
         }
         Kind::Discard => {

@@ -58,7 +58,7 @@ pub fn hello(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Actio
         || (session.needs_pinned() && protover.is_some_and(|p| p != proto_number(session.protocol)))
     {
         // Another user, or a protocol switch on a connection with state: Redis must see it.
-        session.sticky = true;
+        session.pin();
         return Action::ForwardHello(protover.unwrap_or(proto_number(session.protocol)));
     }
     if let Some(p) = protover {
@@ -101,7 +101,7 @@ pub fn auth(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Action
     if ctx.upstream.password.is_some() && matches_upstream(ctx, user, pass) {
         return Action::Local(Reply::Status("OK"));
     }
-    session.sticky = true;
+    session.pin();
     Action::Forward(Route::Pinned)
 }
 

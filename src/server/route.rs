@@ -1,8 +1,8 @@
 //! Decides what happens to each request: forwarded on the shared or the client's pinned
 //! connection, answered by strata, or the start of pass-through mode.
 //!
-//! State changes (MULTI, WATCH, SELECT …) are applied here, when the request is decided,
-//! so the next request in the same pipeline is routed by them.
+//! State changes (MULTI, WATCH, SELECT …) are recorded by `Session::observe` as the request
+//! is decided, so the next request in the same pipeline is routed by them.
 
 use crate::command::{Kind, cmd_flag};
 use crate::resp::Reply;
@@ -28,30 +28,17 @@ pub fn decide(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]]) -> Acti
         Kind::Auth => local::auth(session, ctx, argv),
         Kind::Client => local::client(session, ctx, argv, current),
         Kind::Strata => Action::Local(introspect::strata(ctx, argv)),
-        Kind::Select => select(session, ctx, argv, current),
-        Kind::Multi => {
-            session.in_multi = true;
-            Action::Forward(Route::Pinned)
-        }
-        Kind::Exec | Kind::Discard => {
-            // Without MULTI, Redis refuses them and the WATCH stays.
-            if std::mem::take(&mut session.in_multi) {
-                session.watching = false;
-            }
-            Action::Forward(current)
-        }
-        Kind::Watch => {
-            session.watching |= !session.in_multi;
-            Action::Forward(Route::Pinned)
-        }
-        Kind::Unwatch => {
-            session.watching = false;
-            Action::Forward(current)
-        }
-        Kind::ReadMode => {
-            session.sticky = true;
-            Action::Forward(Route::Pinned)
-        }
+        Kind::Multi
+        | Kind::Exec
+        | Kind::Discard
+        | Kind::Watch
+        | Kind::Unwatch
+        | Kind::ReadMode
+        | Kind::Select => match session.observe(kind, argv) {
+            Some(true) => Action::Forward(Route::Pinned),
+            Some(false) => Action::Forward(Route::Shared),
+            None => Action::Forward(current),
+        },
         Kind::Streaming if !session.in_multi => Action::PassThrough(None),
         Kind::Quit => Action::Close(Reply::Status("OK")),
         Kind::Reset => Action::Reset,
@@ -90,20 +77,4 @@ fn blocks(info: Option<&crate::command::CommandInfo>, argv: &[&[u8]]) -> bool {
         Kind::StreamRead => argv.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
         _ => true,
     }
-}
-
-fn select(session: &mut Session, ctx: &RouteContext, argv: &[&[u8]], current: Route) -> Action {
-    let same_db = argv.len() == 2 && argv[1] == ctx.upstream.db.to_string().as_bytes();
-    if same_db && current == Route::Shared {
-        // Selecting the database the shared connection already uses changes nothing.
-        return Action::Forward(Route::Shared);
-    }
-    session.sticky = true;
-    if let Some(db) = argv.get(1).and_then(|a| std::str::from_utf8(a).ok()?.parse().ok()) {
-        session.db = db;
-    }
-    // Until Redis answers we cannot know the SELECT succeeded; assuming the other
-    // database only switches read-through off for the client, which is the safe side.
-    session.other_db = !same_db;
-    Action::Forward(Route::Pinned)
 }

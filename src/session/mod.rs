@@ -5,6 +5,7 @@ pub mod lockstep;
 
 use bytes::Bytes;
 
+use crate::command::Kind;
 use crate::resp::reply::Protocol;
 
 /// What strata remembers about one client connection.
@@ -76,6 +77,67 @@ impl Session {
     /// True while the client's commands must run on its own upstream connection.
     pub fn needs_pinned(&self) -> bool {
         self.in_multi || self.watching || self.sticky
+    }
+
+    /// Applies what a request of `kind` does to the state strata keeps for the client's
+    /// connection, as it is routed (so the next request in the same pipeline is routed by
+    /// it). `Some(true)`: this request goes on the client's own connection; `Some(false)`:
+    /// it changes nothing (a SELECT of the database the shared connections use); `None`:
+    /// it is routed as the connection was before it.
+    pub fn observe(&mut self, kind: Kind, argv: &[&[u8]]) -> Option<bool> {
+        match kind {
+            Kind::Multi => self.in_multi = true,
+            // Without MULTI, Redis refuses them and the WATCH stays.
+            Kind::Exec | Kind::Discard => {
+                if std::mem::take(&mut self.in_multi) {
+                    self.watching = false;
+                }
+                return None;
+            }
+            // Refused inside MULTI, where the transaction's connection is used anyway.
+            Kind::Watch => self.watching |= !self.in_multi,
+            Kind::Unwatch => {
+                self.watching = false;
+                return None;
+            }
+            Kind::ReadMode => self.sticky = true,
+            Kind::Select => return Some(self.select(argv)),
+            _ => return None,
+        }
+        Some(true)
+    }
+
+    /// SELECT: `false` when it selects the database the shared connections use and the
+    /// client has no connection of its own (nothing changes).
+    fn select(&mut self, argv: &[&[u8]]) -> bool {
+        let same_db = argv.len() == 2 && argv[1] == self.home_db.to_string().as_bytes();
+        if same_db && !self.needs_pinned() {
+            return false;
+        }
+        self.sticky = true;
+        if let Some(db) = argv.get(1).and_then(|a| std::str::from_utf8(a).ok()?.parse().ok()) {
+            self.db = db;
+        }
+        // Until Redis answers we cannot know the SELECT succeeded; assuming the other
+        // database only switches read-through off for the client, which is the safe side.
+        self.other_db = !same_db;
+        true
+    }
+
+    /// AUTH as another user, or HELLO that Redis must see: the client's connection is its
+    /// own from now on.
+    pub fn pin(&mut self) {
+        self.sticky = true;
+    }
+
+    /// Starts strata's transaction bookkeeping at MULTI (a nested MULTI, which Redis
+    /// refuses, leaves the open one alone).
+    pub fn open_tx(&mut self) {
+        if !self.tx_open {
+            self.tx_open = true;
+            self.tx_mask.clear();
+            self.tx_accounts.clear();
+        }
     }
 
     /// Ends strata's transaction bookkeeping, returning the mask and accounts gathered.
