@@ -362,6 +362,15 @@ async fn pass_through_ends_on_reset_and_after_multi() {
     monitor.send(&cmd(&["RESET"])).await;
     while monitor.read_frame().await[..] != b"+RESET\r\n"[..] {}
     assert!(served_by_strata(&mut monitor).await);
+    // A RESET that a SKIP silences ends MONITOR in Redis but sends nothing: nothing is
+    // waited for, and the client's next request is answered by Redis, as directly (where
+    // RESET logged the connection out: this Redis has a password).
+    assert_eq!(&monitor.command(&["MONITOR"]).await[..], b"+OK\r\n");
+    let mut pipeline = cmd(&["CLIENT", "REPLY", "SKIP"]);
+    pipeline.extend(cmd(&["RESET"]));
+    pipeline.extend(cmd(&["PING", "after-reset"]));
+    monitor.send(&pipeline).await;
+    while !monitor.read_frame().await.starts_with(b"-NOAUTH ") {}
 
     // Tracking switched off inside MULTI: queued, it changes nothing until EXEC, whose
     // array says it did.

@@ -188,13 +188,16 @@ impl Lockstep {
 
     /// Notes a request (`kind`, `argv`) sent on the connection: what it owes and does.
     pub fn send(&mut self, kind: Kind, argv: &[&[u8]]) -> Sent {
+        let sub = |n: &[u8]| argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(n));
+        let reply_arg = (kind == Kind::Client && sub(b"reply") && argv.len() == 3).then(|| argv[2]);
         if self.uncounted {
+            // The reply mode is still followed: a RESET that a SKIP silences must not be
+            // waited for (`reset_answered`).
+            self.silences(reply_arg);
             return Sent::Go;
         }
         let mut name = [0u8; 16];
         let name = lower(argv[0], &mut name);
-        let sub = |n: &[u8]| argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(n));
-        let reply_arg = (kind == Kind::Client && sub(b"reply") && argv.len() == 3).then(|| argv[2]);
         let refused_here =
             self.protocol == Protocol::Resp2 && self.subscribed() && !SUBSCRIBED_RESP2.contains(&name);
         let silenced = self.silences(reply_arg.filter(|_| !refused_here && !self.in_multi));

@@ -140,3 +140,13 @@ fn a_subscribed_resp2_connection_refuses_other_commands() {
     l.receive(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
     assert!(l.plain(), "replies stayed on");
 }
+
+#[test]
+fn the_reply_mode_is_followed_after_counting_stopped() {
+    let mut l = resp2();
+    send(&mut l, &["MONITOR"]);
+    send(&mut l, &["CLIENT", "REPLY", "SKIP"]);
+    assert!(!l.reset_answered(), "a RESET now gets no +RESET to wait for");
+    send(&mut l, &["PING"]);
+    assert!(l.reset_answered());
+}
