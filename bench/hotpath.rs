@@ -131,10 +131,6 @@ fn per_request<'a>(
                     black_box(rewrite);
                     Note::push(&mut notes, note);
                 }
-                Prepared::Counted { rewrite, account } => {
-                    black_box(rewrite);
-                    Note::push_counted(&mut notes, account);
-                }
                 other => {
                     black_box(other);
                 }

@@ -19,7 +19,7 @@ use crate::resp::Reply;
 use crate::session::Session;
 use crate::stats::{InfoExtra, Stats};
 use crate::tier::{ReplyFix, TierTable};
-pub use note::{Account, AccountKeys, DeferredGet, Elements, Note, Through};
+pub use note::{Account, AccountKeys, DeferredRead, Elements, Note, Through};
 use planned::tiered;
 pub use through::ReadThrough;
 
@@ -49,28 +49,10 @@ pub enum Prepared {
     Untouched,
     /// Forward (the rewritten bytes if any) and treat the reply as the note says.
     Forward { rewrite: Option<Bytes>, note: Note },
-    /// Forward (the rewritten bytes if any) and only count its one reply frame: the
-    /// usual tiered request, kept small. Its note is built only if it cannot share the
-    /// previous one (`Note::push_counted`).
-    Counted { rewrite: Option<Bytes>, account: Account },
     /// Answer with this; Redis never sees the request.
     Answer(Reply),
     /// Redis is down: answer this read from PostgreSQL.
     FromDatabase(Box<ReadThrough>),
-}
-
-#[cfg(test)]
-impl Prepared {
-    /// `Counted` as the `Forward` it stands for; anything else as it is (for tests that
-    /// compare the fast paths' notes with the general plan's).
-    pub fn into_forward(self) -> Prepared {
-        match self {
-            Prepared::Counted { rewrite, account } => {
-                Prepared::Forward { rewrite, note: Note::counting(account) }
-            }
-            other => other,
-        }
-    }
 }
 
 /// Prepares one forwarded request: `argv` are its arguments and `raw` the whole request
@@ -116,7 +98,7 @@ pub fn prepare(
     }
     let mut prepared = tiered(env, session, info, argv, raw, &mut extra);
     if env.upstream_down {
-        prepared = when_down(prepared);
+        prepared = when_down(env, prepared, raw);
     }
     if session.in_multi {
         queue_in_transaction(session, &mut prepared, extra);
@@ -138,10 +120,6 @@ fn queue_in_transaction(session: &mut Session, prepared: &mut Prepared, extra: u
             let account = note.account.take();
             *prepared = Prepared::Forward { rewrite, note };
             account
-        }
-        Prepared::Counted { rewrite, account } => {
-            *prepared = Prepared::Forward { rewrite, note: Note::plain(1) };
-            Some(account)
         }
     };
     session.tx_mask.push(extra);
@@ -174,11 +152,15 @@ pub(super) fn arity_ok(arity: i64, argc: usize) -> bool {
 }
 
 /// With the breaker open nothing is sent: reads of fallback tiers with a rule go to
-/// PostgreSQL, everything else fails at once.
-fn when_down(prepared: Prepared) -> Prepared {
+/// PostgreSQL (`raw`, the request as the client sent it, says what to read), everything
+/// else fails at once.
+fn when_down(env: &Env, prepared: Prepared, raw: &[u8]) -> Prepared {
     match prepared {
-        Prepared::Forward { note: Note { through: Through::Ready(t), .. }, .. } if t.when_down => {
-            Prepared::FromDatabase(t)
+        Prepared::Forward { note: Note { through: Through::Read(read), .. }, .. } if read.when_down => {
+            match read.build(env.fallback, raw) {
+                Some(read) => Prepared::FromDatabase(Box::new(read)),
+                None => Prepared::Answer(Error::redis_unavailable("circuit open").reply()),
+            }
         }
         Prepared::Answer(reply) => Prepared::Answer(reply),
         _ => Prepared::Answer(Error::redis_unavailable("circuit open").reply()),

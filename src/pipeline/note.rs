@@ -2,8 +2,13 @@
 //! to cut them (`ReplyFix`), what to count (`Account`), and whether PostgreSQL may answer
 //! it. Built by `prepare`, kept by the handler until the replies arrive, read by `reply`.
 
+use bytes::Bytes;
+
 use super::ReadThrough;
+use super::through::Miss;
+use crate::fallback::Fallback;
 use crate::resp::reply::Protocol;
+use crate::resp::{Frame, Limits, RequestParser};
 pub use crate::stats::{Account, AccountKeys, Elements};
 use crate::tier::ReplyFix;
 
@@ -44,64 +49,34 @@ impl Note {
     }
 
     /// Adds `note` after `notes`, merged into the last one when both only count their
-    /// replies, the same way: a pipeline of GETs on one prefix keeps one note per batch
-    /// instead of one per request. Notes are read again only when the replies arrive,
-    /// by then out of the CPU cache, so their number is paid in cache misses.
+    /// replies the same way, or both are deferred reads with the same settings: a
+    /// pipeline of GETs on one prefix keeps one note per batch instead of one per
+    /// request. Notes are read again only when the replies arrive, by then out of the CPU
+    /// cache, so their number is paid in cache misses.
     pub fn push(notes: &mut Vec<Note>, note: Note) {
-        match (notes.last_mut(), &note.account) {
-            (Some(last), Some(account)) if note.only_counts() && last.repeats(note.frames, account) => {
-                last.repeat += 1
-            }
-            (Some(last), Some(_)) if last.reads_through_like(&note) => last.repeat += 1,
+        match notes.last_mut() {
+            Some(last) if last.joins(&note) => last.repeat += 1,
             _ => notes.push(note),
         }
     }
 
-    /// Whether `next`, a deferred GET whose key entry follows this note's, joins it: the
-    /// same accounting and the same read-through settings. Its key is found again by
-    /// position (see `Through::Get`).
-    fn reads_through_like(&self, next: &Note) -> bool {
-        match (&self.through, &next.through) {
-            (Through::Get(mine), Through::Get(theirs)) => {
-                self.repeat < u32::MAX
-                    && mine.protocol == theirs.protocol
-                    && mine.when_down == theirs.when_down
-                    && self.frames == next.frames
-                    && self.fix == ReplyFix::None
-                    && next.fix == ReplyFix::None
-                    && self.queued.is_empty()
-                    && next.queued.is_empty()
-                    && self.account == next.account
-            }
+    /// Whether `next` can join this note: the same frames, cut and count, and the same
+    /// read-through settings (each deferred read's request is found by position).
+    fn joins(&self, next: &Note) -> bool {
+        let through_alike = match (&self.through, &next.through) {
+            (Through::No, Through::No) => true,
+            (Through::Read(mine), Through::Read(theirs)) => mine.alike(theirs),
             _ => false,
-        }
-    }
-
-    /// A note that only counts one reply frame (`Prepared::Counted`'s).
-    pub fn counting(account: Account) -> Note {
-        Note::counted(1, ReplyFix::None, account, Through::No)
-    }
-
-    /// `Note::push` of a request that only counts its one reply frame (`Prepared::Counted`),
-    /// without building its note when it joins the previous one.
-    pub fn push_counted(notes: &mut Vec<Note>, account: Account) {
-        match notes.last_mut() {
-            Some(last) if last.repeats(1, &account) => last.repeat += 1,
-            _ => notes.push(Note::counting(account)),
-        }
-    }
-
-    /// Whether a request of `frames` frames, counted by `account`, can join this note.
-    fn repeats(&self, frames: usize, account: &Account) -> bool {
+        };
         self.repeat < u32::MAX
-            && self.frames == frames
-            && self.only_counts()
-            && self.account.as_ref() == Some(account)
-    }
-
-    /// Counted, and nothing else: no cut, no read-through, no transaction.
-    fn only_counts(&self) -> bool {
-        self.account.is_some() && self.fix == ReplyFix::None && self.through.is_no() && self.queued.is_empty()
+            && self.account.is_some()
+            && self.frames == next.frames
+            && self.fix == ReplyFix::None
+            && next.fix == ReplyFix::None
+            && self.queued.is_empty()
+            && next.queued.is_empty()
+            && self.account == next.account
+            && through_alike
     }
 
     /// Frames Redis sends for all the requests of this note.
@@ -115,19 +90,17 @@ impl Note {
     }
 }
 
-/// Whether, and how, PostgreSQL may answer a request's reply.
+/// Whether PostgreSQL may answer a request's reply.
 #[derive(Debug, Default)]
 pub enum Through {
     /// It may not.
     #[default]
     No,
-    /// A read a rule covers, worked out when the request was prepared.
-    Ready(Box<ReadThrough>),
-    /// `GET key` where a rule covers the key, the usual read-through read. Nothing is
-    /// built for it unless its reply is a miss (or strata's upstream error): a hit, by far
-    /// the usual reply, costs no allocation. The key is kept as an entry of its batch's
-    /// key buffer (`DeferredGet::entry`), so a pipeline of such GETs keeps one note.
-    Get(DeferredGet),
+    /// A read a rule covers. Nothing is built for it unless its reply calls for
+    /// PostgreSQL (a miss, or strata's upstream error): a hit, by far the usual reply,
+    /// costs no allocation. The request is kept as an entry of its batch's request buffer
+    /// (`DeferredRead::keep`), so a pipeline of such reads keeps one note.
+    Read(DeferredRead),
 }
 
 impl Through {
@@ -137,63 +110,72 @@ impl Through {
     }
 }
 
-/// A `GET key` that PostgreSQL answers on a miss; see `Through::Get`.
+/// A read PostgreSQL answers when its reply calls for it; see `Through::Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeferredGet {
-    /// The read-through rule of the key.
-    pub rule: u32,
-    /// Before the request joins a batch: where the key is in the request's bytes. After:
-    /// where the key's entry starts in the batch's key buffer (repeats follow it).
+pub struct DeferredRead {
+    /// Once kept: where the request's entry starts in its batch's request buffer
+    /// (the entries of the note's repeats follow it).
     pub at: u32,
-    /// Key length.
-    pub len: u32,
+    /// What a reply that calls for PostgreSQL looks like.
+    pub miss: Miss,
     /// The client's protocol, for the reply built from the database.
     pub protocol: Protocol,
-    /// The key's tier answers from PostgreSQL while Redis is down.
+    /// Every key's tier answers from PostgreSQL while Redis is down.
     pub when_down: bool,
+    /// A loaded value is written back (not while the client WATCHes).
+    pub write_back: bool,
 }
 
-impl DeferredGet {
-    /// Size of one key's entry in a batch's key buffer: rule, length, then the key.
-    pub const HEADER: usize = 8;
+impl DeferredRead {
+    /// Size of an entry's header in a request buffer: the request's length.
+    const HEADER: usize = 4;
 
-    /// Appends the entry for the key at `self.at` of `request` to `keys`, and points
+    /// Appends an entry for `request` (as the client sent it) to `buffer`, and points
     /// `self.at` at it. `false` (nothing kept) when the buffer would pass 4 GiB, which
-    /// only a client buffer limit above that allows: the caller builds the read instead.
-    pub fn keep_key(&mut self, request: &[u8], keys: &mut bytes::BytesMut) -> bool {
-        let Ok(at) = u32::try_from(keys.len()) else { return false };
-        let key = &request[self.at as usize..(self.at + self.len) as usize];
+    /// only a client buffer limit above that allows.
+    pub fn keep(&mut self, request: &[u8], buffer: &mut bytes::BytesMut) -> bool {
+        let end = buffer.len() + Self::HEADER + request.len();
+        let (Ok(at), Ok(len), Ok(_)) =
+            (u32::try_from(buffer.len()), u32::try_from(request.len()), u32::try_from(end))
+        else {
+            return false;
+        };
         self.at = at;
-        keys.extend_from_slice(&self.rule.to_le_bytes());
-        keys.extend_from_slice(&self.len.to_le_bytes());
-        keys.extend_from_slice(key);
+        buffer.extend_from_slice(&len.to_le_bytes());
+        buffer.extend_from_slice(request);
         true
     }
 
-    /// The key at `self.at` of `request`, copied (for a request that keeps no entry).
-    pub fn key_in(&self, request: &[u8]) -> bytes::Bytes {
-        bytes::Bytes::copy_from_slice(&request[self.at as usize..(self.at + self.len) as usize])
-    }
-
-    /// The entry at `at` of `keys`: (rule, key), and where the next entry starts.
-    pub fn entry(keys: &bytes::Bytes, at: usize) -> Option<(u32, bytes::Bytes, usize)> {
-        let header = keys.get(at..at + Self::HEADER)?;
-        let rule = u32::from_le_bytes(header[..4].try_into().ok()?);
-        let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
+    /// The request of the entry at `at` of `buffer`, and where the next entry starts.
+    pub fn entry(buffer: &Bytes, at: usize) -> Option<(Bytes, usize)> {
+        let header = buffer.get(at..at + Self::HEADER)?;
+        let len = u32::from_le_bytes(header.try_into().ok()?) as usize;
         let start = at + Self::HEADER;
-        let key = keys.slice(start..start.checked_add(len).filter(|end| *end <= keys.len())?);
-        Some((rule, key, start + len))
+        let request = buffer.slice(start..start.checked_add(len).filter(|end| *end <= buffer.len())?);
+        Some((request, start + len))
     }
 
-    /// The read to answer from the database for `key` (read from the request or the
-    /// key buffer).
-    pub fn read(&self, key: bytes::Bytes) -> ReadThrough {
-        ReadThrough {
-            kind: super::through::ReadKind::Get,
-            keys: smallvec::smallvec![(key, Some(self.rule as usize))],
-            protocol: self.protocol,
-            when_down: self.when_down,
-            write_back: true,
-        }
+    /// The same settings as `other`, wherever each is kept.
+    fn alike(&self, other: &DeferredRead) -> bool {
+        DeferredRead { at: 0, ..*self } == DeferredRead { at: 0, ..*other }
+    }
+
+    /// Whether `reply` calls for PostgreSQL: a miss, or (`redis_down`) strata's own
+    /// error while Redis is down, for a read whose tiers answer then.
+    pub fn calls_for(&self, reply: &[u8], redis_down: bool) -> bool {
+        self.miss.is(reply) || (self.when_down && redis_down)
+    }
+
+    /// The read to answer from PostgreSQL for `request` (the bytes the client sent).
+    pub fn build(&self, fallback: &Fallback, request: &[u8]) -> Option<ReadThrough> {
+        let mut ranges = Vec::new();
+        let mut parser = RequestParser::new(Limits::UNBOUNDED);
+        let Ok(Some(Frame::Multibulk { .. })) = parser.next(request, &mut ranges) else { return None };
+        let argv: smallvec::SmallVec<[&[u8]; 4]> = ranges.iter().map(|r| &request[r.clone()]).collect();
+        let name = String::from_utf8_lossy(argv.first()?).to_ascii_lowercase();
+        let mut read = super::through::detect(fallback, &name, &argv, self.protocol)?;
+        read.when_down = self.when_down;
+        read.write_back = self.write_back;
+        Some(read)
     }
 }

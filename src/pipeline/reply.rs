@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::count::{Tally, account_in_place, record, record_exec};
-use super::{DeferredGet, Env, Note, ReadThrough, Through, through};
+use super::{DeferredRead, Env, Note, ReadThrough, Through, through};
 use crate::error::{Error, Kind, Side};
 use crate::resp::frames::{Shares, array_elements, frames_len, is_error};
 use crate::tier::ReplyFix;
@@ -40,7 +40,7 @@ pub fn finish(
     bytes: Bytes,
     ends: &[u32],
     notes: &mut [Note],
-    keys: &Bytes,
+    requests: &Bytes,
     started: Instant,
     redis_down: bool,
 ) -> Settled {
@@ -62,7 +62,7 @@ pub fn finish(
         account_in_place(&bytes, ends, notes, micros, &mut tally);
         Settled::Ready(bytes)
     } else {
-        finish_cutting(env, bytes, notes, keys, micros, &mut tally, redis_down)
+        finish_cutting(env, bytes, notes, requests, micros, &mut tally, redis_down)
     };
     tally.flush(env.stats);
     settled
@@ -72,18 +72,18 @@ fn finish_cutting(
     env: &Env,
     mut bytes: Bytes,
     notes: &mut [Note],
-    keys: &Bytes,
+    requests: &Bytes,
     micros: u64,
     tally: &mut Tally,
     redis_down: bool,
 ) -> Settled {
     let mut pieces = Vec::new();
     let mut out = BytesMut::with_capacity(bytes.len());
-    // Deferred GETs' keys, one entry per request, in the order of their notes.
-    let mut next_key = 0;
+    // Deferred reads' requests, one entry per request, in the order of their notes.
+    let mut next_entry = 0;
     'notes: for note in notes.iter_mut() {
-        if let Through::Get(get) = &note.through {
-            next_key = get.at as usize;
+        if let Through::Read(read) = &note.through {
+            next_entry = read.at as usize;
         }
         for _ in 0..note.repeat {
             let Some(frames) = take_frames(&mut bytes, note.frames) else {
@@ -92,19 +92,15 @@ fn finish_cutting(
                 out.extend_from_slice(&bytes);
                 break 'notes;
             };
-            let through = match &note.through {
-                Through::Get(get) => match DeferredGet::entry(keys, next_key) {
-                    // Merged GETs share their settings, not their rule: each entry has its own.
-                    Some((rule, key, next)) => {
-                        next_key = next;
-                        Some(Deferred { get: DeferredGet { rule, ..*get }, key })
-                    }
-                    None => None,
-                },
-                _ => None,
+            let request = match &note.through {
+                Through::Read(_) => DeferredRead::entry(requests, next_entry).map(|(request, next)| {
+                    next_entry = next;
+                    request
+                }),
+                Through::No => None,
             };
             let cut = Cut { env, micros, tally, out: &mut out, pieces: &mut pieces, redis_down };
-            cut_one(cut, frames, note, through);
+            cut_one(cut, frames, note, request);
         }
     }
     if pieces.is_empty() {
@@ -125,16 +121,10 @@ struct Cut<'a, 'e> {
     redis_down: bool,
 }
 
-/// A deferred GET's settings and its key, from the batch's key buffer.
-struct Deferred {
-    get: DeferredGet,
-    key: Bytes,
-}
-
 /// One request's reply frames, cut, counted, and either added to `out` or handed to
-/// PostgreSQL as a piece of its own. `deferred` is the request's key when its note is
-/// a deferred GET.
-fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, deferred: Option<Deferred>) {
+/// PostgreSQL as a piece of its own. `request` is what the client sent when the note is
+/// a deferred read.
+fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, request: Option<Bytes>) {
     let reply = fix(cut.env, frames, &note.fix);
     if let Some(account) = &note.account {
         record(cut.tally, &reply, account, cut.micros);
@@ -142,15 +132,11 @@ fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, deferred: Option<Defer
     if !note.queued.is_empty() {
         record_exec(cut.tally, &reply, &note.queued, cut.micros);
     }
-    let load = match deferred {
-        Some(d) if through::is_get_miss(&reply) => Some((Box::new(d.get.read(d.key)), true)),
-        Some(d) if d.get.when_down && cut.redis_down => Some((Box::new(d.get.read(d.key)), false)),
-        Some(_) => None,
-        None => match std::mem::take(&mut note.through) {
-            Through::Ready(t) if through::is_miss(&reply, &t) => Some((t, true)),
-            Through::Ready(t) if t.when_down && cut.redis_down => Some((t, false)),
-            _ => None,
-        },
+    let load = match (&note.through, request) {
+        (Through::Read(read), Some(request)) if read.calls_for(&reply, cut.redis_down) => {
+            read.build(cut.env.fallback, &request).map(|through| (Box::new(through), read.miss.is(&reply)))
+        }
+        _ => None,
     };
     match load {
         Some((through, miss)) => {
@@ -197,26 +183,21 @@ enum Part {
     Loading(tokio::task::JoinHandle<Bytes>),
 }
 
-/// True when a read-through request's reply is a miss, which calls for PostgreSQL (Redis
-/// being down is known from the batch, see `finish`).
+/// True when a deferred read's reply calls for PostgreSQL (the same test `cut_one`
+/// makes; Redis being down is known from the batch, see `finish`).
 fn needs_load(bytes: &[u8], ends: &[u32], notes: &[Note]) -> bool {
     let mut shares = Shares::new(bytes, ends);
     for note in notes {
-        let calls_for = |reply: &[u8]| match &note.through {
-            Through::Get(_) => through::is_get_miss(reply),
-            Through::Ready(t) => through::is_miss(reply, t),
-            Through::No => false,
-        };
-        if note.through.is_no() {
+        let Through::Read(read) = &note.through else {
             // Malformed or short input: let the cutting path deal with it.
             if shares.next(note.upstream_frames()).is_none() {
                 return true;
             }
             continue;
-        }
+        };
         for _ in 0..note.repeat {
             let Some(reply) = shares.next(note.frames) else { return true };
-            if calls_for(reply) {
+            if read.calls_for(reply, false) {
                 return true;
             }
         }

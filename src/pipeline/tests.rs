@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::config::{Config, Overrides};
-use crate::tier::plan::{self, Input, Mode};
 
 const CONFIG: &str = r#"
 [[tiers]]
@@ -57,20 +56,19 @@ async fn repeated_notes_count_every_reply() {
         let mut notes = Vec::new();
         for argv in [&[&b"GET"[..], b"t:1"][..], &[b"GET", b"t:2"], &[b"GET", b"t:3"]] {
             let raw = crate::resp::reply::encode_command(argv);
-            let Prepared::Counted { account, .. } =
+            let Prepared::Forward { note, .. } =
                 prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
             else {
                 panic!("GET on a tier is counted")
             };
-            Note::push_counted(&mut notes, account);
+            Note::push(&mut notes, note);
         }
         assert_eq!((notes.len(), notes[0].repeat), (1, 3), "three GETs, one note");
         notes.push(Note::plain(1));
         let raw = crate::resp::reply::encode_command(&[b"GET", b"t:4"]);
         let argv: &[&[u8]] = &[b"GET", b"t:4"];
-        // The same request as a full note joins the same way.
         let Prepared::Forward { note, .. } =
-            prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i)).into_forward()
+            prepare(&env, &mut session, argv, &raw, commands.lookup(argv).map(|i| &**i))
         else {
             panic!("GET on a tier is counted")
         };
@@ -83,41 +81,5 @@ async fn repeated_notes_count_every_reply() {
         }
         let after = stats.tier(0);
         assert_eq!((after.hits - before.hits, after.misses - before.misses), (2, 2), "ends {ends:?}");
-    }
-}
-
-/// The single-key fast paths of `tiered` must decide exactly what the general plan does.
-#[tokio::test]
-async fn fast_paths_agree_with_the_general_plan() {
-    let fixture = Fixture::new();
-    let (env, commands) = (fixture.env(), &fixture.commands);
-    let mut session = Session::new(1);
-    for argv in
-        [&[&b"SET"[..], b"t:1", b"v"][..], &[b"GET", b"t:1"], &[b"HGET", b"t:1", b"f"], &[b"GET", b"u:1"]]
-    {
-        let command = commands.lookup(argv).map(|i| &**i).expect("known command");
-        let keys = crate::command::keys_of(command, argv).expect("keys");
-        let input = Input {
-            table: &fixture.tiers,
-            info: command,
-            argv,
-            keys: &keys,
-            mode: Mode::Plain,
-            now_ms: Default::default(),
-        };
-        let general = plan::plan(&input);
-        let raw = crate::resp::reply::encode_command(argv);
-        let fast = prepare(&env, &mut session, argv, &raw, Some(command)).into_forward();
-        match (general, fast) {
-            (None, Prepared::Untouched) => {}
-            (Some(plan), Prepared::Forward { rewrite, note }) => {
-                assert_eq!(rewrite, plan.rewrite, "{argv:?}");
-                assert_eq!(note.frames, plan.frames);
-                assert_eq!(note.fix, plan.fix);
-                let keys: Vec<_> = note.account.expect("counted").keys.iter().collect();
-                assert_eq!(keys, plan.keys.to_vec(), "{argv:?}");
-            }
-            (general, fast) => panic!("{argv:?}: plan {general:?} but prepared {fast:?}"),
-        }
     }
 }

@@ -42,25 +42,34 @@ pub struct ReadThrough {
     pub write_back: bool,
 }
 
-/// Recognises a read-through read; `None` for anything else. Runs for every read in a
-/// proxy with rules, so nothing is copied until a key is known to have a rule.
-pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protocol) -> Option<ReadThrough> {
-    let (keys, shape): (&[&[u8]], Shape) = match (name, argv.len()) {
-        ("get", 2) | ("getex", 2) => (&argv[1..2], Shape::String),
-        ("mget", n) if n >= 2 => (&argv[1..], Shape::String),
-        ("hget", 3) | ("hexists", 3) | ("hgetall", 2) => (&argv[1..2], Shape::Hash),
-        ("hmget", n) if n >= 3 => (&argv[1..2], Shape::Hash),
+/// The reads read-through answers, by name and argument count: where their keys are,
+/// the shape of value their rule must load, and what their miss looks like.
+fn read_shape(name: &str, argc: usize) -> Option<(std::ops::Range<usize>, Shape, Miss)> {
+    Some(match (name, argc) {
+        ("get", 2) | ("getex", 2) => (1..2, Shape::String, Miss::Nil),
+        ("mget", n) if n >= 2 => (1..n, Shape::String, Miss::SomeNil),
+        ("hget", 3) => (1..2, Shape::Hash, Miss::Nil),
+        ("hexists", 3) => (1..2, Shape::Hash, Miss::Zero),
+        ("hgetall", 2) => (1..2, Shape::Hash, Miss::Empty),
+        ("hmget", n) if n >= 3 => (1..2, Shape::Hash, Miss::SomeNil),
         _ => return None,
-    };
+    })
+}
+
+/// Whether a rule covers a key of the read `argv` (the `name` command): what a miss of
+/// it looks like. Runs for every read in a proxy with rules, so nothing is copied.
+pub fn covered(fallback: &Fallback, name: &str, argv: &[&[u8]]) -> Option<Miss> {
+    let (keys, shape, miss) = read_shape(name, argv.len())?;
+    argv[keys].iter().any(|key| fallback.rule_for(key).is_some_and(|(_, s)| s == shape)).then_some(miss)
+}
+
+/// The read-through read of `argv`; `None` when no rule covers any of its keys.
+pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protocol) -> Option<ReadThrough> {
+    let (keys, shape, _) = read_shape(name, argv.len())?;
     let rule = |key: &[u8]| fallback.rule_for(key).filter(|(_, s)| *s == shape).map(|(id, _)| id);
-    let mut with_rules = smallvec::SmallVec::new();
-    if let [key] = keys {
-        with_rules.push((Bytes::copy_from_slice(key), Some(rule(key)?)));
-    } else {
-        let rules: Vec<Option<usize>> = keys.iter().map(|k| rule(k)).collect();
-        rules.iter().any(Option::is_some).then_some(())?;
-        with_rules.extend(keys.iter().zip(rules).map(|(k, r)| (Bytes::copy_from_slice(k), r)));
-    }
+    let rules: smallvec::SmallVec<[Option<usize>; 1]> = argv[keys.clone()].iter().map(|k| rule(k)).collect();
+    rules.iter().any(Option::is_some).then_some(())?;
+    let with_rules = argv[keys].iter().zip(rules).map(|(k, r)| (Bytes::copy_from_slice(k), r)).collect();
     let kind = match name {
         "mget" => ReadKind::MGet,
         "hget" => ReadKind::HGet(Bytes::copy_from_slice(argv[2])),
@@ -72,29 +81,36 @@ pub fn detect(fallback: &Fallback, name: &str, argv: &[&[u8]], protocol: Protoco
     Some(ReadThrough { kind, keys: with_rules, protocol, when_down: false, write_back: true })
 }
 
-/// `GET key` (or `GETEX key`) where a string rule covers the key: the rule and the key.
-/// The read deferred on the hot path (see `pipeline::Through::Get`).
-pub fn plain_get<'a>(fallback: &Fallback, name: &str, argv: &[&'a [u8]]) -> Option<(usize, &'a [u8])> {
-    let ("get" | "getex", [_, key]) = (name, argv) else { return None };
-    let (rule, shape) = fallback.rule_for(key)?;
-    (shape == Shape::String).then_some((rule, *key))
+/// What a reply that calls for PostgreSQL looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// A nil (GET, HGET).
+    Nil,
+    /// Any nil element (MGET, HMGET): the elements of keys without a rule stay nil.
+    SomeNil,
+    /// An empty hash (HGETALL).
+    Empty,
+    /// `:0` (HEXISTS).
+    Zero,
+}
+
+impl Miss {
+    /// Whether `reply` is such a miss.
+    pub fn is(self, reply: &[u8]) -> bool {
+        match self {
+            Miss::Nil => is_get_miss(reply),
+            Miss::Empty => matches!(reply, b"*0\r\n" | b"%0\r\n"),
+            Miss::Zero => reply == b":0\r\n",
+            Miss::SomeNil => {
+                reply.windows(5).any(|w| w == b"$-1\r\n") || reply.windows(3).any(|w| w == b"_\r\n")
+            }
+        }
+    }
 }
 
 /// True when a GET's reply is a miss.
 pub fn is_get_miss(reply: &[u8]) -> bool {
     matches!(reply, b"$-1\r\n" | b"_\r\n")
-}
-
-/// True when Redis' reply is a miss that PostgreSQL may fill.
-pub fn is_miss(reply: &[u8], rt: &ReadThrough) -> bool {
-    match rt.kind {
-        ReadKind::Get | ReadKind::HGet(_) => is_get_miss(reply),
-        ReadKind::HGetAll => matches!(reply, b"*0\r\n" | b"%0\r\n"),
-        ReadKind::HExists(_) => reply == b":0\r\n",
-        ReadKind::HMGet(_) | ReadKind::MGet => {
-            reply.windows(5).any(|w| w == b"$-1\r\n") || reply.windows(3).any(|w| w == b"_\r\n")
-        }
-    }
 }
 
 /// Answers `rt` from PostgreSQL. `original` is Redis' reply (a miss) or `None` when Redis

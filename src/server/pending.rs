@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use super::Context;
 use crate::pipeline::reply::Settled;
-use crate::pipeline::{self, Account, Env, Note, Through};
+use crate::pipeline::{self, Env, Note, Through};
 use crate::upstream::Replies;
 
 /// Notes reserved when a run gets its first one (clients commonly pipeline 16).
 const NOTES_PER_RUN: usize = 16;
-/// Key buffer reserved for a run's first deferred GET: 16 entries of 56-byte keys.
+/// Request buffer reserved for a run's first deferred read: 16 GETs of 56-byte keys.
 const KEYS_PER_RUN: usize = 1024;
 /// Largest key buffer a client keeps between runs (a pipeline of 16 keys of 4 KiB).
 const SPARE_KEYS_LIMIT: usize = 64 * 1024;
@@ -60,13 +60,13 @@ pub(super) struct Run {
     /// Notes for the prepared requests (plain runs and requests counted alike merged,
     /// see `Note::push`); empty while no request in the run needs its reply cut or counted.
     pub(super) notes: Vec<Note>,
-    /// Keys of the run's deferred read-through GETs (`pipeline::Through::Get`), copied
-    /// out of the read buffer so their replies can find them. Grows with the run, which
-    /// the pipeline depth bounds.
+    /// The requests of the run's deferred reads (`pipeline::Through::Read`), copied out
+    /// of the read buffer so their replies can find them. Grows with the run, which the
+    /// pipeline depth bounds.
     pub(super) keys: BytesMut,
 }
 
-/// A batch's keys of deferred read-through GETs, kept with its notes until the replies
+/// A batch's requests of deferred reads, kept with its notes until the replies
 /// arrive.
 pub(super) type Keys = Bytes;
 
@@ -82,16 +82,13 @@ impl Run {
         let frames = note.as_ref().map_or(1, |n| n.frames);
         match note {
             Some(mut note) => {
-                if let Through::Get(get) = &mut note.through {
-                    // A deferred GET is never rewritten: its key is in the request bytes.
-                    debug_assert!(replacement.is_none(), "a deferred GET was rewritten");
+                if let Through::Read(read) = &mut note.through {
+                    // The request as the client sent it, even when `replacement` goes.
                     if self.keys.capacity() == 0 {
                         self.keys.reserve(KEYS_PER_RUN);
                     }
-                    let request = &rbuf[self.len..self.len + len];
-                    if !get.keep_key(request, &mut self.keys) {
-                        let read = get.read(get.key_in(request));
-                        note.through = Through::Ready(Box::new(read));
+                    if !read.keep(&rbuf[self.len..self.len + len], &mut self.keys) {
+                        note.through = Through::No;
                     }
                 }
                 self.start_notes();
@@ -106,19 +103,6 @@ impl Run {
             },
         }
         self.append(rbuf, len, replacement, frames);
-    }
-
-    /// `add` for a request that only counts its one reply frame (`Prepared::Counted`).
-    pub(super) fn add_counted(
-        &mut self,
-        rbuf: &mut BytesMut,
-        len: usize,
-        replacement: Option<Bytes>,
-        account: Account,
-    ) {
-        self.start_notes();
-        Note::push_counted(&mut self.notes, account);
-        self.append(rbuf, len, replacement, 1);
     }
 
     /// Before the first note: the frames of the requests before it get a plain one.

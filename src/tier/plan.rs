@@ -117,35 +117,86 @@ pub struct Input<'a> {
     pub now_ms: std::cell::OnceCell<u64>,
 }
 
-/// Plans a request; `None` when none of its keys is tiered.
-pub fn plan(input: &Input) -> Option<Plan> {
-    let keys = classify(input);
-    if keys.is_empty() {
-        return None;
+/// One request to plan: the request as the client sent it, with its command and the
+/// client's connection state.
+pub struct Request<'a> {
+    pub table: &'a TierTable,
+    pub info: &'a CommandInfo,
+    /// Its arguments, `argv[0]` the command name.
+    pub argv: &'a [&'a [u8]],
+    /// The whole request as RESP (as sent, or an inline command encoded).
+    pub raw: &'a [u8],
+    pub mode: Mode,
+}
+
+/// What planning decided for one request.
+#[derive(Debug)]
+pub enum Planned {
+    /// None of its keys is tiered.
+    Untiered,
+    /// Its keys could not be found (a malformed key spec's arguments).
+    Unclassified,
+    /// A plain read (see `reads_plainly`): sent as it is, only its keys counted.
+    Read(KeyRoles),
+    /// Sent as the plan says.
+    Plan(Plan),
+}
+
+/// Plans a request. The usual request, one key as the first argument, is settled without
+/// the general key search: an untiered key, a plain read, or `SET k v` given its tier's
+/// TTL (`plain_set`), whose plan is the one the general path builds.
+#[inline(always)]
+pub fn plan(request: &Request) -> Planned {
+    let Request { table, info, argv, raw, mode } = *request;
+    if let (Some(flags), Some(key)) = (info.single_key(), argv.get(1)) {
+        let Some(class) = table.classify(key) else { return Planned::Untiered };
+        if reads_plainly(table, info, std::iter::once(class)) {
+            return Planned::Read(smallvec::smallvec![(class, role(true, flags), 1)]);
+        }
+        if info.kind == crate::command::Kind::Set
+            && let Some(rewrite) = plain_set(table, class, argv, raw)
+        {
+            return Planned::Plan(Plan::set_with_ttl(class, rewrite));
+        }
     }
-    if let Some(keys) = plain_read(input, &keys) {
-        return Some(Plan {
-            rewrite: None,
+    let Ok(keys) = crate::command::keys_of(info, argv) else { return Planned::Unclassified };
+    let input = Input { table, info, argv, keys: &keys, mode, now_ms: Default::default() };
+    let classified = classify(&input);
+    if classified.is_empty() {
+        return Planned::Untiered;
+    }
+    if reads_plainly(table, info, classified.iter().map(|k| k.0)) {
+        return Planned::Read(key_roles(&classified));
+    }
+    let mut b = builder::Builder::new(&input, classified);
+    b.apply_policy();
+    Planned::Plan(b.finish())
+}
+
+impl Plan {
+    /// The plan of `SET k v` (key of `class`) sent as `rewrite`, `SET k v PX <ms>`.
+    fn set_with_ttl(class: Class, rewrite: Bytes) -> Plan {
+        Plan {
+            rewrite: Some(rewrite),
             frames: 1,
             fix: ReplyFix::None,
             refuse: None,
-            keys,
+            keys: smallvec::smallvec![(class, Role::Write, 1)],
             queued_extra: 0,
             ttl_rewrites: 0,
-            rewritten: smallvec::SmallVec::new(),
+            rewritten: smallvec::smallvec![class],
             clamps: 0,
             persist_denied: 0,
-        });
+        }
     }
-    Some(plan_classified(input, keys))
 }
 
 /// `SET k v` on a tier with a TTL, the most common tiered write: the `SET k v PX <ms>`
-/// that `plan` would send (see `Builder::set`), built without a plan. `raw` is the
+/// that the general plan would send (see `Builder::set`), built without the builder. `raw` is the
 /// request as the client sent it (RESP): its arguments are kept byte for byte, which is
 /// cheaper than encoding them again. `None` for any other shape, which takes the
 /// general path.
-pub fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]], raw: &[u8]) -> Option<Bytes> {
+fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]], raw: &[u8]) -> Option<Bytes> {
     if argv.len() != 3 {
         return None;
     }
@@ -164,28 +215,10 @@ pub fn plain_set(table: &TierTable, class: Class, argv: &[&[u8]], raw: &[u8]) ->
     Some(out.freeze())
 }
 
-/// Plans a request whose keys are classified (at least one tiered) and that is not a
-/// plain read.
-pub fn plan_classified(input: &Input, keys: Classified) -> Plan {
-    let mut b = builder::Builder::new(input, keys);
-    b.apply_policy();
-    b.finish()
-}
-
-/// The common case on the hot path: a read-only command whose keys' tiers do not slide
-/// needs no policy, only accounting: its keys, or `None` when it needs a full plan.
-pub fn plain_read(input: &Input, keys: &Classified) -> Option<KeyRoles> {
-    reads_plainly(input.table, input.info, keys.iter().map(|k| k.0)).then(|| key_roles(keys))
-}
-
 /// Whether a command on keys of these classes is a plain read: read-only, and no tier of
 /// its keys slides (a sliding read needs a TTL refresh, so a plan).
 #[inline]
-pub fn reads_plainly(
-    table: &TierTable,
-    info: &CommandInfo,
-    mut classes: impl Iterator<Item = Class>,
-) -> bool {
+fn reads_plainly(table: &TierTable, info: &CommandInfo, mut classes: impl Iterator<Item = Class>) -> bool {
     info.has(cmd_flag::READONLY) && !classes.any(|class| table.tier(class.tier).policy.sliding)
 }
 
@@ -195,7 +228,7 @@ fn key_roles(keys: &Classified) -> KeyRoles {
 }
 
 /// Classifies every key and decides its role.
-pub fn classify(input: &Input) -> Classified {
+fn classify(input: &Input) -> Classified {
     let readonly = input.info.has(cmd_flag::READONLY);
     input
         .keys

@@ -3,18 +3,17 @@
 //! in a run of shared-route requests (one slice of the read buffer to Redis), or sent on
 //! its own route. A route change waits for every earlier reply first.
 
-use bytes::{Buf, Bytes};
-use tokio::sync::oneshot;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::super::action::{Action, Route, RouteContext};
-use super::super::pending::{Keys, Pending, Run, defer, env, keep_spare, keep_spare_keys};
+use super::super::pending::{Run, defer, env, keep_spare, keep_spare_keys};
 use super::super::route::decide;
 use crate::command::cmd_flag;
-use crate::pipeline::{self, Note, Prepared, Through};
+use crate::pipeline::{self, Prepared, Through};
 use crate::resp::{Frame, ProtocolError};
+use crate::upstream::ServerInfo;
 use crate::upstream::fence::{Access, stripes_of};
-use crate::upstream::{Job, Msg, ServerInfo};
 
 use super::{Flow, Handler};
 
@@ -71,9 +70,7 @@ impl Handler {
             self.last_cmd.changed = false;
             self.registration.handle.publish_cmd(&self.last_cmd.name);
         }
-        if !self.try_flush_run(&mut run) {
-            self.flush_run(&mut run).await;
-        }
+        self.flush_run(&mut run).await;
         // Every request read with the one that waited is sent (or parked): later readers
         // may go now.
         self.waiting = None;
@@ -138,10 +135,7 @@ impl Handler {
             _ => Prepared::Untouched,
         };
         // A read rewritten by its tier (a sliding TTL's GETEX) writes.
-        let rewritten = matches!(
-            &prepared,
-            Prepared::Forward { rewrite: Some(_), .. } | Prepared::Counted { rewrite: Some(_), .. }
-        );
+        let rewritten = matches!(&prepared, Prepared::Forward { rewrite: Some(_), .. });
         self.access = match command {
             Some(info) if info.has(cmd_flag::READONLY) && !rewritten => Access::Read,
             _ => Access::Write,
@@ -167,9 +161,7 @@ impl Handler {
             && match &prepared {
                 Prepared::Untouched => !inline,
                 // An inline command joins once re-encoded as RESP (its rewrite).
-                Prepared::Forward { rewrite, .. } | Prepared::Counted { rewrite, .. } => {
-                    !inline || rewrite.is_some()
-                }
+                Prepared::Forward { rewrite, .. } => !inline || rewrite.is_some(),
                 _ => false,
             };
         // A request whose key is in flight on another connection goes through `dispatch`,
@@ -180,7 +172,6 @@ impl Handler {
         match prepared {
             Prepared::Untouched => run.add(&mut self.rbuf, len, None, None),
             Prepared::Forward { rewrite, note } => run.add(&mut self.rbuf, len, rewrite, Some(note)),
-            Prepared::Counted { rewrite, account } => run.add_counted(&mut self.rbuf, len, rewrite, account),
             _ => unreachable!("only joining requests get here"),
         }
         None
@@ -198,7 +189,6 @@ impl Handler {
     ) -> std::io::Result<Option<Flow>> {
         let (rewrite, note) = match prepared {
             Prepared::Untouched => (None, None),
-            Prepared::Counted { rewrite, account } => (rewrite, Some(Note::counting(account))),
             Prepared::Forward { rewrite, note } => (rewrite, Some(note)),
             Prepared::Answer(reply) => {
                 self.flush_run(run).await;
@@ -236,45 +226,19 @@ impl Handler {
         match (&action, note) {
             (Action::Forward(route), Some(mut note)) => {
                 let frames = note.frames;
-                let request = rewrite.or(encoded).unwrap_or(raw);
-                if let Through::Get(get) = note.through {
-                    // Sent on its own: the key is read from the request's bytes.
-                    let key = request.slice(get.at as usize..(get.at + get.len) as usize);
-                    note.through = Through::Ready(Box::new(get.read(key)));
+                // A deferred read keeps the request as the client sent it (a rewrite goes).
+                let mut requests = BytesMut::new();
+                if let Through::Read(read) = &mut note.through
+                    && !read.keep(encoded.as_ref().unwrap_or(&raw), &mut requests)
+                {
+                    note.through = Through::No;
                 }
-                self.forward(*route, vec![request], frames, vec![note], Keys::new()).await;
+                let request = rewrite.or(encoded).unwrap_or(raw);
+                self.forward(*route, vec![request], frames, vec![note], requests.freeze()).await;
             }
             _ => self.act(action, encoded.unwrap_or(raw)).await?,
         }
         Ok(None)
-    }
-
-    /// Sends the shared run as one job if that needs no wait: the route is unchanged and
-    /// the connection's queue has room (the usual case). `false` leaves the run for
-    /// `flush_run`.
-    fn try_flush_run(&mut self, run: &mut Run) -> bool {
-        if run.frames == 0 {
-            // Nothing but empty lines (or nothing at all): consumed, never sent.
-            drop(run.take(&mut self.rbuf));
-            return true;
-        }
-        if self.last_route != Route::Shared {
-            return false;
-        }
-        let Some(permit) = self.shared.as_ref().and_then(|tx| tx.try_reserve().ok()) else { return false };
-        let (payload, frames, notes, keys) = run.take(&mut self.rbuf);
-        let (reply, rx) = oneshot::channel();
-        let fences = self.held.take();
-        permit.send(Msg::Job(Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences }));
-        self.queue.push_back(Pending::Waiting {
-            rx,
-            frames,
-            pinned: false,
-            notes,
-            keys,
-            started: self.batch_start,
-        });
-        true
     }
 
     /// Sends the batched shared-route run, if any, as one job.
@@ -282,9 +246,10 @@ impl Handler {
         if run.len == 0 && run.parts.is_empty() {
             return;
         }
-        let (payload, frames, notes, keys) = run.take(&mut self.rbuf);
+        // A run of nothing but empty lines is consumed, never sent.
+        let (payload, frames, notes, requests) = run.take(&mut self.rbuf);
         if frames > 0 {
-            self.forward(Route::Shared, payload, frames, notes, keys).await;
+            self.forward(Route::Shared, payload, frames, notes, requests).await;
         }
     }
 }

@@ -64,6 +64,15 @@ impl Handler {
 
     async fn send_shared(&mut self, job: Job) -> Result<(), Error> {
         let mut msg = Msg::Job(job);
+        // The usual case: the client's connection has room, and nothing waits.
+        if let Some(tx) = &self.shared {
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back)) => {
+                    msg = back
+                }
+            }
+        }
         for _ in 0..2 {
             let tx = match self.shared.clone().filter(|tx| !tx.is_closed()) {
                 Some(tx) => tx,
