@@ -6,6 +6,8 @@ build's median ratio to direct per case, the geometric means per pipeline depth,
 after/before: the figure "within 0.97x of before" is judged on.
 
 Usage: bench/before-after.py BEFORE_BIN AFTER_BIN   (ROUNDS=5 REQUESTS=200000 env knobs)
+       CONFIG=FILE bench/before-after.py …   both builds run with this config, e.g. a tier
+       whose prefix is `key:` (redis-benchmark's keys) to measure the tiered path
 """
 import math, os, socket, statistics, subprocess, sys, tempfile, time
 
@@ -52,7 +54,8 @@ def main():
         for name, binary in (("before", sys.argv[1]), ("after", sys.argv[2])):
             ports[name] = free_port()
             log = open(os.path.join(work, f"{name}.log"), "w")
-            procs.append(subprocess.Popen([binary, "--listen", f"127.0.0.1:{ports[name]}", "--upstream",
+            config = ["--config", os.environ["CONFIG"]] if os.environ.get("CONFIG") else []
+            procs.append(subprocess.Popen([binary, *config, "--listen", f"127.0.0.1:{ports[name]}", "--upstream",
                                            f"redis://127.0.0.1:{redis_port}"], stdout=log, stderr=log))
             wait_ping(ports[name])
         ratios = {(name, case): [] for name in ("before", "after") for case in CASES}

@@ -2,13 +2,13 @@
 //!
 //! # One GET, in ten steps
 //!
-//! 1. Accept: `server/mod.rs` (`serve`) spawns a `Handler` (`server/handler.rs`).
-//! 2. Read and parse: `handler.rs` reads; `resp/request.rs` finds the complete request.
-//! 3. Decide the route: `handler/process.rs` (`route_one`) asks `server/route.rs` (`decide`).
-//! 4. Plan: `pipeline/mod.rs` (`prepare`; tiered keys in `pipeline/planned.rs`) leaves a note.
+//! 1. Accept: `server/mod.rs` (`serve`) spawns a `Handler` (`server/handler.rs`), which reads.
+//! 2. Parse: `resp/request.rs` finds each complete request in the read buffer.
+//! 3. Route: `handler/process.rs` asks `server/route.rs` (`decide`; state in `session/mod.rs`).
+//! 4. Plan: `pipeline/mod.rs` (`prepare`, `pipeline/planned.rs`, `tier/plan.rs`) leaves a note.
 //! 5. Same-key order: `upstream/fence.rs`, through `handler/fence.rs` when a key is busy.
-//! 6. Batch: `server/pending.rs` (`Run`) makes one `upstream::Job` of the run.
-//! 7. Send and cut replies: `upstream/conn.rs` writes the jobs, cuts the reply frames.
+//! 6. Batch and send: `server/pending.rs` (`Run`) makes one `upstream::Job`; `handler/send.rs`.
+//! 7. Cut replies: `upstream/conn.rs` writes the jobs of many clients, cuts the reply frames.
 //! 8. Settle: `server/pending.rs` (`settle`) has `pipeline/reply.rs` (`finish`) apply the note.
 //! 9. Count: `pipeline/count.rs` into `stats`; a read-through miss goes to `fallback`.
 //! 10. Write: `handler/write.rs` writes the replies in request order.
@@ -29,19 +29,18 @@
 //!    on its pinned connection (MULTI, WATCH, blocking commands, SELECT, AUTH as another
 //!    user; taken from `upstream::Spares`), or hand the socket to Redis while the
 //!    state lasts (pub/sub, MONITOR, CLIENT TRACKING/REPLY): replies verbatim, requests
-//!    as sent but for the strata ids they name; a check with Redis after UNSUBSCRIBE and
-//!    the like decides when normal service resumes (`handler::passthrough`).
+//!    as sent but for the strata ids they name, in lockstep: strata counts the replies
+//!    each request owes and learns from Redis's replies when the state ended
+//!    (`session::lockstep`, `handler::passthrough`).
 //! 3. `pipeline::prepare` finds the request's keys (one-key commands such as GET and SET
 //!    take a short path that builds no plan), classifies them (`tier`), applies the
 //!    tier's TTL policy (`tier::plan`: a rewrite such as `SET … PX`, or the write wrapped in
 //!    `MULTI … PEXPIRE … NX … EXEC`), and leaves a `pipeline::Note` saying how to cut the
 //!    reply back, what to count (`stats`) and whether PostgreSQL may answer a miss
-//!    (`pipeline::through`). A request that only counts its reply carries just its
-//!    `pipeline::Account` (`Prepared::Counted`), and repeats the run's previous note when
-//!    it counts the same way, so a pipeline of GETs keeps one note per batch. A `GET` of
-//!    a key a read-through rule covers builds nothing either: its note is a
-//!    `pipeline::Through::Get`, and the batch keeps a copy of the key until the reply
-//!    shows whether PostgreSQL must answer. While the Redis `breaker` is open nothing is
+//!    (`pipeline::Through::Read`: nothing is built for it unless its reply calls for
+//!    PostgreSQL; the batch keeps a copy of the request until then). Requests counted
+//!    alike share one note (`Note::push`), so a pipeline of GETs keeps one note per
+//!    batch. While the Redis `breaker` is open nothing is
 //!    sent: reads of fallback tiers with a rule are answered from PostgreSQL, the rest get
 //!    `-TRYAGAIN`.
 //! 4. A shared-route request first takes its keys' stripes (`upstream::fence`): a key
@@ -58,7 +57,7 @@
 //!    `resp::FrameScanner`, and returns them as the exact bytes Redis sent, with where each
 //!    frame ends for jobs whose replies are counted (`upstream::Replies`). Its supervisor feeds the breaker (connect errors, resets, timeouts).
 //! 5. The handler keeps one `server::pending::Pending` per request or run, in request order
-//!    (with the run's keys of deferred read-through GETs).
+//!    (with the run's requests of deferred read-through reads).
 //!    When a reply arrives, `pipeline::reply::finish` applies the notes: strata's extra
 //!    replies are dropped, EXEC arrays unwrapped or filtered, `INFO` gets the `# Strata`
 //!    section, hits and misses are counted (`pipeline::count`). A miss (or strata's own
