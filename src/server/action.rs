@@ -5,13 +5,15 @@
 //!
 //! Where the next routes plug in (sketch, not built yet):
 //! - Redis Cluster: `Route::Node(slot)` chosen in `route::decide` from the key's hash
-//!   slot (the command table's key specs give the keys); the handler's `forward` sends it
-//!   to that node's `upstream::SharedPool`, and `MOVED`/`ASK` are followed where the
-//!   replies are settled (`server::pending::settle`), before `pipeline::reply::finish`.
-//! - Near cache: an `Action::Local` for a cached read, decided after `pipeline::prepare`
-//!   classified the key into a tier with `near_cache = true`; fills come back through the
-//!   same settle step (the note says which key to fill), and writes invalidate in
-//!   `pipeline::planned` where they already forget read-through rows.
+//!   slot (the command table's key specs give the keys), sent by a `ClusterRoute`
+//!   (`server::routes`: one new file, one line in `Routes::send`) to that node's
+//!   `upstream::SharedPool`; `MOVED`/`ASK` are followed where the replies are settled
+//!   (`server::pending::settle`), before `pipeline::reply::finish`.
+//! - Near cache: a route whose `send` answers a read's job from memory (its `reply` filled
+//!   at once) and forwards the rest, chosen after `pipeline::prepare` classified the key
+//!   into a tier with `near_cache = true`; fills come back through the same settle step
+//!   (the note says which key to fill), and writes invalidate in `pipeline::planned`
+//!   where they already forget read-through rows.
 
 use crate::command::CommandTable;
 use crate::resp::Reply;

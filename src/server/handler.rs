@@ -21,7 +21,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::Context;
@@ -29,13 +28,13 @@ use super::action::Route;
 use super::memory::Share;
 use super::pending::{Pending, resolve_front};
 use super::registry::{Peer, Registration, View};
+use super::routes::{OwnRoute, Routes, SharedRoute};
 use super::woken::Woken;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
 use crate::resp::{Limits, RequestParser};
 use crate::session::Session;
 use crate::upstream::fence::{Access, Held, Stripes, Ticket};
-use crate::upstream::{Dedicated, Msg, SlotId};
 
 pub(crate) use read::peek;
 use read::{READ_CHUNK, next_read_chunk};
@@ -61,9 +60,8 @@ pub struct Handler {
     parser: RequestParser,
     ranges: Vec<Range<usize>>,
     queue: VecDeque<Pending>,
-    slot: SlotId,
-    shared: Option<mpsc::Sender<Msg>>,
-    pinned: Option<(Dedicated, Protocol)>,
+    /// The ways to Redis: shared connections, and the client's own.
+    routes: Routes,
     last_route: Route,
     /// No more requests are read; the connection closes once the queue is written.
     closing: bool,
@@ -107,7 +105,6 @@ impl Handler {
             max_bulk: ctx.config.limits.max_bulk_len,
             max_multibulk: ctx.config.limits.max_multibulk_len,
         };
-        let slot = ctx.pool.assign(Protocol::Resp2);
         let session = Session::on_db(id, ctx.config.upstream.url.db);
         let peer = Peer {
             addr: stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -116,6 +113,10 @@ impl Handler {
         };
         let registration = ctx.registry.register(&session, peer);
         let memory = Share::new(ctx.client_memory.clone(), registration.handle.clone());
+        let routes = Routes {
+            shared: SharedRoute::new(ctx.pool.clone(), Protocol::Resp2),
+            own: OwnRoute::new(ctx.spares.clone(), ctx.config.upstream.clone(), registration.handle.clone()),
+        };
         Handler {
             ctx,
             stream,
@@ -127,9 +128,7 @@ impl Handler {
             parser: RequestParser::new(limits),
             ranges: Vec::new(),
             queue: VecDeque::new(),
-            slot,
-            shared: None,
-            pinned: None,
+            routes,
             last_route: Route::Shared,
             closing: false,
             parked: false,

@@ -11,6 +11,7 @@ mod memory;
 mod pending;
 mod registry;
 mod route;
+mod routes;
 mod woken;
 
 use std::sync::Arc;

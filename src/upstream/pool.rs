@@ -93,6 +93,11 @@ impl SharedPool {
         }
     }
 
+    /// The upstream's address, for messages.
+    pub fn url(&self) -> &crate::config::UpstreamUrl {
+        &self.config.url
+    }
+
     /// The live connection of a slot, if it is connected.
     pub fn sender(&self, slot: SlotId) -> Option<mpsc::Sender<Msg>> {
         let slots = match slot.protocol {

@@ -26,7 +26,7 @@ impl Handler {
             return Ok(());
         }
         let pool = &self.ctx.pool;
-        let mine = pool.number(self.slot);
+        let mine = pool.number(self.routes.shared.slot);
         let start = self.held.len();
         let waiting = self.waiting.as_ref();
         for &stripe in &self.stripes {
@@ -80,9 +80,8 @@ impl Handler {
                     return false;
                 }
                 let slot = self.ctx.pool.slot_of(owner);
-                if slot.protocol == self.slot.protocol && slot != self.slot {
-                    self.slot = slot;
-                    self.shared = None;
+                if slot.protocol == self.routes.shared.slot.protocol && slot != self.routes.shared.slot {
+                    self.routes.shared.move_to(slot);
                     if !std::mem::replace(&mut moved, true) {
                         continue;
                     }

@@ -253,7 +253,7 @@ impl Handler {
         self.registration.handle.set_upstream_id(-1);
         self.registration.handle.drop_pass_through();
         self.last_route = Route::Shared;
-        if self.slot.protocol != self.session.protocol {
+        if self.routes.shared.slot.protocol != self.session.protocol {
             self.reassign();
         }
         self.publish();
@@ -262,7 +262,7 @@ impl Handler {
     /// The client's pinned socket, or a fresh one; its Redis id goes to the registry so
     /// CLIENT TRACKING REDIRECT and CLIENT UNBLOCK can name this client.
     async fn take_raw_upstream(&mut self) -> Option<(TcpStream, BytesMut)> {
-        if let Some((dedicated, _)) = self.pinned.take() {
+        if let Some(dedicated) = self.routes.own.take() {
             return dedicated.detach().await.map(|d| (d.stream, d.leftover));
         }
         if let Some(spare) = self.ctx.spares.take(self.session.protocol) {

@@ -1,18 +1,18 @@
-//! Sending a client's requests upstream: on its shared connection (retrying only a job
-//! that never reached a connection) or its pinned one (opened from the spares), and HELLO,
-//! whose protocol switch waits for Redis' answer.
+//! Sending a client's requests upstream on the route decided for them (`server::routes`),
+//! after a barrier when the route changes, and HELLO, whose protocol switch waits for
+//! Redis' answer.
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::super::action::Route;
 use super::super::pending::{Keys, Pending, settle};
 use super::Handler;
-use crate::error::{Error, Kind, Side};
+use crate::error::Error;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
 use crate::upstream::fence::Held;
-use crate::upstream::{Dedicated, Job, Msg, Replies};
+use crate::upstream::{Job, Replies};
 
 impl Handler {
     /// Sends requests producing `frames` replies on `route`, after a barrier if the route changed.
@@ -36,10 +36,11 @@ impl Handler {
         // The stripes taken for these requests travel with them (shared route only).
         let fences = if route == Route::Shared { self.held.take() } else { Held::default() };
         let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences };
-        let sent = match route {
-            Route::Shared => self.send_shared(job).await,
-            Route::Pinned => self.send_pinned(job).await,
-        };
+        if route == Route::Pinned && !self.routes.own.ready(self.session.protocol) {
+            // Taking or opening the connection may wait: let the next client in first.
+            self.first_batch_sent();
+        }
+        let sent = self.routes.send(route, job, self.session.protocol).await;
         match sent {
             Ok(()) => self.queue.push_back(Pending::Waiting {
                 rx,
@@ -54,64 +55,12 @@ impl Handler {
                 let started = self.batch_start;
                 let replies = Replies::failed(why, frames);
                 self.queue.push_back(settle(&self.ctx, replies, &mut notes, &keys, false, started));
-                if route == Route::Pinned {
-                    // The client's connection state lives on that connection; it is gone.
+                if self.routes.holds_client_state(route) {
+                    // The client's connection state lived on that connection; it is gone.
                     self.closing = true;
                 }
             }
         }
-    }
-
-    async fn send_shared(&mut self, job: Job) -> Result<(), Error> {
-        let mut msg = Msg::Job(job);
-        // The usual case: the client's connection has room, and nothing waits.
-        if let Some(tx) = &self.shared {
-            match tx.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back)) => {
-                    msg = back
-                }
-            }
-        }
-        for _ in 0..2 {
-            let tx = match self.shared.clone().filter(|tx| !tx.is_closed()) {
-                Some(tx) => tx,
-                None => match self.ctx.pool.sender(self.slot) {
-                    Some(tx) => tx,
-                    None => break,
-                },
-            };
-            match tx.send(msg).await {
-                Ok(()) => {
-                    self.shared = Some(tx);
-                    return Ok(());
-                }
-                // The connection ended before taking the job, so it never reached Redis
-                // and one more attempt on the replacement is safe.
-                Err(mpsc::error::SendError(back)) => {
-                    self.shared = None;
-                    msg = back;
-                }
-            }
-        }
-        // Never sent, so safe to retry: the same answer as an open breaker.
-        Err(Error::redis_unavailable(format!("not connected to {}", self.ctx.config.upstream.url)))
-    }
-
-    async fn send_pinned(&mut self, job: Job) -> Result<(), Error> {
-        let protocol = self.session.protocol;
-        if self.pinned.as_ref().is_none_or(|(d, p)| *p != protocol || d.tx.is_closed()) {
-            self.first_batch_sent();
-            let dedicated = match self.ctx.spares.take(protocol) {
-                Some(spare) => spare,
-                None => Dedicated::open(&self.ctx.config.upstream, protocol)
-                    .await
-                    .map_err(|e| Error::new(Kind::CannotConnect, Side::Redis, e.to_string()))?,
-            };
-            self.set_pinned(Some((dedicated, protocol)));
-        }
-        let Some((dedicated, _)) = &self.pinned else { unreachable!("set above") };
-        dedicated.tx.send(Msg::Job(job)).await.map_err(|_| Error::redis_lost())
     }
 
     /// HELLO that Redis must see: forward it, wait, and switch protocol only if accepted.
@@ -124,11 +73,8 @@ impl Handler {
         let reply = rx.await.map_or_else(|_| Error::redis_lost().repeated(1), |r| r.bytes);
         if !reply.starts_with(b"-") {
             self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
-            if let Some((_, p)) = &mut self.pinned {
-                *p = self.session.protocol;
-            }
-            self.slot = self.ctx.pool.assign(self.session.protocol);
-            self.shared = None;
+            self.routes.own.switched_to(self.session.protocol);
+            self.routes.shared.reassign(self.session.protocol);
         }
         self.queue.push_back(Pending::Ready(reply));
         Ok(())

@@ -5,12 +5,10 @@
 use bytes::Bytes;
 
 use super::Handler;
-use crate::resp::reply::Protocol;
 use crate::resp::{ProtocolError, Reply};
 use crate::server::action::Action;
 use crate::server::pending::{Keys, Pending};
 use crate::server::registry::View;
-use crate::upstream::Dedicated;
 
 /// The name of the client's last command, copied only when the command changes: per
 /// request this is one pointer comparison.
@@ -53,7 +51,7 @@ impl Handler {
             }
             Action::Reset => {
                 self.drain().await?;
-                self.set_pinned(None);
+                self.routes.own.set(None);
                 self.session.reset();
                 self.reassign();
                 self.local(Reply::Status("RESET"));
@@ -65,7 +63,7 @@ impl Handler {
 
     pub(super) fn local(&mut self, reply: Reply) {
         let protocol = self.session.protocol;
-        if self.slot.protocol != protocol {
+        if self.routes.shared.slot.protocol != protocol {
             self.reassign();
         }
         self.queue.push_back(Pending::Ready(reply.to_bytes(protocol)));
@@ -74,12 +72,11 @@ impl Handler {
     /// Moves the client to a shared connection of its (new) protocol, and drops an idle
     /// pinned connection that speaks the old one.
     pub(super) fn reassign(&mut self) {
-        self.slot = self.ctx.pool.assign(self.session.protocol);
-        self.shared = None;
-        if self.pinned.as_ref().is_some_and(|(_, p)| *p != self.session.protocol)
+        self.routes.shared.reassign(self.session.protocol);
+        if self.routes.own.protocol().is_some_and(|p| p != self.session.protocol)
             && !self.session.needs_pinned()
         {
-            self.set_pinned(None);
+            self.routes.own.set(None);
         }
     }
 
@@ -87,13 +84,6 @@ impl Handler {
     pub(super) fn publish(&mut self) {
         self.last_cmd.changed = false;
         self.registration.handle.publish(View::of(&self.session, &self.last_cmd.name));
-    }
-
-    /// Replaces the pinned connection, keeping the registry's upstream id in step.
-    pub(super) fn set_pinned(&mut self, pinned: Option<(Dedicated, Protocol)>) {
-        let id = pinned.as_ref().and_then(|(d, _)| d.upstream_id).unwrap_or(-1);
-        self.registration.handle.set_upstream_id(id);
-        self.pinned = pinned;
     }
 
     pub(super) fn protocol_error(&mut self, e: ProtocolError) {
