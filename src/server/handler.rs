@@ -34,8 +34,8 @@ use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
 use crate::resp::{Limits, RequestParser};
 use crate::session::Session;
-use crate::upstream::fence::{Access, Held, Stripes, Ticket};
 
+use fence::Fencing;
 pub(crate) use read::peek;
 use read::{READ_CHUNK, next_read_chunk};
 use state::LastCommand;
@@ -81,15 +81,8 @@ pub struct Handler {
     spare_keys: BytesMut,
     /// The last command's name, for `CLIENT LIST`.
     last_cmd: LastCommand,
-    /// Key stripes of the request being routed, if it goes on a shared connection.
-    stripes: Stripes,
-    /// Whether that request only reads its keys as sent (reads may share a key's stripe).
-    access: Access,
-    /// The client's place in the fences' waiting room while it waits for a stripe; kept
-    /// until the requests read with the waiting one are sent (see `fence`).
-    waiting: Option<Ticket>,
-    /// Stripes taken for shared-route requests not yet sent; they go with the next job.
-    held: Held,
+    /// Same-key order for the request being routed (see `fence`).
+    fencing: Fencing,
     registration: Registration,
     /// This client's part of `limits.max_clients_memory`.
     memory: Share,
@@ -138,10 +131,7 @@ impl Handler {
             spare_notes: Vec::new(),
             spare_keys: BytesMut::new(),
             last_cmd: LastCommand::default(),
-            stripes: Stripes::new(),
-            access: Access::Write,
-            waiting: None,
-            held: Held::default(),
+            fencing: Fencing::default(),
             registration,
             memory,
             started: None,

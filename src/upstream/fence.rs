@@ -46,9 +46,11 @@ const WRITE_BACK: u64 = 0xFFE;
 const READ_MARK: u16 = 1 << 15;
 
 /// What a request does to its keys: reads may share a stripe across connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Access {
     Read,
+    /// Until known otherwise, a request writes.
+    #[default]
     Write,
 }
 

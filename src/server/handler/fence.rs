@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::Handler;
 use crate::resp::request::{Frame, RequestParser};
 use crate::server::action::Route;
-use crate::upstream::fence::{Conflict, Stripes, stripes_of};
+use crate::upstream::fence::{Access, Conflict, Held, Stripes, Ticket, stripes_of};
 
 /// Pause between tries while a stripe belongs to a connection the client cannot move to.
 const RETRY: Duration = Duration::from_millis(1);
@@ -18,27 +18,41 @@ const RETRY: Duration = Duration::from_millis(1);
 /// does not read its replies must not hold up others on its keys for long.
 const TURN_HOLD: Duration = Duration::from_millis(100);
 
+/// The client's part in same-key order: the request being routed and what it holds.
+#[derive(Default)]
+pub(super) struct Fencing {
+    /// Key stripes of the request being routed, if it goes on a shared connection.
+    pub(super) stripes: Stripes,
+    /// Whether that request only reads its keys as sent (reads may share a key's stripe).
+    pub(super) access: Access,
+    /// The client's place in the fences' waiting room while it waits for a stripe; kept
+    /// until the requests read with the waiting one are sent.
+    pub(super) waiting: Option<Ticket>,
+    /// Stripes taken for shared-route requests not yet sent; they go with the next job.
+    pub(super) held: Held,
+}
+
 impl Handler {
     /// Takes the current request's stripes for the client's shared connection, all or
     /// none; on failure says why.
     pub(super) fn take_stripes(&mut self) -> Result<(), Conflict> {
-        if self.stripes.is_empty() {
+        if self.fencing.stripes.is_empty() {
             return Ok(());
         }
         let pool = &self.ctx.pool;
         let mine = pool.number(self.routes.shared.slot);
-        let start = self.held.len();
-        let waiting = self.waiting.as_ref();
-        for &stripe in &self.stripes {
+        let start = self.fencing.held.len();
+        let waiting = self.fencing.waiting.as_ref();
+        for &stripe in &self.fencing.stripes {
             let taken = match waiting {
                 Some(ticket) if !ticket.is_first_for(stripe) => Err(Conflict::Reserved),
-                _ => pool.fences.try_take(stripe, mine, self.access, waiting.is_some()),
+                _ => pool.fences.try_take(stripe, mine, self.fencing.access, waiting.is_some()),
             };
             if let Err(conflict) = taken {
-                self.held.release_from(start);
+                self.fencing.held.release_from(start);
                 return Err(conflict);
             }
-            self.held.push(&pool.fences, stripe, self.access);
+            self.fencing.held.push(&pool.fences, stripe, self.fencing.access);
         }
         Ok(())
     }
@@ -48,7 +62,7 @@ impl Handler {
     /// every earlier one (the run was flushed). `false`: the client is gone or killed
     /// meanwhile, and the request must not be sent.
     pub(super) async fn fence(&mut self, len: usize) -> bool {
-        if self.stripes.is_empty() {
+        if self.fencing.stripes.is_empty() {
             return true;
         }
         // Earlier requests on the client's own connection first: stripes are never held
@@ -67,9 +81,9 @@ impl Handler {
                 Err(conflict) => conflict,
             };
             self.first_batch_sent();
-            if self.waiting.is_none() {
+            if self.fencing.waiting.is_none() {
                 let wanted = self.stripes_ahead(len);
-                self.waiting = Some(self.ctx.pool.fences.enter(wanted));
+                self.fencing.waiting = Some(self.ctx.pool.fences.enter(wanted));
                 continue;
             }
             if let Conflict::Owner(owner) = conflict {
@@ -101,12 +115,12 @@ impl Handler {
     /// connections are not fenced. `false`: the client is gone or killed meanwhile.
     pub(super) async fn after_write_backs(&mut self) -> bool {
         let fences = self.ctx.pool.fences.clone();
-        while self.stripes.iter().any(|&stripe| fences.held_for_write_back(stripe)) {
+        while self.fencing.stripes.iter().any(|&stripe| fences.held_for_write_back(stripe)) {
             if !self.pause().await {
                 return false;
             }
         }
-        self.stripes.clear();
+        self.fencing.stripes.clear();
         true
     }
 
@@ -128,7 +142,7 @@ impl Handler {
     /// Waits for the client's replies to be written, keeping its place in the room for
     /// at most `TURN_HOLD` (the drain itself goes on: cancelling it could lose a reply).
     async fn drain_for_a_while(&mut self) -> std::io::Result<()> {
-        let mut ticket = self.waiting.take();
+        let mut ticket = self.fencing.waiting.take();
         let drained = {
             let drain = self.drain_keeping_turn();
             tokio::pin!(drain);
@@ -141,14 +155,14 @@ impl Handler {
                 }
             }
         };
-        self.waiting = ticket;
+        self.fencing.waiting = ticket;
         drained
     }
 
     /// The stripes of the current request and of every complete request read after it:
     /// what a later reader must not overtake while this client waits.
     fn stripes_ahead(&self, len: usize) -> Vec<u16> {
-        let mut wanted: Vec<u16> = self.stripes.to_vec();
+        let mut wanted: Vec<u16> = self.fencing.stripes.to_vec();
         let server = self.ctx.server.load();
         let mut parser = RequestParser::new(self.parser.limits());
         let (mut ranges, mut stripes) = (Vec::new(), Stripes::new());

@@ -73,7 +73,7 @@ impl Handler {
         self.flush_run(&mut run).await;
         // Every request read with the one that waited is sent (or parked): later readers
         // may go now.
-        self.waiting = None;
+        self.fencing.waiting = None;
         keep_spare(&mut self.spare_notes, std::mem::take(&mut run.notes));
         keep_spare_keys(&mut self.spare_keys, std::mem::take(&mut run.keys));
         if self.rbuf.len() >= self.ctx.config.limits.max_client_buffer && !self.closing {
@@ -97,7 +97,8 @@ impl Handler {
         encoded: Option<&Bytes>,
         batch_start: Instant,
     ) -> (Action, Prepared) {
-        let Handler { ctx, session, rbuf, ranges, last_cmd, stripes, .. } = self;
+        let Handler { ctx, session, rbuf, ranges, last_cmd, fencing, .. } = self;
+        let stripes = &mut fencing.stripes;
         let source: &[u8] = encoded.map_or(&rbuf[offset..offset + len], |e| &e[..]);
         // On the stack for the usual few arguments: this runs for every request.
         // Built in place: `collect` would build it elsewhere and copy all 136 bytes.
@@ -136,7 +137,7 @@ impl Handler {
         };
         // A read rewritten by its tier (a sliding TTL's GETEX) writes.
         let rewritten = matches!(&prepared, Prepared::Forward { rewrite: Some(_), .. });
-        self.access = match command {
+        self.fencing.access = match command {
             Some(info) if info.has(cmd_flag::READONLY) && !rewritten => Access::Read,
             _ => Access::Write,
         };

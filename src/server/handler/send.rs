@@ -34,7 +34,7 @@ impl Handler {
         }
         let (reply, rx) = oneshot::channel();
         // The stripes taken for these requests travel with them (shared route only).
-        let fences = if route == Route::Shared { self.held.take() } else { Held::default() };
+        let fences = if route == Route::Shared { self.fencing.held.take() } else { Held::default() };
         let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences };
         if route == Route::Pinned && !self.routes.own.ready(self.session.protocol) {
             // Taking or opening the connection may wait: let the next client in first.

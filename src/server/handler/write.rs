@@ -78,7 +78,7 @@ impl Handler {
     pub(super) async fn drain(&mut self) -> std::io::Result<()> {
         // A client waiting for its own replies (a BLPOP on its own connection) must not
         // hold up others on its reserved keys: one of them may be what it waits for.
-        self.waiting = None;
+        self.fencing.waiting = None;
         self.drain_keeping_turn().await
     }
 
