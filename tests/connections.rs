@@ -347,13 +347,16 @@ async fn pass_through_ends_on_reset_and_after_multi() {
     assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
     assert!(served_by_strata(&mut c).await);
 
-    // After CLIENT REPLY SKIP, RESET gets no reply, as from Redis.
+    // After CLIENT REPLY SKIP no reply shows whether Redis took it, so the RESET goes to
+    // Redis: silenced by the SKIP and logging the connection out, exactly as directly.
+    // A RESET after that gets Redis' `+RESET`, which ends pass-through.
     let mut quiet = RawClient::connect(strata.addr).await;
     let mut pipeline = cmd(&["CLIENT", "REPLY", "SKIP"]);
     pipeline.extend(cmd(&["RESET"]));
     pipeline.extend(cmd(&["PING", "next"]));
     quiet.send(&pipeline).await;
-    assert_eq!(&quiet.read_frame().await[..], b"$4\r\nnext\r\n");
+    assert!(quiet.read_frame().await.starts_with(b"-NOAUTH "));
+    assert_eq!(&quiet.command(&["RESET"]).await[..], b"+RESET\r\n");
     assert!(served_by_strata(&mut quiet).await);
 
     // MONITOR is never probed; its RESET goes to Redis, whose +RESET ends pass-through.
@@ -420,6 +423,30 @@ async fn a_busy_redis_refusal_in_pass_through_is_a_reply_like_any_other() {
     assert_eq!(&c.read_frame().await[..], b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nstill\r\n");
     assert_eq!(&c.command(&["UNSUBSCRIBE"]).await[..], b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
     assert!(served_by_strata(&mut c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_reply_off_loses_no_reply() {
+    let redis = RedisServer::start();
+    let mut admin = RawClient::port(redis.port).await;
+    let acl = ["ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-client|reply"];
+    assert_eq!(&admin.command(&acl).await[..], b"+OK\r\n");
+    let url = format!("redis://app:pw@127.0.0.1:{}", redis.port);
+    let strata = Strata::start(&url, "").await;
+    // Redis refuses the OFF with an error that strata cannot tell from a later request's
+    // reply; every reply must still reach the client, as directly.
+    let mut pipeline = cmd(&["CLIENT", "REPLY", "OFF"]);
+    pipeline.extend(cmd(&["SET", "a", "1"]));
+    pipeline.extend(cmd(&["CLIENT", "REPLY", "ON"]));
+    pipeline.extend(cmd(&["GET", "a"]));
+    for _ in 0..20 {
+        let mut c = RawClient::connect(strata.addr).await;
+        c.send(&pipeline).await;
+        assert!(c.read_frame().await.starts_with(b"-NOPERM "));
+        assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+        assert!(c.read_frame().await.starts_with(b"-NOPERM "));
+        assert_eq!(&c.read_frame().await[..], b"$1\r\n1\r\n");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,7 +170,12 @@ impl DeferredRead {
     pub fn build(&self, fallback: &Fallback, request: &[u8]) -> Option<ReadThrough> {
         let mut ranges = Vec::new();
         let mut parser = RequestParser::new(Limits::UNBOUNDED);
-        let Ok(Some(Frame::Multibulk { .. })) = parser.next(request, &mut ranges) else { return None };
+        match parser.next(request, &mut ranges) {
+            Ok(Some(Frame::Multibulk { .. })) => {}
+            // An inline command joins a batch with its tier's rewrite; the read is its own.
+            Ok(Some(Frame::Inline { encoded, .. })) => return self.build(fallback, &encoded),
+            _ => return None,
+        }
         let argv: smallvec::SmallVec<[&[u8]; 4]> = ranges.iter().map(|r| &request[r.clone()]).collect();
         let name = String::from_utf8_lossy(argv.first()?).to_ascii_lowercase();
         let mut read = super::through::detect(fallback, &name, &argv, self.protocol)?;

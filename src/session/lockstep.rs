@@ -111,6 +111,10 @@ pub struct Lockstep {
     uncounted: bool,
     /// State strata would lose by leaving this connection (SELECT, WATCH, AUTH, a name…).
     sticky: bool,
+    /// A CLIENT REPLY OFF or SKIP was sent: whether Redis took it shows in no reply, so
+    /// the count may be off by the error of a refused one. The connection then stays the
+    /// client's (`plain` is never true) and a RESET goes to Redis.
+    unsure: bool,
     /// Replies owed, oldest first. As long as the client's unanswered requests, which the
     /// caller bounds.
     owed: VecDeque<Owed>,
@@ -132,6 +136,7 @@ impl Lockstep {
             queued: Vec::new(),
             uncounted: false,
             sticky: false,
+            unsure: false,
             owed: VecDeque::new(),
             redirects: VecDeque::new(),
         }
@@ -158,6 +163,7 @@ impl Lockstep {
     /// without this connection.
     pub fn plain(&self) -> bool {
         !self.uncounted
+            && !self.unsure
             && !self.sticky
             && !self.tracking
             && !self.in_multi
@@ -180,10 +186,20 @@ impl Lockstep {
         self.redirects.iter().find(|(r, _)| *r == redis).map(|(_, s)| *s)
     }
 
-    /// Whether the client's RESET would be answered: not when a SKIP silences it. Redis
-    /// would log the connection in as `default`, so strata answers it itself.
-    pub fn reset_answered(&self) -> bool {
-        self.replies != ReplyMode::Skip
+    /// Whether strata can hold the client's RESET and answer it itself once nothing is
+    /// owed (sent on, Redis would log the connection in as `default`): only while every
+    /// reply is counted for sure. `Some(answered)`: held, and answered unless a SKIP
+    /// silences it; `None`: it goes to Redis.
+    pub fn holds_reset(&self) -> Option<bool> {
+        (!self.uncounted && !self.unsure).then_some(self.replies != ReplyMode::Skip)
+    }
+
+    /// An empty request (a blank line, `*0`): Redis sends nothing for it, but it takes
+    /// a pending SKIP, as any request does.
+    pub fn blank(&mut self) {
+        if self.replies == ReplyMode::Skip {
+            self.replies = ReplyMode::On;
+        }
     }
 
     /// Notes a request (`kind`, `argv`) sent on the connection: what it owes and does.
@@ -191,9 +207,6 @@ impl Lockstep {
         let sub = |n: &[u8]| argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(n));
         let reply_arg = (kind == Kind::Client && sub(b"reply") && argv.len() == 3).then(|| argv[2]);
         if self.uncounted {
-            // The reply mode is still followed: a RESET that a SKIP silences must not be
-            // waited for (`reset_answered`).
-            self.silences(reply_arg);
             return Sent::Go;
         }
         let mut name = [0u8; 16];
@@ -236,6 +249,10 @@ impl Lockstep {
                 if reply_arg
                     .is_some_and(|a| a.eq_ignore_ascii_case(b"off") || a.eq_ignore_ascii_case(b"skip")) =>
             {
+                // Accepted, it gets no reply; refused (an ACL, a busy script), it gets an
+                // error that strata would take for a later request's reply. Nothing can
+                // tell the two apart, so nothing may rest on the count from here.
+                self.unsure = true;
                 Sent::Go
             }
             Kind::Client if sub(b"setname") || sub(b"setinfo") || sub(b"no-evict") || sub(b"no-touch") => {

@@ -6,8 +6,9 @@
 //! on as sent, except those naming clients by strata id; replies go back as Redis sent
 //! them, except the Redis ids of redirect targets in `CLIENT GETREDIR`/`TRACKINGINFO`.
 //! RESET ends it too: strata answers it once every earlier reply is out (sent on, Redis
-//! would log the connection in as `default`). MONITOR's stream is not replies: there the
-//! RESET goes to Redis, whose `+RESET` ends it. This module enters and leaves
+//! would log the connection in as `default`). Where replies are not counted for sure
+//! (MONITOR's stream, after a CLIENT REPLY OFF or SKIP) the RESET goes to Redis, and its
+//! `+RESET` ends pass-through if nothing was sent after it. This module enters and leaves
 //! pass-through; `requests` and `replies` are its two halves.
 
 mod replies;
@@ -47,8 +48,6 @@ enum Pause {
     Judge,
     /// The client's RESET, held: strata answers it once every earlier reply is out.
     Reset { answer: bool },
-    /// The RESET went to Redis (counting had stopped): its `+RESET` ends pass-through.
-    RedisReset,
     /// As many replies owed as the pipeline depth allows: wait for some.
     Full,
 }
@@ -72,6 +71,9 @@ struct Shared<'a> {
     ordered: Notify,
     /// `limits.max_pipeline_depth`: the most replies owed at once.
     depth: usize,
+    /// A RESET went to Redis: how many requests were sent after it. Its `+RESET` ends
+    /// pass-through only while none was (their replies would follow it).
+    after_reset: Mutex<Option<usize>>,
     registry: &'a Registry,
 }
 
@@ -94,6 +96,23 @@ impl Shared<'_> {
                 return order;
             }
         }
+    }
+
+    /// A RESET goes to Redis now.
+    fn reset_sent(&self) {
+        *self.after_reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(0);
+    }
+
+    /// A request goes to Redis now (counted after a RESET that went before it).
+    fn sent_after_reset(&self) {
+        if let Some(n) = self.after_reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_mut() {
+            *n += 1;
+        }
+    }
+
+    /// Whether a `+RESET` from Redis now is the reply to a RESET with nothing after it.
+    fn ends_at_reset(&self) -> bool {
+        *self.after_reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) == Some(0)
     }
 
     fn give(&self, order: Order) {
@@ -216,6 +235,7 @@ impl Handler {
             order: Mutex::new(None),
             ordered: Notify::new(),
             depth: ctx.config.limits.max_pipeline_depth,
+            after_reset: Mutex::new(None),
             registry: &ctx.registry,
         };
         let (mut from_client, mut to_client) = stream.split();

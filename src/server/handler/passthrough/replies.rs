@@ -74,7 +74,7 @@ async fn forward_frames<W: AsyncWrite + Unpin>(
             }
         };
         let frame = &buf[sent..sent + len];
-        if *shared.paused() == Some(Pause::RedisReset) && frame == b"+RESET\r\n" {
+        if frame == b"+RESET\r\n" && shared.ends_at_reset() {
             to.write_all(&buf.split_to(sent + len)).await?;
             return Ok(Some(Ended::Reset { answer: false }));
         }

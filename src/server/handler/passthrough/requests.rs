@@ -72,9 +72,8 @@ impl Requests<'_> {
                 }
                 Cut::Pause(why) => {
                     if let Order::SendReset = self.shared.pause(why).await {
+                        self.shared.reset_sent();
                         to.write_all(&crate::resp::reply::encode_command(&[b"RESET"])).await?;
-                        // Its `+RESET` ends pass-through; nothing more is sent.
-                        self.shared.pause(Pause::RedisReset).await;
                     }
                     continue;
                 }
@@ -103,7 +102,10 @@ impl Requests<'_> {
                 }
             };
             let (len, translated, step) = match frame {
-                Frame::Empty { len } => (len, None, Step::Blank),
+                Frame::Empty { len } => {
+                    self.shared.lockstep().blank();
+                    (len, None, Step::Blank)
+                }
                 Frame::Multibulk { len } => {
                     let (translated, step) = self.look_at(&self.rbuf[..len]);
                     (len, translated, step)
@@ -125,7 +127,6 @@ impl Requests<'_> {
             self.rbuf.advance(len);
             let first = !matches!(step, Step::Blank) && std::mem::take(&mut self.after_first);
             match step {
-                Step::RedisReset => return (ready, Cut::Pause(Pause::RedisReset)),
                 Step::Sent(Sent::Pause) => return (ready, Cut::Pause(Pause::Judge)),
                 _ if first => return (ready, Cut::Pause(Pause::Judge)),
                 _ if self.shared.lockstep().owed() >= self.shared.depth => {
@@ -143,14 +144,15 @@ impl Requests<'_> {
         let kind = self.server.commands.lookup(&argv).map(|info| info.kind).unwrap_or_default();
         let mut lockstep = self.shared.lockstep();
         if kind == Kind::Reset {
-            if lockstep.counting() {
-                return (None, Step::HoldReset { answer: lockstep.reset_answered() });
+            if let Some(answer) = lockstep.holds_reset() {
+                return (None, Step::HoldReset { answer });
             }
-            if lockstep.reset_answered() {
-                return (None, Step::RedisReset);
-            }
-            // Silenced by a SKIP: no `+RESET` will come to end pass-through, which goes on.
+            // Sent on: its `+RESET` ends pass-through if nothing was sent after it (a SKIP
+            // may silence it; then pass-through goes on).
+            self.shared.reset_sent();
+            return (None, Step::Sent(Sent::Go));
         }
+        self.shared.sent_after_reset();
         note_redirect(self.shared.registry, &argv, &mut lockstep, false);
         let sent = lockstep.send(kind, &argv);
         (upstream_ids(self.shared.registry, &argv), Step::Sent(sent))
@@ -166,8 +168,6 @@ enum Step {
     HoldReset {
         answer: bool,
     },
-    /// RESET, sent to Redis.
-    RedisReset,
 }
 
 /// Remembers the redirect target a `CLIENT TRACKING … REDIRECT id` names, so Redis's id
