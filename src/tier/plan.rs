@@ -100,21 +100,17 @@ pub struct Plan {
     pub persist_denied: u32,
 }
 
-/// Everything planning reads besides the request.
-pub struct Input<'a> {
-    /// The tiers.
-    pub table: &'a TierTable,
-    /// The command.
-    pub info: &'a CommandInfo,
-    /// The request's arguments, `argv[0]` the command name.
-    pub argv: &'a [&'a [u8]],
+/// A `Request` as the general plan reads it: with its keys found, and the clock.
+struct Input<'a> {
+    table: &'a TierTable,
+    info: &'a CommandInfo,
+    argv: &'a [&'a [u8]],
     /// Its keys, found with the command table.
-    pub keys: &'a [KeyRef],
-    /// The client's connection state.
-    pub mode: Mode,
+    keys: &'a [KeyRef],
+    mode: Mode,
     /// Wall-clock now in Unix ms, for EXPIREAT-style absolute times; read only when a
     /// TTL argument needs it.
-    pub now_ms: std::cell::OnceCell<u64>,
+    now_ms: std::cell::OnceCell<u64>,
 }
 
 /// One request to plan: the request as the client sent it, with its command and the
