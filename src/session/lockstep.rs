@@ -4,7 +4,7 @@
 //! `CLIENT REPLY OFF`/`SKIP`); for each frame Redis sends, whether it answers a request or
 //! is pushed on its own (RESP3 `>` frames, RESP2 `message`/`pmessage`/`smessage`), and what
 //! it says of the connection. strata learns that the state ended from Redis's own replies
-//! (the subscription counts back to 0, `+OK` to `CLIENT TRACKING off` or `CLIENT REPLY ON`)
+//! (the subscription counts back to 0, `+OK` to `CLIENT TRACKING off`)
 //! and sends nothing of its own on the connection.
 //!
 //! Where counting cannot be exact (MONITOR's stream, a SUBSCRIBE whose confirmations a
@@ -242,8 +242,9 @@ impl Lockstep {
             Kind::Client if sub(b"getredir") || sub(b"trackinginfo") => {
                 self.owe(silenced, Owed::Reply(Effect::NamesRedirect), Sent::Go)
             }
+            // Always answered; it ends nothing strata resumes on (see `unsure`).
             Kind::Client if reply_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"on")) => {
-                self.owe(false, Owed::Reply(Effect::None), Sent::Pause)
+                self.owe(false, Owed::Reply(Effect::None), Sent::Go)
             }
             Kind::Client
                 if reply_arg

@@ -71,7 +71,7 @@ fn reply_modes_owe_nothing_until_on() {
     send(&mut l, &["SET", "k", "v"]);
     send(&mut l, &["CLIENT", "REPLY", "SKIP"]);
     assert_eq!(l.owed(), 0);
-    assert_eq!(send(&mut l, &["CLIENT", "REPLY", "ON"]), Sent::Pause);
+    assert_eq!(send(&mut l, &["CLIENT", "REPLY", "ON"]), Sent::Go);
     assert_eq!(l.owed(), 1);
     l.receive(b"+OK\r\n");
     // Had Redis refused the OFF (an ACL, a busy script), its error would have been taken
