@@ -17,6 +17,10 @@ use tokio::time::Instant;
 
 const MIB: u64 = 1024 * 1024;
 
+/// One test of this file at a time: they move hundreds of MB, and a peak measured while
+/// another moves 512 MB on the same two cores is that one's starvation, not strata's size.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Samples the binary's resident set every millisecond until `Peak::finish`.
 fn watch_peak(strata: &Arc<Binary>) -> Peak {
     let peak = Arc::new(AtomicU64::new(strata.rss()));
@@ -62,6 +66,7 @@ async fn read_exactly(c: &mut RawClient, mut len: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_value_costs_its_size_once_and_is_given_back() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let strata = Arc::new(Binary::start(&redis.url(), "").await);
     let size = 96 * MIB as usize;
@@ -98,6 +103,7 @@ async fn a_large_value_costs_its_size_once_and_is_given_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_value_costs_what_arrived_not_its_declared_length() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let strata = Arc::new(Binary::start(&redis.url(), "").await);
     let start = strata.rss();
@@ -129,6 +135,7 @@ async fn a_half_sent_value_costs_what_arrived_not_its_declared_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_memory_cap_closes_the_largest_client() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let strata = Binary::start(&redis.url(), "[limits]\nmax_clients_memory = 33554432\n").await;
     let mut small = RawClient::connect(strata.addr).await;
@@ -163,6 +170,7 @@ async fn the_clients_memory_cap_closes_the_largest_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_512_mb_value_is_set_and_got_through_strata_exactly_as_redis_holds_it() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     // Moving 512 MB each way can take longer than the default command timeout (5 s) on a
     // loaded two-core machine, where strata would rightly answer with a timeout error
