@@ -43,8 +43,9 @@
 //!    batch. While the Redis `breaker` is open nothing is
 //!    sent: reads of fallback tiers with a rule are answered from PostgreSQL, the rest get
 //!    `-TRYAGAIN`.
-//! 4. A shared-route request first takes its keys' stripes (`upstream::fence`): a key
-//!    with a write in flight belongs to one shared connection (reads alone may share it),
+//! 4. A forwarded request first takes its keys' stripes (`upstream::fence`): a key
+//!    with a write in flight belongs to one shared connection (reads alone may share it)
+//!    or to one client's own connection (not while it may block there),
 //!    and a client whose key is in flight on another moves there once its own replies
 //!    are in, or waits its turn in the fences' waiting room, reserving what it has read
 //!    so later readers cannot slip past; so requests on the same key reach Redis in the

@@ -116,7 +116,7 @@ async fn a_del_after_the_answer_is_never_undone_by_the_write_back() {
         assert_eq!(rows.len(), 200);
         let mut reader = rig.client().await;
         let mut shared = rig.client().await;
-        // WATCH pins this client to a connection of its own, which is not fenced.
+        // WATCH pins this client to a connection of its own.
         let mut pinned = rig.client().await;
         assert_eq!(show(&pinned.command(&["WATCH", "unrelated"]).await), "+OK\r\n");
         for id in 1000..1200 {

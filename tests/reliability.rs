@@ -234,7 +234,7 @@ async fn waiting_for_a_reply_is_not_idle_time_two_threads() {
 /// a connection's bytes reach Redis before those of a connection accepted after it
 /// closed, and same-key requests keep the order strata read them in, on any of the
 /// shared connections. With `pinned`, A first WATCHes, so its pushes go over a
-/// connection of its own, which no key fence orders against B's.
+/// connection of its own, whose requests hold their keys until answered.
 async fn writes_of_a_closed_client_come_first(config: &str, tries: usize, depth: usize, pinned: bool) {
     let redis = RedisServer::start();
     let strata = Binary::start(&redis.url(), config).await;

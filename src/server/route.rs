@@ -66,6 +66,12 @@ fn kind_by_name(name: &[u8]) -> Kind {
     }
 }
 
+/// A request that may hold its connection while Redis waits (BLPOP, XREAD BLOCK, WAIT):
+/// no key of its is fenced (see `upstream::fence::Pinned`).
+pub fn may_block(info: Option<&crate::command::CommandInfo>, argv: &[&[u8]]) -> bool {
+    info.is_some_and(|i| i.kind == Kind::Wait) || blocks(info, argv)
+}
+
 /// Blocking commands would stall every client sharing the connection.
 fn blocks(info: Option<&crate::command::CommandInfo>, argv: &[&[u8]]) -> bool {
     let Some(info) = info else { return false };

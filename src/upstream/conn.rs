@@ -64,7 +64,7 @@ struct InFlight {
     /// The last job of a write: its replies complete that write.
     ends_write: bool,
     /// Released when this leaves `inflight`: replied, or the connection is gone.
-    _fences: Held,
+    fences: Held,
 }
 
 /// The state of one running connection.
@@ -196,10 +196,12 @@ pub async fn drive(
                         }
                     }
                 }
-                // Nobody left to read the replies (the client is gone): stop waiting for them.
-                // An async block, so no timer is built on turns this branch is off.
+                // Nobody left to read the replies (the client is gone): stop waiting for them,
+                // but not while requests hold their keys' stripes: Redis may still run them,
+                // and a later request on those keys must wait for that (a blocked command
+                // holds none). An async block, so no timer is built on turns this is off.
                 () = async { tokio::time::sleep(ORPHAN_CHECK).await }, if !open => {
-                    if d.inflight.iter().all(|job| job.reply.is_closed()) {
+                    if d.inflight.iter().all(|job| job.reply.is_closed() && job.fences.is_empty()) {
                         return Exit::Unused;
                     }
                 }
@@ -286,7 +288,7 @@ impl Driver {
             reply: job.reply,
             sent_at: now,
             ends_write: false,
-            _fences: job.fences,
+            fences: job.fences,
         });
     }
 

@@ -7,8 +7,13 @@
 //! connections at once (a hot key read by many clients is not funnelled into one socket);
 //! a write then waits for them. So requests that touch the same key reach Redis in the
 //! order strata read them whenever the order can matter, whichever clients send them.
-//! Pinned connections are not fenced (their requests run in the order of their own
-//! connection only).
+//!
+//! A client's own connection (MULTI, WATCH, SELECT…) takes its keys' stripes too, for
+//! itself alone (`pinned`): Redis reads its sockets in turn, so a request written on one
+//! connection can run after one written later on another; the fence makes the later one
+//! wait for the reply instead. Only commands that may block (BLPOP, WAIT) and what
+//! follows them on the same connection go unfenced: holding a key while blocked could
+//! wait forever for the very request that would unblock it.
 //!
 //! A client that has to wait takes a turn in the waiting room (`room`): it reserves the
 //! stripes of every request it has read and not yet sent, so a client that read later
@@ -21,7 +26,9 @@ use smallvec::SmallVec;
 
 use crate::command::{CommandInfo, keys_of};
 
+mod pinned;
 mod room;
+pub use pinned::Pinned;
 pub use room::Ticket;
 
 /// Stripes in the table: collisions only cost a needless move of a client, and 4,096
@@ -42,8 +49,13 @@ const MIXED: u64 = 0xFFF;
 /// The owner of a stripe held for a read-through write-back (strata's own connection):
 /// every request on the key waits until the write-back has been answered.
 const WRITE_BACK: u64 = 0xFFE;
+/// The owner of a stripe held by requests on a client's own connection (`pinned`): only
+/// that client may add to it; everyone else waits until it is answered.
+const PINNED: u64 = 0xFFD;
 /// In a `Held` entry, marks a stripe taken for a read (stripe numbers need 12 bits).
 const READ_MARK: u16 = 1 << 15;
+/// In a `Held` entry, marks a stripe taken on a client's own connection.
+const PIN_MARK: u16 = 1 << 14;
 
 /// What a request does to its keys: reads may share a stripe across connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,8 +74,6 @@ pub type ConnNumber = u16;
 pub struct Fences {
     stripes: Box<[AtomicU64]>,
     room: room::WaitingRoom,
-    /// Stripes held for write-backs now; pinned connections look only while it is not 0.
-    write_backs: AtomicU64,
 }
 
 impl Default for Fences {
@@ -71,7 +81,6 @@ impl Default for Fences {
         Fences {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             room: room::WaitingRoom::default(),
-            write_backs: AtomicU64::new(0),
         }
     }
 }
@@ -147,7 +156,7 @@ impl Fences {
                 (current & RESERVED_MASK) | mine << OWNER_SHIFT | one
             } else if owner == mine {
                 current + one
-            } else if owner == WRITE_BACK {
+            } else if owner == WRITE_BACK || owner == PINNED {
                 return Err(Conflict::Busy);
             } else if access == Access::Read && writes == 0 {
                 (current | MIXED << OWNER_SHIFT) + READ_ONE
@@ -176,19 +185,14 @@ impl Fences {
             return None;
         }
         word.compare_exchange(current, held, Ordering::AcqRel, Ordering::Acquire).ok()?;
-        self.write_backs.fetch_add(1, Ordering::AcqRel);
         Some(WriteBackHold { fences: self.clone(), stripe })
     }
 
     /// True when a write-back holds `stripe` (see `hold_for_write_back`).
-    pub fn held_for_write_back(&self, stripe: u16) -> bool {
+    #[cfg(test)]
+    fn held_for_write_back(&self, stripe: u16) -> bool {
         let word = self.stripes[stripe as usize].load(Ordering::Acquire);
         word >> OWNER_SHIFT == WRITE_BACK && word & WRITES != 0
-    }
-
-    /// True while any write-back holds a stripe.
-    pub fn write_backs_pending(&self) -> bool {
-        self.write_backs.load(Ordering::Acquire) != 0
     }
 
     /// Requests on `stripe` left in flight; 0 frees it for any connection.
@@ -199,8 +203,11 @@ impl Fences {
 
     /// Releases one request taken as `entry` (a stripe, marked if it was a read).
     fn release(&self, entry: u16) {
-        let (stripe, one) =
-            if entry & READ_MARK != 0 { (entry & !READ_MARK, READ_ONE) } else { (entry, WRITE_ONE) };
+        let (stripe, one) = if entry & READ_MARK != 0 {
+            (entry & !READ_MARK, READ_ONE)
+        } else {
+            (entry & !PIN_MARK, WRITE_ONE)
+        };
         self.stripes[stripe as usize].fetch_sub(one, Ordering::AcqRel);
     }
 
@@ -229,7 +236,6 @@ pub struct WriteBackHold {
 impl Drop for WriteBackHold {
     fn drop(&mut self) {
         self.fences.release(self.stripe);
-        self.fences.write_backs.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -239,8 +245,11 @@ impl Drop for WriteBackHold {
 pub struct Held {
     fences: Option<Arc<Fences>>,
     /// Inline for a typical pipeline; grows with a deep one, which the pipeline depth
-    /// bounds. Reads carry `READ_MARK`.
+    /// bounds. Reads carry `READ_MARK`, stripes of a client's own connection `PIN_MARK`.
     stripes: SmallVec<[u16; 16]>,
+    /// The client whose own connection carries the `PIN_MARK` stripes, and whether the
+    /// requests include one that may block (see `Pinned`).
+    pinned: Option<(Arc<Pinned>, bool)>,
 }
 
 impl Held {
@@ -254,15 +263,26 @@ impl Held {
 
     /// Moves every stripe out, leaving this empty (for the job that carries them).
     pub fn take(&mut self) -> Held {
-        Held { fences: self.fences.clone(), stripes: std::mem::take(&mut self.stripes) }
+        Held {
+            fences: self.fences.clone(),
+            stripes: std::mem::take(&mut self.stripes),
+            pinned: self.pinned.take(),
+        }
     }
 
     /// Releases the stripes counted since the length was `len` (a request that took
     /// some of its keys' stripes but not all).
     pub fn release_from(&mut self, len: usize) {
         if let Some(fences) = &self.fences {
-            for stripe in self.stripes.drain(len..) {
-                fences.release(stripe);
+            for entry in self.stripes.drain(len..) {
+                // The client forgets the stripe first: while it still counts it, the
+                // stripe's word counts it too, so nobody else can have taken it.
+                if entry & PIN_MARK != 0
+                    && let Some((pinned, _)) = &self.pinned
+                {
+                    pinned.forget(entry & !PIN_MARK);
+                }
+                fences.release(entry);
             }
         }
     }
@@ -281,94 +301,11 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.release_from(0);
+        if let Some((pinned, true)) = &self.pinned {
+            pinned.unblocked();
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stripe_belongs_to_one_connection_while_requests_are_in_flight() {
-        let fences = Arc::new(Fences::default());
-        let s = stripe_of(b"k");
-        let mut held = Held::default();
-        let w = Access::Write;
-        assert_eq!(fences.try_take(s, 0, w, false), Ok(()));
-        held.push(&fences, s, w);
-        assert_eq!(fences.try_take(s, 0, w, false), Ok(()));
-        held.push(&fences, s, w);
-        assert_eq!(fences.try_take(s, 3, w, false), Err(Conflict::Owner(0)));
-        assert_eq!(
-            fences.try_take(s, 3, Access::Read, false),
-            Err(Conflict::Owner(0)),
-            "a read follows a write"
-        );
-        let job = held.take();
-        assert!(held.is_empty());
-        assert_eq!(fences.in_flight(s), 2);
-        drop(job);
-        assert_eq!(fences.in_flight(s), 0);
-        assert_eq!(fences.try_take(s, 3, w, false), Ok(()));
-        assert_eq!(fences.try_take(s, 0, w, false), Err(Conflict::Owner(3)));
-    }
-
-    #[test]
-    fn reads_share_a_stripe_across_connections_and_a_write_waits_for_them() {
-        let fences = Arc::new(Fences::default());
-        let s = stripe_of(b"hot");
-        let (r, w) = (Access::Read, Access::Write);
-        let mut on_0 = Held::default();
-        fences.try_take(s, 0, r, false).unwrap();
-        on_0.push(&fences, s, r);
-        assert_eq!(fences.try_take(s, 0, w, false), Ok(()), "a write joins its own connection's reads");
-        on_0.push(&fences, s, w);
-        assert_eq!(fences.try_take(s, 1, r, false), Err(Conflict::Owner(0)), "not past a write");
-        drop(on_0.take());
-        let mut on_1 = Held::default();
-        fences.try_take(s, 1, r, false).unwrap();
-        on_1.push(&fences, s, r);
-        assert_eq!(fences.try_take(s, 2, w, false), Err(Conflict::Owner(1)), "the write moves to the reads");
-        fences.try_take(s, 2, r, false).unwrap();
-        on_1.push(&fences, s, r);
-        assert_eq!(fences.try_take(s, 1, w, false), Err(Conflict::Busy), "reads on two connections");
-        assert_eq!(fences.in_flight(s), 2);
-        drop(on_1);
-        assert_eq!(fences.in_flight(s), 0);
-        assert_eq!(fences.try_take(s, 2, w, false), Ok(()));
-    }
-
-    #[test]
-    fn a_write_back_holds_its_key_against_every_connection_until_it_is_answered() {
-        let fences = Arc::new(Fences::default());
-        let s = stripe_of(b"product:1");
-        let hold = fences.hold_for_write_back(b"product:1").expect("an idle stripe");
-        assert!(fences.held_for_write_back(s) && fences.write_backs_pending());
-        assert!(fences.hold_for_write_back(b"product:1").is_none(), "one hold at a time");
-        for conn in [0, 5] {
-            assert_eq!(fences.try_take(s, conn, Access::Write, false), Err(Conflict::Busy));
-            assert_eq!(fences.try_take(s, conn, Access::Read, false), Err(Conflict::Busy));
-        }
-        drop(hold);
-        assert!(!fences.held_for_write_back(s) && !fences.write_backs_pending());
-        assert_eq!(fences.try_take(s, 0, Access::Write, false), Ok(()));
-        assert!(fences.hold_for_write_back(b"product:1").is_none(), "not while a request is in flight");
-    }
-
-    #[test]
-    fn a_request_has_the_stripes_of_its_keys_each_once() {
-        let table = crate::command::CommandTable::builtin();
-        let stripes = |argv: &[&[u8]]| {
-            let mut out = Stripes::new();
-            stripes_of(table.lookup(argv).map(|i| &**i), argv, &mut out);
-            out
-        };
-        let (a, b) = (stripe_of(b"a"), stripe_of(b"b"));
-        assert_ne!(a, b, "the test needs two stripes");
-        assert_eq!(&stripes(&[b"SET", b"a", b"1"])[..], &[a]);
-        assert_eq!(&stripes(&[b"RPUSH", b"b", b"x", b"y"])[..], &[b]);
-        assert_eq!(&stripes(&[b"MSET", b"a", b"1", b"b", b"2", b"a", b"3"])[..], &[a, b]);
-        assert_eq!(&stripes(&[b"EVAL", b"return 1", b"2", b"b", b"a"])[..], &[b, a]);
-        assert!(stripes(&[b"PING"]).is_empty());
-    }
-}
+mod tests;

@@ -1,16 +1,18 @@
-//! Same-key order across shared connections, on the client's side: a shared-route
-//! request takes its keys' stripes for the client's connection (`upstream::fence`). When
-//! another connection owns one, the client takes a ticket in the waiting room (reserving
-//! the stripes of everything it has read, so later readers give way), waits for its
-//! earlier replies and moves to that connection, or, across protocols, waits until the
-//! stripe empties.
+//! Same-key order across connections, on the client's side: a forwarded request takes
+//! its keys' stripes (`upstream::fence`), for the client's shared connection or, on its
+//! own connection, for the client alone. When another connection owns one, the client
+//! takes a ticket in the waiting room (reserving the stripes of everything it has read,
+//! so later readers give way), and waits: for its earlier replies, to move to that
+//! connection, or, across protocols and from its own connection, until the stripe
+//! empties.
 
 use std::time::Duration;
 
 use super::Handler;
+use crate::command::Kind;
 use crate::resp::request::{Frame, RequestParser};
 use crate::server::action::Route;
-use crate::upstream::fence::{Access, Conflict, Held, Stripes, Ticket, stripes_of};
+use crate::upstream::fence::{Access, Conflict, Held, Pinned, Stripes, Ticket, stripes_of};
 
 /// Pause between tries while a stripe belongs to a connection the client cannot move to.
 const RETRY: Duration = Duration::from_millis(1);
@@ -28,55 +30,100 @@ pub(super) struct Fencing {
     /// The client's place in the fences' waiting room while it waits for a stripe; kept
     /// until the requests read with the waiting one are sent.
     pub(super) waiting: Option<Ticket>,
-    /// Stripes taken for shared-route requests not yet sent; they go with the next job.
+    /// Stripes taken for requests not yet sent; they go with the next job.
     pub(super) held: Held,
+    /// The request being routed goes on the client's own connection and may block there
+    /// (BLPOP, WAIT): it takes no stripes, nor do requests behind it.
+    pub(super) blocking: bool,
+    /// What the client's own connection has in flight.
+    pub(super) pinned: std::sync::Arc<Pinned>,
+    /// The stripes of the commands queued in the client's MULTI, one bit each: EXEC runs
+    /// them, so EXEC takes them. Allocated at the first queued key.
+    queued: Option<Box<[u64; 64]>>,
+}
+
+impl Fencing {
+    /// Keeps the stripes of a command queued in a transaction for its EXEC (`kind`,
+    /// routed with the transaction `open` after it); EXEC gets them all.
+    pub(super) fn transaction(&mut self, open: bool, kind: Option<Kind>) {
+        if open {
+            let queued = self.queued.get_or_insert_with(|| Box::new([0; 64]));
+            for &stripe in &self.stripes {
+                queued[usize::from(stripe / 64)] |= 1 << (stripe % 64);
+            }
+            return;
+        }
+        let Some(queued) = self.queued.take() else { return };
+        if kind == Some(Kind::Exec) {
+            for (word, bits) in queued.iter().enumerate() {
+                for stripe in (0..64u16).filter(|b| bits & (1 << b) != 0).map(|b| word as u16 * 64 + b) {
+                    if !self.stripes.contains(&stripe) {
+                        self.stripes.push(stripe);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Handler {
-    /// Takes the current request's stripes for the client's shared connection, all or
-    /// none; on failure says why.
-    pub(super) fn take_stripes(&mut self) -> Result<(), Conflict> {
+    /// Takes the current request's stripes for the client's connection on `route`, all
+    /// or none; on failure says why.
+    pub(super) fn take_stripes(&mut self, route: Route) -> Result<(), Conflict> {
         if self.fencing.stripes.is_empty() {
             return Ok(());
         }
         let pool = &self.ctx.pool;
         let mine = pool.number(self.routes.shared.slot);
         let start = self.fencing.held.len();
-        let waiting = self.fencing.waiting.as_ref();
-        for &stripe in &self.fencing.stripes {
-            let taken = match waiting {
-                Some(ticket) if !ticket.is_first_for(stripe) => Err(Conflict::Reserved),
-                _ => pool.fences.try_take(stripe, mine, self.fencing.access, waiting.is_some()),
+        let Fencing { stripes, access, waiting, held, pinned, .. } = &mut self.fencing;
+        let waiting = waiting.as_ref();
+        for &stripe in stripes.iter() {
+            let taken = match (waiting, route) {
+                (Some(ticket), _) if !ticket.is_first_for(stripe) => Err(Conflict::Reserved),
+                (_, Route::Shared) => pool.fences.try_take(stripe, mine, *access, waiting.is_some()),
+                (_, Route::Pinned) => pool.fences.try_take_pinned(stripe, pinned, waiting.is_some()),
             };
             if let Err(conflict) = taken {
-                self.fencing.held.release_from(start);
+                held.release_from(start);
                 return Err(conflict);
             }
-            self.fencing.held.push(&pool.fences, stripe, self.fencing.access);
+            match route {
+                Route::Shared => held.push(&pool.fences, stripe, *access),
+                Route::Pinned => held.push_pinned(&pool.fences, pinned, stripe),
+            }
         }
         Ok(())
     }
 
     /// Takes the stripes of the current request (the first `len` bytes of the read
-    /// buffer), waiting or moving the client as needed. The request is sent next, after
-    /// every earlier one (the run was flushed). `false`: the client is gone or killed
-    /// meanwhile, and the request must not be sent.
-    pub(super) async fn fence(&mut self, len: usize) -> bool {
-        if self.fencing.stripes.is_empty() {
+    /// buffer) for `route`, waiting or moving the client as needed. The request is sent
+    /// next, after every earlier one (the run was flushed). `false`: the client is gone
+    /// or killed meanwhile, and the request must not be sent.
+    pub(super) async fn fence(&mut self, route: Route, len: usize) -> bool {
+        if self.fencing.stripes.is_empty() && !self.fencing.blocking {
             return true;
         }
-        // Earlier requests on the client's own connection first: stripes are never held
+        // Earlier requests on the client's other connection first: stripes are never held
         // across a wait (a BLPOP there could wait for another client blocked on them).
-        if self.last_route != Route::Shared {
+        if self.last_route != route {
             if self.drain().await.is_err() {
                 self.closing = true;
                 return false;
             }
-            self.last_route = Route::Shared;
+            self.last_route = route;
+        }
+        if route == Route::Pinned && (self.fencing.blocking || self.fencing.pinned.may_block()) {
+            // It waits behind a request that may block, or may block itself: unfenced.
+            if self.fencing.blocking {
+                self.fencing.held.mark_blocking(&self.fencing.pinned);
+            }
+            self.fencing.stripes.clear();
+            return true;
         }
         let mut moved = false;
         loop {
-            let conflict = match self.take_stripes() {
+            let conflict = match self.take_stripes(route) {
                 Ok(()) => return true,
                 Err(conflict) => conflict,
             };
@@ -101,27 +148,13 @@ impl Handler {
                     }
                 }
             }
-            // Keys owned by two connections, by the other protocol's, held by a write-back,
-            // or wanted by a client ahead in the room: wait, unless the client is killed
-            // or strata shuts down.
+            // Keys owned by two connections, by the other protocol's, by a client's own
+            // connection, held by a write-back, or wanted by a client ahead in the room:
+            // wait, unless the client is killed or strata shuts down.
             if !self.pause().await {
                 return false;
             }
         }
-    }
-
-    /// A pinned request waits while a read-through write-back holds one of its keys (see
-    /// `Fences::hold_for_write_back`); its stripes are then forgotten, since pinned
-    /// connections are not fenced. `false`: the client is gone or killed meanwhile.
-    pub(super) async fn after_write_backs(&mut self) -> bool {
-        let fences = self.ctx.pool.fences.clone();
-        while self.fencing.stripes.iter().any(|&stripe| fences.held_for_write_back(stripe)) {
-            if !self.pause().await {
-                return false;
-            }
-        }
-        self.fencing.stripes.clear();
-        true
     }
 
     /// Sleeps `RETRY` unless the client is killed or strata shuts down; `false` then.

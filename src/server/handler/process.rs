@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::super::action::{Action, Route, RouteContext};
 use super::super::pending::{Run, defer, env, keep_spare, keep_spare_keys};
-use super::super::route::decide;
+use super::super::route::{decide, may_block};
 use crate::command::cmd_flag;
 use crate::pipeline::{self, Prepared, Through};
 use crate::resp::{Frame, ProtocolError};
@@ -116,15 +116,20 @@ impl Handler {
         };
         let action = decide(session, &route_ctx, &argv);
         stripes.clear();
-        let route = match &action {
-            Action::Forward(route) | Action::ForwardBytes(route, _) => Some(*route),
-            _ => None,
-        };
-        // Pinned requests are not fenced, but wait for a write-back on their keys.
-        if route == Some(Route::Shared)
-            || (route == Some(Route::Pinned) && ctx.pool.fences.write_backs_pending())
-        {
-            stripes_of(command, &argv, stripes);
+        fencing.blocking = false;
+        match &action {
+            Action::Forward(Route::Pinned) | Action::ForwardBytes(Route::Pinned, _)
+                if may_block(command, &argv) =>
+            {
+                fencing.blocking = true;
+            }
+            Action::Forward(route) | Action::ForwardBytes(route, _) => {
+                stripes_of(command, &argv, stripes);
+                if *route == Route::Pinned {
+                    fencing.transaction(session.in_multi, command.map(|i| i.kind));
+                }
+            }
+            _ => {}
         }
         let prepared = match action {
             Action::Forward(route) => {
@@ -167,7 +172,7 @@ impl Handler {
             };
         // A request whose key is in flight on another connection goes through `dispatch`,
         // which may wait.
-        if !joins || self.take_stripes().is_err() {
+        if !joins || self.take_stripes(Route::Shared).is_err() {
             return Some(Box::new((action, prepared)));
         }
         match prepared {
@@ -206,13 +211,11 @@ impl Handler {
             }
         };
         self.flush_run(run).await;
-        if matches!(action, Action::Forward(Route::Pinned) | Action::ForwardBytes(Route::Pinned, _))
-            && !self.after_write_backs().await
-        {
-            self.rbuf.advance(len);
-            return Ok(None);
-        }
-        if !self.fence(len).await {
+        let route = match &action {
+            Action::Forward(route) | Action::ForwardBytes(route, _) => *route,
+            _ => Route::Shared,
+        };
+        if !self.fence(route, len).await {
             self.rbuf.advance(len);
             return Ok(None);
         }

@@ -11,7 +11,6 @@ use super::Handler;
 use crate::error::Error;
 use crate::pipeline::Note;
 use crate::resp::reply::Protocol;
-use crate::upstream::fence::Held;
 use crate::upstream::{Job, Replies};
 
 impl Handler {
@@ -33,8 +32,8 @@ impl Handler {
             self.last_route = route;
         }
         let (reply, rx) = oneshot::channel();
-        // The stripes taken for these requests travel with them (shared route only).
-        let fences = if route == Route::Shared { self.fencing.held.take() } else { Held::default() };
+        // The stripes taken for these requests travel with them, released with the replies.
+        let fences = self.fencing.held.take();
         let job = Job { payload, frames, frame_ends: !notes.is_empty(), reply, fences };
         if route == Route::Pinned && !self.routes.own.ready(self.session.protocol) {
             // Taking or opening the connection may wait: let the next client in first.
