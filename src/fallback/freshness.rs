@@ -93,6 +93,10 @@ impl Fallback {
         let ttl = rule.policy.fresh_ms().unwrap_or(60_000);
         let stored = store(redis, key.clone(), value.clone(), ttl, self.counters.clone(), rule.name.clone());
         tokio::spawn(async move {
+            // The client's answer first: this task was spawned while the load that
+            // answers it was still running, so it would otherwise run (and write to
+            // Redis) before the answer is handed back. The hold keeps the key safe.
+            tokio::task::yield_now().await;
             stored.await;
             drop(hold);
         });

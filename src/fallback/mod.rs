@@ -4,6 +4,7 @@
 //! a bounded number of queries in flight, "no row" remembered for a while (negative
 //! cache), and a breaker so a dead database fails fast.
 
+mod conns;
 mod counters;
 mod flight;
 mod freshness;

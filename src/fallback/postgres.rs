@@ -1,4 +1,4 @@
-//! PostgreSQL through sqlx: the lazily connected pool, each rule's statement with its
+//! PostgreSQL through sqlx: the lazily opened connections (`conns`), each rule's statement with its
 //! parameter types (learnt by preparing it once), and rows turned into cache values.
 //! Key captures are only ever bind parameters; SQL text comes from the config alone.
 
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
+use super::conns::{Conns, IDLE_CHECK};
 use super::settings::{PostgresConfig, Shape};
 use super::{FallbackError, Loaded};
 
@@ -57,12 +58,11 @@ impl RuleSql {
     }
 }
 
-/// A pooled connection idle this long is pinged before it is used.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The database behind read-through.
+/// The database behind read-through: rules' statements on `conns`; LISTEN through sqlx's
+/// pool.
 pub struct Database {
     pool: PgPool,
+    conns: Conns,
 }
 
 impl Database {
@@ -89,8 +89,9 @@ impl Database {
                     Ok(true)
                 })
             })
-            .connect_lazy_with(options);
-        Ok(Database { pool })
+            .connect_lazy_with(options.clone());
+        let conns = Conns::new(options, config.pool_size, config.connect_timeout);
+        Ok(Database { pool, conns })
     }
 
     /// The pool, for LISTEN.
@@ -98,13 +99,20 @@ impl Database {
         &self.pool
     }
 
+    /// Prepares `sql` on a query connection, which keeps it for the queries that follow.
+    async fn prepare(&self, sql: String) -> Result<sqlx::postgres::PgStatement, FallbackError> {
+        let mut lease = self.conns.lease().await?;
+        let prepared = lease.conn().prepare(AssertSqlSafe(sql).into_sql_str()).await;
+        lease.finished(&prepared);
+        prepared.map_err(classify)
+    }
+
     /// Prepares `sql` and returns its parameter types, failing on types strata cannot bind.
     pub async fn param_types(&self, rule: &RuleSql) -> Result<Vec<ParamType>, FallbackError> {
         if let Some(types) = rule.types.get() {
             return Ok(types.clone());
         }
-        let statement =
-            (&self.pool).prepare(AssertSqlSafe(rule.sql.clone()).into_sql_str()).await.map_err(classify)?;
+        let statement = self.prepare(rule.sql.clone()).await?;
         let names: Vec<String> = match statement.parameters() {
             Some(sqlx::Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
             _ => Vec::new(),
@@ -130,8 +138,7 @@ impl Database {
 
     /// Prepares a rule's statement and checks that strata can read every result column.
     pub async fn check_columns(&self, rule: &RuleSql) -> Result<(), FallbackError> {
-        let statement =
-            (&self.pool).prepare(AssertSqlSafe(rule.sql.clone()).into_sql_str()).await.map_err(classify)?;
+        let statement = self.prepare(rule.sql.clone()).await?;
         if statement.columns().is_empty() {
             return Err(FallbackError::Config(format!("'{}' returns no columns", rule.sql)));
         }
@@ -146,8 +153,7 @@ impl Database {
 
     /// Prepares a batch statement: `$1` must be `text[]` and rows need two columns.
     pub async fn check_batch(&self, sql: &str) -> Result<(), FallbackError> {
-        let statement =
-            (&self.pool).prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await.map_err(classify)?;
+        let statement = self.prepare(sql.to_string()).await?;
         let params: Vec<String> = match statement.parameters() {
             Some(sqlx::Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
             _ => Vec::new(),
@@ -180,7 +186,10 @@ impl Database {
                 None => return Ok(None),
             };
         }
-        let row = query.fetch_optional(&self.pool).await.map_err(classify)?;
+        let mut lease = self.conns.lease().await?;
+        let row = query.fetch_optional(lease.conn()).await;
+        lease.finished(&row);
+        let row = row.map_err(classify)?;
         row.map_or(Ok(None), |r| row_value(&r, shape))
     }
 
@@ -195,11 +204,10 @@ impl Database {
             .filter_map(|c| std::str::from_utf8(c).ok().filter(|s| !s.contains('\0')))
             .map(str::to_string)
             .collect();
-        let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
-            .bind(texts)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let mut lease = self.conns.lease().await?;
+        let rows = sqlx::query(AssertSqlSafe(sql.to_string())).bind(texts).fetch_all(lease.conn()).await;
+        lease.finished(&rows);
+        let rows = rows.map_err(classify)?;
         Ok(rows
             .iter()
             .filter_map(|r| {
