@@ -134,3 +134,50 @@ async fn a_blocked_client_holds_no_key_on_its_own_connection() {
     assert_eq!(&popped[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
     assert_eq!(&a.read_frame().await[..], b"+OK\r\n");
 }
+
+/// A client that waited for a key keeps its place in the waiting room, which holds later
+/// clients back from the keys it has read, until its requests are sent. Once it sends a
+/// command that blocks, it must give its place up: here its HELLO waits behind its own
+/// BLPOP, and the push that would wake the BLPOP names a key the client had read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_blocked_after_waiting_for_a_key_holds_nobody_up() {
+    let (_redis, strata) = setup().await;
+    let mut p = RawClient::connect(strata.addr).await;
+    assert_eq!(&p.command(&["WATCH", "elsewhere"]).await[..], b"+OK\r\n");
+    // The shared connection turns slow with `k` in flight: p's SET k must wait for it.
+    let mut s = RawClient::connect(strata.addr).await;
+    s.send(&[cmd(&["ECHO", "slowly"]), cmd(&["SET", "k", "s"])].concat()).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    p.send(&[cmd(&["SET", "k", "p"]), cmd(&["BLPOP", "q", "0"]), cmd(&["HELLO", "3"])].concat()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut u = RawClient::connect(strata.addr).await;
+    let within = Duration::from_secs(5);
+    let pushed = tokio::time::timeout(within, u.command(&["RPUSH", "q", "x"])).await;
+    assert_eq!(&pushed.expect("the push is not held up")[..], b":1\r\n");
+    assert_eq!(&p.read_frame().await[..], b"+OK\r\n");
+    let popped = tokio::time::timeout(within, p.read_frame()).await.expect("the BLPOP is woken");
+    assert_eq!(&popped[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    assert!(p.read_frame().await.starts_with(b"%"), "HELLO's reply");
+}
+
+/// A request with several keys takes their stripes all or none: finding the second taken,
+/// it gives the first back and waits. Giving it back must not wake the client itself,
+/// or it tries again at once, forever, and strata's thread never gets to the reply that
+/// would free the key (every client hung, found by the differential test under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_one_of_its_keys_taken_waits_without_spinning() {
+    let (_redis, strata) = setup().await;
+    // b is held by a slow request on a client's own connection.
+    let mut s = RawClient::connect(strata.addr).await;
+    assert_eq!(&s.command(&["WATCH", "elsewhere"]).await[..], b"+OK\r\n");
+    s.send(&[cmd(&["ECHO", "slowly"]), cmd(&["SET", "b", "s"])].concat()).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut c = RawClient::connect(strata.addr).await;
+    c.send(&cmd(&["MSET", "a", "1", "b", "c"])).await;
+    let within = Duration::from_secs(5);
+    let mut u = RawClient::connect(strata.addr).await;
+    let pong = tokio::time::timeout(within, u.command(&["PING"])).await.expect("strata still answers");
+    assert_eq!(&pong[..], b"+PONG\r\n");
+    let set = tokio::time::timeout(within, c.read_frame()).await.expect("the MSET goes once b is free");
+    assert_eq!(&set[..], b"+OK\r\n");
+}

@@ -28,8 +28,10 @@ use crate::command::{CommandInfo, keys_of};
 
 mod pinned;
 mod room;
+mod watch;
 pub use pinned::Pinned;
 pub use room::Ticket;
+pub use watch::Watch;
 
 /// Stripes in the table: collisions only cost a needless move of a client, and 4,096
 /// words (32 KiB) stay in cache.
@@ -74,6 +76,10 @@ pub type ConnNumber = u16;
 pub struct Fences {
     stripes: Box<[AtomicU64]>,
     room: room::WaitingRoom,
+    /// Clients waiting for a stripe, told when one is released or a waiting client
+    /// leaves the room (`watch`).
+    released: tokio::sync::Notify,
+    watchers: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Fences {
@@ -81,6 +87,8 @@ impl Default for Fences {
         Fences {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             room: room::WaitingRoom::default(),
+            released: tokio::sync::Notify::new(),
+            watchers: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -201,14 +209,23 @@ impl Fences {
         (word & READS) + ((word & WRITES) >> 20)
     }
 
-    /// Releases one request taken as `entry` (a stripe, marked if it was a read).
+    /// Releases one request taken as `entry` (a stripe, marked if it was a read), and
+    /// wakes the clients waiting for a stripe.
     fn release(&self, entry: u16) {
+        self.release_quietly(entry);
+        self.wake_watchers();
+    }
+
+    /// `release` without waking anyone: for a stripe the caller took a moment ago and
+    /// gives back without having sent anything on it (nobody's wait could end by it, and
+    /// waking itself would make a waiting client try again at once, forever).
+    fn release_quietly(&self, entry: u16) {
         let (stripe, one) = if entry & READ_MARK != 0 {
             (entry & !READ_MARK, READ_ONE)
         } else {
             (entry & !PIN_MARK, WRITE_ONE)
         };
-        self.stripes[stripe as usize].fetch_sub(one, Ordering::AcqRel);
+        self.stripes[stripe as usize].fetch_sub(one, Ordering::SeqCst);
     }
 
     /// Marks `stripe` as wanted by a waiting client; `false` if 4,095 already want it
@@ -270,20 +287,29 @@ impl Held {
         }
     }
 
-    /// Releases the stripes counted since the length was `len` (a request that took
-    /// some of its keys' stripes but not all).
-    pub fn release_from(&mut self, len: usize) {
-        if let Some(fences) = &self.fences {
-            for entry in self.stripes.drain(len..) {
-                // The client forgets the stripe first: while it still counts it, the
-                // stripe's word counts it too, so nobody else can have taken it.
-                if entry & PIN_MARK != 0
-                    && let Some((pinned, _)) = &self.pinned
-                {
-                    pinned.forget(entry & !PIN_MARK);
-                }
-                fences.release(entry);
+    /// Gives back the stripes counted since the length was `len`: a request that took
+    /// some of its keys' stripes but not all, and sent nothing (`Fences::release_quietly`).
+    pub fn give_back_from(&mut self, len: usize) {
+        self.release_entries(len, false);
+    }
+
+    fn release_entries(&mut self, len: usize, wake: bool) {
+        let Some(fences) = &self.fences else { return };
+        if len >= self.stripes.len() {
+            return;
+        }
+        for entry in self.stripes.drain(len..) {
+            // The client forgets the stripe first: while it still counts it, the
+            // stripe's word counts it too, so nobody else can have taken it.
+            if entry & PIN_MARK != 0
+                && let Some((pinned, _)) = &self.pinned
+            {
+                pinned.forget(entry & !PIN_MARK);
             }
+            fences.release_quietly(entry);
+        }
+        if wake {
+            fences.wake_watchers();
         }
     }
 
@@ -300,7 +326,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.release_from(0);
+        self.release_entries(0, true);
         if let Some((pinned, true)) = &self.pinned {
             pinned.unblocked();
         }

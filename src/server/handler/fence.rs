@@ -12,10 +12,12 @@ use super::Handler;
 use crate::command::Kind;
 use crate::resp::request::{Frame, RequestParser};
 use crate::server::action::Route;
-use crate::upstream::fence::{Access, Conflict, Held, Pinned, Stripes, Ticket, stripes_of};
+use crate::upstream::fence::{Access, Conflict, Held, Pinned, Stripes, Ticket, Watch, stripes_of};
 
-/// Pause between tries while a stripe belongs to a connection the client cannot move to.
-const RETRY: Duration = Duration::from_millis(1);
+/// Longest wait between tries while a stripe belongs to a connection the client cannot
+/// move to: a release wakes the client at once (`Fences::watch`); this only bounds a
+/// missed wake.
+const RETRY: Duration = Duration::from_millis(10);
 /// Longest a waiting client keeps its place while its own replies drain: a client that
 /// does not read its replies must not hold up others on its keys for long.
 const TURN_HOLD: Duration = Duration::from_millis(100);
@@ -85,7 +87,7 @@ impl Handler {
                 (_, Route::Pinned) => pool.fences.try_take_pinned(stripe, pinned, waiting.is_some()),
             };
             if let Err(conflict) = taken {
-                held.release_from(start);
+                held.give_back_from(start);
                 return Err(conflict);
             }
             match route {
@@ -117,12 +119,17 @@ impl Handler {
             // It waits behind a request that may block, or may block itself: unfenced.
             if self.fencing.blocking {
                 self.fencing.held.mark_blocking(&self.fencing.pinned);
+                // From here the client may wait for its own replies: its place in the
+                // room must not hold up the request that would unblock it.
+                self.fencing.waiting = None;
             }
             self.fencing.stripes.clear();
             return true;
         }
         let mut moved = false;
+        let fences = self.ctx.pool.fences.clone();
         loop {
+            let watch = fences.watch();
             let conflict = match self.take_stripes(route) {
                 Ok(()) => return true,
                 Err(conflict) => conflict,
@@ -151,20 +158,24 @@ impl Handler {
             // Keys owned by two connections, by the other protocol's, by a client's own
             // connection, held by a write-back, or wanted by a client ahead in the room:
             // wait, unless the client is killed or strata shuts down.
-            if !self.pause().await {
+            if !self.pause(watch).await {
                 return false;
             }
         }
     }
 
-    /// Sleeps `RETRY` unless the client is killed or strata shuts down; `false` then.
-    async fn pause(&mut self) -> bool {
+    /// Waits for a release seen by `watch` (at most `RETRY`) unless the client is killed
+    /// or strata shuts down; `false` then.
+    async fn pause(&mut self, watch: Watch<'_>) -> bool {
         let kill = self.registration.handle.kill.clone();
         tokio::select! {
-            () = tokio::time::sleep(RETRY) => {}
+            () = watch.released(RETRY) => {}
             () = kill.cancelled() => {}
             () = self.ctx.shutdown.cancelled() => {}
         }
+        // Whatever woke it, the tasks that free stripes get a turn before the next try:
+        // a wake that came before it ever waited would otherwise make this loop spin.
+        tokio::task::yield_now().await;
         if self.registration.handle.kill.is_cancelled() || self.ctx.shutdown.is_cancelled() {
             self.closing = true;
             return false;

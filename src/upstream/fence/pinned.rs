@@ -87,7 +87,7 @@ impl Fences {
             match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     // Counted after the word: the client never counts a hold the word
-                    // does not have (`Held::release_from` forgets before releasing).
+                    // does not have (`Held` forgets before releasing).
                     pinned.note(stripe);
                     return Ok(());
                 }

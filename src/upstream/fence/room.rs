@@ -63,6 +63,7 @@ impl Drop for Ticket {
         for &stripe in &self.reserved {
             self.fences.unreserve(stripe);
         }
+        self.fences.wake_watchers();
     }
 }
 

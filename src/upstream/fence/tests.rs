@@ -123,3 +123,32 @@ fn a_request_that_may_block_counts_until_it_is_answered() {
     drop(job);
     assert!(!pinned.may_block());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_client_is_woken_by_the_release_not_by_a_timer() {
+    let fences = Arc::new(Fences::default());
+    let s = stripe_of(b"k");
+    let bound = std::time::Duration::from_secs(3600);
+    for release_first in [false, true] {
+        fences.try_take(s, 0, Access::Write, false).unwrap();
+        let mut held = Held::default();
+        held.push(&fences, s, Access::Write);
+        let watch = fences.watch();
+        assert_eq!(fences.try_take(s, 1, Access::Write, false), Err(Conflict::Owner(0)));
+        let started = tokio::time::Instant::now();
+        if release_first {
+            // Released between the failed try and the wait: the watch still saw it.
+            drop(held);
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                drop(held);
+            });
+        }
+        watch.released(bound).await;
+        let waited = started.elapsed();
+        assert!(waited <= std::time::Duration::from_millis(5), "woken after {waited:?}");
+        assert_eq!(fences.try_take(s, 1, Access::Write, false), Ok(()));
+        fences.release(s);
+    }
+}
