@@ -45,7 +45,8 @@
 //!    `-TRYAGAIN`.
 //! 4. A forwarded request first takes its keys' stripes (`upstream::fence`): a key
 //!    with a write in flight belongs to one shared connection (reads alone may share it)
-//!    or to one client's own connection (not while it may block there),
+//!    or to one client's own connection (not while it may block there; a client in
+//!    pass-through writes to Redis directly),
 //!    and a client whose key is in flight on another moves there once its own replies
 //!    are in, or waits its turn in the fences' waiting room, reserving what it has read
 //!    so later readers cannot slip past; so requests on the same key reach Redis in the

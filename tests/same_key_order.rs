@@ -181,3 +181,21 @@ async fn a_request_that_finds_one_of_its_keys_taken_waits_without_spinning() {
     let set = tokio::time::timeout(within, c.read_frame()).await.expect("the MSET goes once b is free");
     assert_eq!(&set[..], b"+OK\r\n");
 }
+
+/// Inside MULTI a blocking command is only queued; EXEC runs it, so EXEC holds its key:
+/// here a later push must not reach the list before the transaction's BLPOP did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_queued_in_multi_holds_its_key_for_exec() {
+    let (redis, strata) = setup().await;
+    let mut a = RawClient::connect(strata.addr).await;
+    assert_eq!(&a.command(&["MULTI"]).await[..], b"+OK\r\n");
+    assert_eq!(&a.command(&["BLPOP", "k", "0"]).await[..], b"+QUEUED\r\n");
+    a.send(&[cmd(&["ECHO", "slowly"]), cmd(&["EXEC"])].concat()).await;
+    let mut b = RawClient::connect(strata.addr).await;
+    assert!(b.command(&["RPUSH", "k", "b"]).await.starts_with(b":"));
+    assert_eq!(&a.read_frame().await[..], b"+QUEUED\r\n");
+    let exec = a.read_frame().await;
+    // The EXEC ran first (its BLPOP found nothing), then the push: "b" stays.
+    assert!(exec.starts_with(b"*2\r\n*-1\r\n"), "{}", String::from_utf8_lossy(&exec));
+    assert_eq!(list_when_complete(&redis, "k", 1).await, "b");
+}

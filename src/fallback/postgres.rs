@@ -90,7 +90,9 @@ impl Database {
                 })
             })
             .connect_lazy_with(options.clone());
-        let conns = Conns::new(options, config.pool_size, config.connect_timeout);
+        // PostgreSQL ends a cut-off query by its own statement timeout at the latest.
+        let recover_within = config.statement_timeout + config.connect_timeout;
+        let conns = Conns::new(options, config.pool_size, config.connect_timeout, recover_within);
         Ok(Database { pool, conns })
     }
 

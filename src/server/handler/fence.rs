@@ -45,6 +45,14 @@ pub(super) struct Fencing {
 }
 
 impl Fencing {
+    /// The client's own connection was given up (RESET, a protocol switch): what it had
+    /// in flight, a blocked command say, says nothing about the next one, and neither
+    /// does a transaction begun on it.
+    pub(super) fn own_connection_dropped(&mut self) {
+        self.pinned = std::sync::Arc::default();
+        self.queued = None;
+    }
+
     /// Keeps the stripes of a command queued in a transaction for its EXEC (`kind`,
     /// routed with the transaction `open` after it); EXEC gets them all.
     pub(super) fn transaction(&mut self, open: bool, kind: Option<Kind>) {

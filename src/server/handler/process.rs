@@ -118,8 +118,9 @@ impl Handler {
         stripes.clear();
         fencing.blocking = false;
         match &action {
+            // Inside MULTI nothing blocks: queued, it holds its keys for EXEC.
             Action::Forward(Route::Pinned) | Action::ForwardBytes(Route::Pinned, _)
-                if may_block(command, &argv) =>
+                if may_block(command, &argv) && !session.in_multi =>
             {
                 fencing.blocking = true;
             }

@@ -52,6 +52,7 @@ impl Handler {
             Action::Reset => {
                 self.drain().await?;
                 self.routes.own.set(None);
+                self.fencing.own_connection_dropped();
                 self.session.reset();
                 self.reassign();
                 self.local(Reply::Status("RESET"));
@@ -77,6 +78,7 @@ impl Handler {
             && !self.session.needs_pinned()
         {
             self.routes.own.set(None);
+            self.fencing.own_connection_dropped();
         }
     }
 

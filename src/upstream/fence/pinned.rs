@@ -32,18 +32,6 @@ impl Pinned {
         self.blocking.load(Ordering::Acquire) != 0
     }
 
-    fn holds(&self, stripe: u16) -> bool {
-        self.lock().iter().any(|&(s, _)| s == stripe)
-    }
-
-    fn note(&self, stripe: u16) {
-        let mut counts = self.lock();
-        match counts.iter_mut().find(|(s, _)| *s == stripe) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((stripe, 1)),
-        }
-    }
-
     /// One request on `stripe` was answered (or its connection is gone).
     pub(super) fn forget(&self, stripe: u16) {
         let mut counts = self.lock();
@@ -71,6 +59,11 @@ impl Fences {
     /// to a reservation.
     pub fn try_take_pinned(&self, stripe: u16, pinned: &Pinned, waiting: bool) -> Result<(), Conflict> {
         let word = &self.stripes[stripe as usize];
+        // Held from the look at what the client holds through counting the new hold: a
+        // release of the client's (which forgets first) cannot slip in between, so a
+        // stripe freed and taken by someone else meanwhile is never joined.
+        let mut counts = pinned.lock();
+        let holds = counts.iter().position(|&(s, _)| s == stripe);
         let mut current = word.load(Ordering::Acquire);
         loop {
             if !waiting && current & RESERVED_MASK != 0 {
@@ -79,16 +72,17 @@ impl Fences {
             let writes = current & WRITES;
             let next = if current & (READS | WRITES) == 0 {
                 (current & RESERVED_MASK) | PINNED << OWNER_SHIFT | WRITE_ONE
-            } else if current >> OWNER_SHIFT == PINNED && writes != WRITES && pinned.holds(stripe) {
+            } else if current >> OWNER_SHIFT == PINNED && writes != WRITES && holds.is_some() {
                 current + WRITE_ONE
             } else {
                 return Err(Conflict::Busy);
             };
             match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    // Counted after the word: the client never counts a hold the word
-                    // does not have (`Held` forgets before releasing).
-                    pinned.note(stripe);
+                    match holds {
+                        Some(at) => counts[at].1 += 1,
+                        None => counts.push((stripe, 1)),
+                    }
                     return Ok(());
                 }
                 Err(seen) => current = seen,
