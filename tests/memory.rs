@@ -212,3 +212,92 @@ async fn a_512_mb_value_is_set_and_got_through_strata_exactly_as_redis_holds_it(
     let straight = direct.read_frame().await;
     assert!(through == straight, "strata's reply differs from Redis' own");
 }
+
+/// Copies both ways at once, except that towards strata the last 1,000 bytes of the
+/// first bulk reply of `size` bytes come 300 ms after the rest. Returns its address.
+async fn late_end_relay(redis_port: u16, size: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr");
+    let header = format!("${size}\r\n").into_bytes();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(redis) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else { return };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_redis, mut to_redis) = redis.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_redis).await;
+            });
+            let header = header.clone();
+            tokio::spawn(async move {
+                // Bytes of the reply still to forward before the pause, once it began.
+                let mut before_pause: Option<usize> = None;
+                let mut chunk = vec![0u8; 1 << 20];
+                while let Ok(n) = from_redis.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let mut data = &chunk[..n];
+                    if before_pause.is_none()
+                        && let Some(at) = data.windows(header.len()).position(|w| w == &header[..])
+                    {
+                        before_pause = Some(at + header.len() + size + 2 - 1000);
+                    }
+                    if let Some(left) = before_pause.as_mut().filter(|left| **left > 0 && **left < usize::MAX)
+                    {
+                        let now = (*left).min(data.len());
+                        if to_client.write_all(&data[..now]).await.is_err() {
+                            return;
+                        }
+                        data = &data[now..];
+                        *left -= now;
+                        if *left == 0 {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            before_pause = Some(usize::MAX);
+                        }
+                    }
+                    if to_client.write_all(data).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The end of a large value arriving in a separate, late read must not make strata grow
+/// (and so copy) the buffer that already holds the rest: on the client's side (its last
+/// bytes sent late) and on Redis' side (a relay holds back the end of the reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_whose_end_comes_late_is_held_once() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let size = 48 * MIB as usize;
+    let relay = late_end_relay(redis.port, size).await;
+    let strata = Arc::new(Binary::start(&format!("redis://{relay}"), "").await);
+    let start = strata.rss();
+    let mut c = RawClient::connect(strata.addr).await;
+    let peak = watch_peak(&strata);
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
+    set.resize(set.len() + size, b'v');
+    set.extend_from_slice(b"\r\n");
+    let (most, end) = set.split_at(set.len() - 1000);
+    c.send(most).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(end).await;
+    drop(set);
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    let set_peak = peak.finish();
+    let done = Instant::now();
+    while strata.rss() > start + 16 * MIB {
+        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB 5 s after SET", strata.rss() / MIB);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = watch_peak(&strata);
+    c.send(&cmd(&["GET", "big"])).await;
+    read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
+    let get_peak = peak.finish();
+    let allowed = start + size as u64 * 5 / 4;
+    assert!(set_peak <= allowed, "SET: peak {} MiB, start {} MiB", set_peak / MIB, start / MIB);
+    assert!(get_peak <= allowed, "GET: peak {} MiB, start {} MiB", get_peak / MIB, start / MIB);
+}

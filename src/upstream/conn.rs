@@ -231,6 +231,9 @@ impl Driver {
             Some(wanted) if wanted > self.rbuf.capacity() && wanted - self.rbuf.len() > LARGE_VALUE => {
                 self.rbuf.reserve(wanted - self.rbuf.len());
             }
+            // The end of a large reply is still to come and has its room: growing the
+            // buffer now would copy the reply (a doubling, since it is nearly full).
+            Some(wanted) if wanted <= self.rbuf.capacity() && self.rbuf.len() >= LARGE_VALUE => {}
             _ if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 => {
                 self.rbuf.reserve(READ_CHUNK.max(self.rbuf.len() / 2));
             }

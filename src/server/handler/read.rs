@@ -70,12 +70,16 @@ impl Handler {
             *rbuf = BytesMut::from(&rbuf[..]);
             *large = false;
         }
-        if let Some(wanted) = parser.wanted(rbuf)
+        let wanted = parser.wanted(rbuf);
+        if let Some(wanted) = wanted
             && wanted > rbuf.capacity()
             && wanted - rbuf.len() > LARGE_VALUE
         {
             rbuf.reserve(wanted - rbuf.len());
             *large = true;
+        } else if wanted.is_some_and(|w| w <= rbuf.capacity()) && rbuf.len() >= LARGE_VALUE {
+            // The end of a large value is still to come and has its room: growing the
+            // buffer now would copy the value (a doubling, since it is nearly full).
         } else if rbuf.capacity() - rbuf.len() < *read_chunk / 2 {
             rbuf.reserve((*read_chunk).max(rbuf.len().min(4 * 1024 * 1024)));
         }
