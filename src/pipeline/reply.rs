@@ -150,6 +150,20 @@ fn cut_one(cut: Cut, frames: Vec<Bytes>, note: &mut Note, request: Option<Bytes>
 /// Resolves deferred pieces. Loads run concurrently (misses for one key in one batch
 /// then share one query); replies keep their order.
 pub async fn resolve(fallback: std::sync::Arc<crate::fallback::Fallback>, pieces: Vec<Piece>) -> Bytes {
+    // One load (an unpipelined miss, the usual case) runs in this task: a task of its own
+    // would only add a hand-off before the query and another after it.
+    if pieces.iter().filter(|p| matches!(p, Piece::Load { .. })).count() == 1 {
+        let mut out = BytesMut::new();
+        for piece in pieces {
+            match piece {
+                Piece::Ready(bytes) => out.extend_from_slice(&bytes),
+                Piece::Load { through, original } => {
+                    out.extend_from_slice(&through::answer(&fallback, &through, original.as_deref()).await)
+                }
+            }
+        }
+        return out.freeze();
+    }
     let mut parts = Vec::with_capacity(pieces.len());
     for piece in pieces {
         parts.push(match piece {
