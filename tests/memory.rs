@@ -64,6 +64,39 @@ async fn read_exactly(c: &mut RawClient, mut len: usize) {
     }
 }
 
+/// SETs a value of `size` bytes through `strata` (its last `late` bytes 300 ms after the
+/// rest), then GETs it, and checks that each costs about the value's size once, with
+/// the SET's memory given back before the GET is measured.
+async fn set_then_get_held_once(strata: &Arc<Binary>, size: usize, late: usize) {
+    let start = strata.rss();
+    let mut c = RawClient::connect(strata.addr).await;
+    let peak = watch_peak(strata);
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
+    set.resize(set.len() + size, b'v');
+    set.extend_from_slice(b"\r\n");
+    let (most, end) = set.split_at(set.len() - late);
+    c.send(most).await;
+    if late > 0 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.send(end).await;
+    }
+    drop(set);
+    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
+    let set_peak = peak.finish();
+    let done = Instant::now();
+    while strata.rss() > start + 16 * MIB {
+        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB 5 s after SET", strata.rss() / MIB);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = watch_peak(strata);
+    c.send(&cmd(&["GET", "big"])).await;
+    read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
+    let get_peak = peak.finish();
+    let allowed = start + size as u64 * 5 / 4;
+    assert!(set_peak <= allowed, "SET: peak {} MiB, start {} MiB", set_peak / MIB, start / MIB);
+    assert!(get_peak <= allowed, "GET: peak {} MiB, start {} MiB", get_peak / MIB, start / MIB);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_value_costs_its_size_once_and_is_given_back() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -71,28 +104,7 @@ async fn a_large_value_costs_its_size_once_and_is_given_back() {
     let strata = Arc::new(Binary::start(&redis.url(), "").await);
     let size = 96 * MIB as usize;
     let start = strata.rss();
-    let mut c = RawClient::connect(strata.addr).await;
-    let peak = watch_peak(&strata);
-    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
-    set.resize(set.len() + size, b'v');
-    set.extend_from_slice(b"\r\n");
-    c.send(&set).await;
-    drop(set);
-    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
-    let set_peak = peak.finish();
-    // Given back within 5 s, before the GET is measured on its own.
-    let done = Instant::now();
-    while strata.rss() > start + 16 * MIB {
-        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB 5 s after SET", strata.rss() / MIB);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let peak = watch_peak(&strata);
-    c.send(&cmd(&["GET", "big"])).await;
-    read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
-    let get_peak = peak.finish();
-    let allowed = start + size as u64 * 5 / 4;
-    assert!(set_peak <= allowed, "SET: peak {} MiB, start {} MiB", set_peak / MIB, start / MIB);
-    assert!(get_peak <= allowed, "GET: peak {} MiB, start {} MiB", get_peak / MIB, start / MIB);
+    set_then_get_held_once(&strata, size, 0).await;
     // Given back within 5 s.
     let done = Instant::now();
     while strata.rss() > start + 16 * MIB {
@@ -275,29 +287,5 @@ async fn a_large_value_whose_end_comes_late_is_held_once() {
     let size = 48 * MIB as usize;
     let relay = late_end_relay(redis.port, size).await;
     let strata = Arc::new(Binary::start(&format!("redis://{relay}"), "").await);
-    let start = strata.rss();
-    let mut c = RawClient::connect(strata.addr).await;
-    let peak = watch_peak(&strata);
-    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${size}\r\n").into_bytes();
-    set.resize(set.len() + size, b'v');
-    set.extend_from_slice(b"\r\n");
-    let (most, end) = set.split_at(set.len() - 1000);
-    c.send(most).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    c.send(end).await;
-    drop(set);
-    assert_eq!(&c.read_frame().await[..], b"+OK\r\n");
-    let set_peak = peak.finish();
-    let done = Instant::now();
-    while strata.rss() > start + 16 * MIB {
-        assert!(done.elapsed() < Duration::from_secs(5), "still {} MiB 5 s after SET", strata.rss() / MIB);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let peak = watch_peak(&strata);
-    c.send(&cmd(&["GET", "big"])).await;
-    read_exactly(&mut c, format!("${size}\r\n").len() + size + 2).await;
-    let get_peak = peak.finish();
-    let allowed = start + size as u64 * 5 / 4;
-    assert!(set_peak <= allowed, "SET: peak {} MiB, start {} MiB", set_peak / MIB, start / MIB);
-    assert!(get_peak <= allowed, "GET: peak {} MiB, start {} MiB", get_peak / MIB, start / MIB);
+    set_then_get_held_once(&strata, size, 1000).await;
 }

@@ -199,3 +199,28 @@ async fn a_blocking_command_queued_in_multi_holds_its_key_for_exec() {
     assert!(exec.starts_with(b"*2\r\n*-1\r\n"), "{}", String::from_utf8_lossy(&exec));
     assert_eq!(list_when_complete(&redis, "k", 1).await, "b");
 }
+
+/// A client's own connection has no command timeout (it carries commands that wait), so
+/// a key it holds while Redis stalls would hold everyone else on that key for as long:
+/// the wait for it is bounded by `command_timeout_ms`, after which the request goes on
+/// and fails as any request to a stalled Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_on_a_stalled_own_connection_does_not_hang_others() {
+    let redis = RedisServer::start();
+    let strata = Strata::start(&redis.url(), "[upstream]\ncommand_timeout_ms = 300\n").await;
+    let mut p = RawClient::connect(strata.addr).await;
+    assert_eq!(&p.command(&["WATCH", "elsewhere"]).await[..], b"+OK\r\n");
+    redis.signal("STOP");
+    p.send(&cmd(&["SET", "k", "p"])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut s = RawClient::connect(strata.addr).await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), s.command(&["GET", "k"])).await;
+    redis.signal("CONT");
+    let reply = answered.expect("a request on the key is answered while Redis stalls");
+    assert!(
+        reply.starts_with(b"-"),
+        "an error, as from any stalled request: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(&p.read_frame().await[..], b"+OK\r\n", "the held request goes through once Redis is back");
+}

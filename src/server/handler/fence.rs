@@ -136,10 +136,18 @@ impl Handler {
         }
         let mut moved = false;
         let fences = self.ctx.pool.fences.clone();
+        // A key held on a client's own connection (no command timeout there) while Redis
+        // stalls would hold this request for as long: after the command timeout, which
+        // bounds every other hold, it goes on unfenced and meets the stall itself.
+        let give_up = self.ctx.config.upstream.command_timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             let watch = fences.watch();
             let conflict = match self.take_stripes(route) {
                 Ok(()) => return true,
+                Err(_) if give_up.is_some_and(|at| tokio::time::Instant::now() >= at) => {
+                    self.fencing.stripes.clear();
+                    return true;
+                }
                 Err(conflict) => conflict,
             };
             self.first_batch_sent();

@@ -69,9 +69,6 @@ impl Handler {
         let Some(Pending::Waiting { .. }) = self.queue.back() else { return Ok(()) };
         let Some(Pending::Waiting { rx, .. }) = self.queue.pop_back() else { return Ok(()) };
         self.first_batch_sent();
-        // The reply may wait behind a blocked command of the client's: its place in the
-        // room must not hold up the request that would unblock it.
-        self.fencing.waiting = None;
         let reply = rx.await.map_or_else(|_| Error::redis_lost().repeated(1), |r| r.bytes);
         if !reply.starts_with(b"-") {
             self.session.protocol = if proto == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
